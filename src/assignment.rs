@@ -1,0 +1,1 @@
+//! Linear assignment (placeholder: being written).

@@ -1,0 +1,1 @@
+//! Reference ReLU MLP (placeholder: being written).

@@ -1,0 +1,456 @@
+//! Permutation specs: which axes of which parameters each hidden-unit permutation acts on.
+//!
+//! A [`PermutationSpec`] lists, for every permutable parameter, one optional permutation name
+//! per tensor axis (Ainsworth et al. 2023, *Git Re-Basin*, §3 "permutation specs"). For a
+//! two-layer MLP with hidden permutation `P_0`:
+//!
+//! | parameter | axes |
+//! |---|---|
+//! | `layers.0.weight` `[h, in]` | `[P_0, –]` |
+//! | `layers.0.bias` `[h]` | `[P_0]` |
+//! | `layers.1.weight` `[out, h]` | `[–, P_0]` |
+//! | `layers.1.bias` `[out]` | `[–]` |
+//!
+//! Builders cover MLPs ([`PermutationSpec::mlp`], [`PermutationSpec::mlp_with_names`]),
+//! VGG-style CNNs with BatchNorm ([`PermutationSpec::vgg`]), general chains of linear/conv
+//! layers with norms ([`PermutationSpec::chain`]) and CIFAR ResNets such as ResNet-20
+//! ([`PermutationSpec::resnet20`]), where all blocks of a stage share the residual-stream
+//! permutation. Always [`validate`](PermutationSpec::validate) a spec against the parameters:
+//! a spec that does not fit the model is an error, never a silent no-op.
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::params::Params;
+use crate::permutation::Permutation;
+
+/// For each parameter name, one optional permutation name per axis.
+///
+/// With the `serde` feature the spec (de)serialises as a JSON object
+/// `{"layers.0.weight": ["P_0", null], …}`, so Python users can write specs by hand.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
+pub struct PermutationSpec {
+    axes: BTreeMap<String, Vec<Option<String>>>,
+}
+
+/// What [`PermutationSpec::validate`] found about a parameter set that fits the spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validation {
+    /// Size of every permutation of the spec, by name.
+    pub perm_sizes: BTreeMap<String, usize>,
+    /// Parameters present in the set but not mentioned by the spec (e.g. BatchNorm's
+    /// `num_batches_tracked`); they are copied through unchanged by permutation.
+    pub unmentioned: Vec<String>,
+}
+
+/// The kind of a producing layer in a [`ChainLayer`], which fixes its weight's rank.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    /// A linear layer, weight `[out, in]`.
+    Linear,
+    /// A 2-D convolution, weight `[out, in, kh, kw]`.
+    Conv2d,
+}
+
+/// The normalisation that follows a layer in a [`ChainLayer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormKind {
+    /// BatchNorm: `{prefix}.weight`, `.bias`, `.running_mean`, `.running_var` (all `[out]`).
+    /// `.num_batches_tracked` is a scalar and stays unmentioned.
+    BatchNorm,
+    /// LayerNorm over the unit axis: `{prefix}.weight`, `.bias` (both `[out]`).
+    LayerNorm,
+}
+
+/// One producing layer of a sequential network for [`PermutationSpec::chain`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainLayer {
+    /// Layer kind.
+    pub kind: LayerKind,
+    /// Name of the weight parameter.
+    pub weight: String,
+    /// Name of the bias parameter, if the layer has one.
+    pub bias: Option<String>,
+    /// Normalisation after the layer: its kind and name prefix.
+    pub norm: Option<(NormKind, String)>,
+}
+
+/// Shape of a VGG-style CNN for [`PermutationSpec::vgg`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VggConfig {
+    /// Number of 3×3 conv layers (`conv{i}`, `i = 0..num_conv`). Default 13 (VGG-16).
+    pub num_conv: usize,
+    /// Number of linear layers after the convs (`fc{j}`). Default 3.
+    pub num_linear: usize,
+    /// Whether each conv is followed by BatchNorm `bn{i}`. Default true.
+    pub batch_norm: bool,
+    /// Whether the convs have a bias `conv{i}.bias`. Default false (the BatchNorm shift
+    /// replaces it).
+    pub conv_bias: bool,
+}
+
+impl Default for VggConfig {
+    fn default() -> Self {
+        Self {
+            num_conv: 13,
+            num_linear: 3,
+            batch_norm: true,
+            conv_bias: false,
+        }
+    }
+}
+
+/// Shortcut type of a CIFAR ResNet's stage transitions (He et al. 2016, §4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Shortcut {
+    /// Option B: a 1×1 conv `shortcut.0` followed by BatchNorm `shortcut.1` where the width or
+    /// stride changes. Each stage has its own residual-stream permutation.
+    #[default]
+    Conv1x1,
+    /// Option A: parameter-free subsampling and zero-padding of channels. The padding embeds
+    /// stage `s`'s channels at fixed positions of stage `s+1`'s, which ties the residual streams
+    /// of all stages through a fixed map that no per-axis permutation preserves, so the residual
+    /// streams are left unpermuted and only the block-inner permutations are used.
+    Padding,
+}
+
+impl PermutationSpec {
+    /// An empty spec.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set the axes of `param` (one entry per tensor axis; `None` = not permuted), replacing any
+    /// previous entry.
+    pub fn insert<S: AsRef<str>>(&mut self, param: impl Into<String>, axes: &[Option<S>]) {
+        let axes = axes
+            .iter()
+            .map(|a| a.as_ref().map(|s| s.as_ref().to_string()))
+            .collect();
+        self.axes.insert(param.into(), axes);
+    }
+
+    /// Builder form of [`PermutationSpec::insert`].
+    #[must_use]
+    pub fn with<S: AsRef<str>>(mut self, param: impl Into<String>, axes: &[Option<S>]) -> Self {
+        self.insert(param, axes);
+        self
+    }
+
+    /// The axes of `param`, if the spec mentions it.
+    #[must_use]
+    pub fn axes(&self, param: &str) -> Option<&[Option<String>]> {
+        self.axes.get(param).map(Vec::as_slice)
+    }
+
+    /// `(parameter, axes)` pairs in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[Option<String>])> {
+        self.axes.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// Number of parameters mentioned.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.axes.len()
+    }
+
+    /// Whether the spec mentions no parameter.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.axes.is_empty()
+    }
+
+    /// The inverse map: permutation name → every `(parameter, axis)` it acts on, both in name
+    /// order.
+    #[must_use]
+    pub fn perm_to_axes(&self) -> BTreeMap<String, Vec<(String, usize)>> {
+        let mut map: BTreeMap<String, Vec<(String, usize)>> = BTreeMap::new();
+        for (param, axes) in &self.axes {
+            for (axis, perm) in axes.iter().enumerate() {
+                if let Some(perm) = perm {
+                    map.entry(perm.clone())
+                        .or_default()
+                        .push((param.clone(), axis));
+                }
+            }
+        }
+        map
+    }
+
+    /// Names of all permutations, sorted.
+    #[must_use]
+    pub fn perm_names(&self) -> Vec<String> {
+        self.perm_to_axes().into_keys().collect()
+    }
+
+    /// Check that `params` fits the spec.
+    ///
+    /// Every parameter the spec names must exist, with exactly as many axes as the spec lists;
+    /// all axes governed by one permutation must have the same size. Parameters the spec does not
+    /// mention are allowed and reported in [`Validation::unmentioned`].
+    ///
+    /// # Errors
+    /// - [`Error::MissingParam`]: a parameter named in the spec is absent;
+    /// - [`Error::AxisOutOfRange`]: the spec permutes an axis beyond the tensor's rank;
+    /// - [`Error::RankMismatch`]: the spec lists a different number of axes than the rank;
+    /// - [`Error::InconsistentPermutationSize`]: two axes of one permutation differ in size.
+    pub fn validate<F: Float>(&self, params: &Params<F>) -> Result<Validation> {
+        let mut sizes: BTreeMap<String, (usize, String, usize)> = BTreeMap::new();
+        for (param, axes) in &self.axes {
+            let tensor = params.get(param).ok_or_else(|| Error::MissingParam {
+                param: param.clone(),
+                context: "the parameters (it is named in the permutation spec)".into(),
+            })?;
+            let rank = tensor.ndim();
+            if let Some(axis) = (rank..axes.len()).find(|&k| axes[k].is_some()) {
+                return Err(Error::AxisOutOfRange {
+                    what: param.clone(),
+                    axis,
+                    rank,
+                });
+            }
+            if axes.len() != rank {
+                return Err(Error::RankMismatch {
+                    param: param.clone(),
+                    spec_rank: axes.len(),
+                    rank,
+                });
+            }
+            for (axis, perm) in axes.iter().enumerate() {
+                let Some(perm) = perm else { continue };
+                let n = tensor.shape()[axis];
+                match sizes.get(perm) {
+                    None => {
+                        sizes.insert(perm.clone(), (n, param.clone(), axis));
+                    }
+                    Some((m, first_param, first_axis)) if *m != n => {
+                        return Err(Error::InconsistentPermutationSize {
+                            perm: perm.clone(),
+                            first_param: first_param.clone(),
+                            first_axis: *first_axis,
+                            first_len: *m,
+                            second_param: param.clone(),
+                            second_axis: axis,
+                            second_len: n,
+                        });
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(Validation {
+            perm_sizes: sizes.into_iter().map(|(k, (n, _, _))| (k, n)).collect(),
+            unmentioned: params
+                .names()
+                .filter(|n| !self.axes.contains_key(*n))
+                .map(str::to_string)
+                .collect(),
+        })
+    }
+
+    /// Size of every permutation, after validating `params` against the spec.
+    ///
+    /// # Errors
+    /// As [`PermutationSpec::validate`].
+    pub fn perm_sizes<F: Float>(&self, params: &Params<F>) -> Result<BTreeMap<String, usize>> {
+        Ok(self.validate(params)?.perm_sizes)
+    }
+
+    /// The identity permutation for every permutation of the spec, sized from `params`.
+    ///
+    /// # Errors
+    /// As [`PermutationSpec::validate`].
+    pub fn identity_perms<F: Float>(
+        &self,
+        params: &Params<F>,
+    ) -> Result<BTreeMap<String, Permutation>> {
+        Ok(self
+            .perm_sizes(params)?
+            .into_iter()
+            .map(|(k, n)| (k, Permutation::identity(n)))
+            .collect())
+    }
+
+    /// A sequential network: layer `i`'s output units carry permutation `P_{i}` for every layer
+    /// but the last (whose outputs are the logits), and layer `i + 1` consumes `P_{i}` on its
+    /// input axis. Norm vectors after layer `i` are permuted by `P_{i}`; a norm after the last
+    /// layer is left unpermuted.
+    ///
+    /// A linear layer that follows convs must consume exactly the channels (global pooling or
+    /// 1×1 spatial size); a flattened `C·h·w` input axis is not a single permutable axis.
+    #[must_use]
+    pub fn chain(layers: &[ChainLayer]) -> Self {
+        let mut spec = Self::new();
+        let last = layers.len().saturating_sub(1);
+        let perm = |i: usize| (i < last).then(|| format!("P_{i}"));
+        for (i, layer) in layers.iter().enumerate() {
+            let out = perm(i);
+            let inp = if i == 0 { None } else { perm(i - 1) };
+            let mut w = vec![out.clone(), inp];
+            if layer.kind == LayerKind::Conv2d {
+                w.extend([None, None]);
+            }
+            spec.axes.insert(layer.weight.clone(), w);
+            if let Some(b) = &layer.bias {
+                spec.axes.insert(b.clone(), vec![out.clone()]);
+            }
+            if let Some((kind, prefix)) = &layer.norm {
+                spec.insert_norm(*kind, prefix, out.as_deref());
+            }
+        }
+        spec
+    }
+
+    fn insert_norm(&mut self, kind: NormKind, prefix: &str, perm: Option<&str>) {
+        let fields: &[&str] = match kind {
+            NormKind::BatchNorm => &["weight", "bias", "running_mean", "running_var"],
+            NormKind::LayerNorm => &["weight", "bias"],
+        };
+        for f in fields {
+            self.insert(format!("{prefix}.{f}"), &[perm]);
+        }
+    }
+
+    /// An MLP of `num_layers` linear layers named `layers.{i}.weight` (`[out, in]`) and
+    /// `layers.{i}.bias` (`[out]`), with hidden permutations `P_0 … P_{L−2}` (see
+    /// [`PermutationSpec::chain`]). This is the layout of [`crate::mlp`].
+    ///
+    /// # Examples
+    /// ```
+    /// let spec = llfc::PermutationSpec::mlp(3);
+    /// assert_eq!(spec.perm_names(), vec!["P_0", "P_1"]);
+    /// assert_eq!(spec.axes("layers.1.weight").unwrap(), &[Some("P_1".to_string()), Some("P_0".to_string())]);
+    /// ```
+    #[must_use]
+    pub fn mlp(num_layers: usize) -> Self {
+        let names: Vec<(String, Option<String>)> = (0..num_layers)
+            .map(|i| (format!("layers.{i}.weight"), Some(format!("layers.{i}.bias"))))
+            .collect();
+        Self::mlp_with_names(&names)
+    }
+
+    /// An MLP over the user's own parameter names: one `(weight, optional bias)` pair per linear
+    /// layer, in forward order, e.g. `[("fc1.weight", Some("fc1.bias")), ("fc2.weight", None)]`.
+    #[must_use]
+    pub fn mlp_with_names<S: AsRef<str>>(layers: &[(S, Option<S>)]) -> Self {
+        let chain: Vec<ChainLayer> = layers
+            .iter()
+            .map(|(w, b)| ChainLayer {
+                kind: LayerKind::Linear,
+                weight: w.as_ref().to_string(),
+                bias: b.as_ref().map(|b| b.as_ref().to_string()),
+                norm: None,
+            })
+            .collect();
+        Self::chain(&chain)
+    }
+
+    /// A VGG-style CNN: convs `conv{i}` (weight `[out, in, 3, 3]`, bias if
+    /// [`VggConfig::conv_bias`]) each followed by BatchNorm `bn{i}` if
+    /// [`VggConfig::batch_norm`], then linear layers `fc{j}` (weight and bias). Pooling and
+    /// activations have no parameters. Permutations `P_0 …` follow [`PermutationSpec::chain`]:
+    /// conv `i` produces `P_{i}`, linear `j` produces `P_{num_conv + j}`, the last is unpermuted.
+    #[must_use]
+    pub fn vgg(config: &VggConfig) -> Self {
+        let mut layers: Vec<ChainLayer> = (0..config.num_conv)
+            .map(|i| ChainLayer {
+                kind: LayerKind::Conv2d,
+                weight: format!("conv{i}.weight"),
+                bias: config.conv_bias.then(|| format!("conv{i}.bias")),
+                norm: config
+                    .batch_norm
+                    .then(|| (NormKind::BatchNorm, format!("bn{i}"))),
+            })
+            .collect();
+        layers.extend((0..config.num_linear).map(|j| ChainLayer {
+            kind: LayerKind::Linear,
+            weight: format!("fc{j}.weight"),
+            bias: Some(format!("fc{j}.bias")),
+            norm: None,
+        }));
+        Self::chain(&layers)
+    }
+
+    /// ResNet-20 for CIFAR (He et al. 2016): three stages of three basic blocks. See
+    /// [`PermutationSpec::resnet_cifar`] for the names and permutations.
+    #[must_use]
+    pub fn resnet20(shortcut: Shortcut) -> Self {
+        Self::resnet_cifar(&[3, 3, 3], shortcut)
+    }
+
+    /// A CIFAR-style ResNet (ResNet-6n+2) with BatchNorm, in the PyTorch naming of the common
+    /// `resnet_cifar` implementations:
+    ///
+    /// - stem: `conv1.weight` `[w, 3, 3, 3]`, `bn1.*`;
+    /// - block `b` of stage `s` (`s = 1, 2, 3`): `layer{s}.{b}.conv1.weight`, `layer{s}.{b}.bn1.*`,
+    ///   `layer{s}.{b}.conv2.weight`, `layer{s}.{b}.bn2.*`, and, for the first block of stages 2
+    ///   and 3 with [`Shortcut::Conv1x1`], `layer{s}.0.shortcut.0.weight` `[out, in, 1, 1]` and
+    ///   `layer{s}.0.shortcut.1.*` (BatchNorm);
+    /// - head: `linear.weight` `[classes, 4w]`, `linear.bias`.
+    ///
+    /// Permutations: with [`Shortcut::Conv1x1`], `P_res{s}` is the residual stream of stage `s`,
+    /// shared by the stem (for `s = 1`), every block's `conv2`/`bn2` output, every block's
+    /// `conv1` input, the shortcut, and the head; every block has its own inner permutation
+    /// `P_layer{s}.{b}.inner` (`conv1`/`bn1` output, `conv2` input). With [`Shortcut::Padding`]
+    /// only the inner permutations exist (see its docs).
+    #[must_use]
+    pub fn resnet_cifar(blocks_per_stage: &[usize], shortcut: Shortcut) -> Self {
+        let mut spec = Self::new();
+        let res = |s: usize| (shortcut == Shortcut::Conv1x1).then(|| format!("P_res{s}"));
+        let conv = |out: Option<String>, inp: Option<String>| vec![out, inp, None, None];
+        spec.axes.insert("conv1.weight".into(), conv(res(1), None));
+        spec.insert_norm(NormKind::BatchNorm, "bn1", res(1).as_deref());
+        for (si, &blocks) in blocks_per_stage.iter().enumerate() {
+            let s = si + 1;
+            for b in 0..blocks {
+                let pre = format!("layer{s}.{b}");
+                let inner = Some(format!("P_{pre}.inner"));
+                let input = if b == 0 && s > 1 { res(s - 1) } else { res(s) };
+                spec.axes
+                    .insert(format!("{pre}.conv1.weight"), conv(inner.clone(), input.clone()));
+                spec.insert_norm(NormKind::BatchNorm, &format!("{pre}.bn1"), inner.as_deref());
+                spec.axes
+                    .insert(format!("{pre}.conv2.weight"), conv(res(s), inner));
+                spec.insert_norm(NormKind::BatchNorm, &format!("{pre}.bn2"), res(s).as_deref());
+                if b == 0 && s > 1 && shortcut == Shortcut::Conv1x1 {
+                    spec.axes
+                        .insert(format!("{pre}.shortcut.0.weight"), conv(res(s), input));
+                    spec.insert_norm(
+                        NormKind::BatchNorm,
+                        &format!("{pre}.shortcut.1"),
+                        res(s).as_deref(),
+                    );
+                }
+            }
+        }
+        let last = res(blocks_per_stage.len());
+        spec.axes.insert("linear.weight".into(), vec![None, last]);
+        spec.axes.insert("linear.bias".into(), vec![None]);
+        spec
+    }
+
+    /// Parse a spec from JSON: `{"param": ["perm" or null, …], …}`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] with serde's message if the text is not such an object.
+    #[cfg(feature = "serde")]
+    pub fn from_json(text: &str) -> Result<Self> {
+        serde_json::from_str(text).map_err(|e| Error::InvalidSpec {
+            reason: e.to_string(),
+        })
+    }
+
+    /// Serialise as pretty-printed JSON (the format [`PermutationSpec::from_json`] reads).
+    #[cfg(feature = "serde")]
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a map of strings always serialises")
+    }
+}
