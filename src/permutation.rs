@@ -262,7 +262,11 @@ mod tests {
         ));
         assert!(matches!(
             permute_axis(&w, 2, &Permutation::identity(2)),
-            Err(Error::AxisOutOfRange { axis: 2, rank: 2, .. })
+            Err(Error::AxisOutOfRange {
+                axis: 2,
+                rank: 2,
+                ..
+            })
         ));
     }
 

@@ -331,7 +331,12 @@ impl PermutationSpec {
     #[must_use]
     pub fn mlp(num_layers: usize) -> Self {
         let names: Vec<(String, Option<String>)> = (0..num_layers)
-            .map(|i| (format!("layers.{i}.weight"), Some(format!("layers.{i}.bias"))))
+            .map(|i| {
+                (
+                    format!("layers.{i}.weight"),
+                    Some(format!("layers.{i}.bias")),
+                )
+            })
             .collect();
         Self::mlp_with_names(&names)
     }
@@ -413,12 +418,18 @@ impl PermutationSpec {
                 let pre = format!("layer{s}.{b}");
                 let inner = Some(format!("P_{pre}.inner"));
                 let input = if b == 0 && s > 1 { res(s - 1) } else { res(s) };
-                spec.axes
-                    .insert(format!("{pre}.conv1.weight"), conv(inner.clone(), input.clone()));
+                spec.axes.insert(
+                    format!("{pre}.conv1.weight"),
+                    conv(inner.clone(), input.clone()),
+                );
                 spec.insert_norm(NormKind::BatchNorm, &format!("{pre}.bn1"), inner.as_deref());
                 spec.axes
                     .insert(format!("{pre}.conv2.weight"), conv(res(s), inner));
-                spec.insert_norm(NormKind::BatchNorm, &format!("{pre}.bn2"), res(s).as_deref());
+                spec.insert_norm(
+                    NormKind::BatchNorm,
+                    &format!("{pre}.bn2"),
+                    res(s).as_deref(),
+                );
                 if b == 0 && s > 1 && shortcut == Shortcut::Conv1x1 {
                     spec.axes
                         .insert(format!("{pre}.shortcut.0.weight"), conv(res(s), input));
