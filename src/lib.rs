@@ -67,6 +67,7 @@ pub mod error;
 pub mod float;
 #[cfg(feature = "io")]
 pub mod io;
+pub mod matching;
 pub mod mlp;
 pub mod params;
 pub mod permutation;

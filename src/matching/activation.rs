@@ -1,0 +1,365 @@
+//! Activation matching (Ainsworth et al. 2023, *Git Re-Basin*, §3.1) from streaming statistics.
+//!
+//! For each permuted layer, features `H_A`, `H_B` (`[N, d]`, rows are samples) of the same
+//! inputs are reduced batch by batch to O(d²) statistics, accumulated in f64 with Chan et al.'s
+//! pairwise update (numerically stable, mergeable across threads or machines):
+//!
+//! - `n`, the means `μ_a`, `μ_b`,
+//! - the centred cross moment `M_ab = Σ (a − μ_a)(b − μ_b)ᵀ` and the centred squares
+//!   `m_a = Σ (a − μ_a)²`, `m_b = Σ (b − μ_b)²`.
+//!
+//! From them, a [`Statistic`]:
+//! - [`Statistic::InnerProduct`]: `E[a bᵀ] = M_ab / n + μ_a μ_bᵀ` (Git Re-Basin's MLP choice);
+//! - [`Statistic::Covariance`]: `M_ab / n` (population covariance);
+//! - [`Statistic::Correlation`]: `M_ab / √(m_a m_bᵀ)`, with 0 wherever a unit has zero
+//!   variance (Git Re-Basin's CNN choice and REPAIR's).
+//!
+//! The permutation of a layer maximises `Σ_i C[i, p(i)]` (a LAP): B's unit `p[i]` is matched to
+//! A's unit `i`. Layers are independent and solved in parallel.
+//!
+//! Conv feature maps `[N, c, h, w]` are viewed as `[N·h·w, c]` (every spatial position is a
+//! sample of the channel), as in Git Re-Basin.
+
+use std::collections::BTreeMap;
+
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, Axis, Ix2};
+
+use super::{lap_max, par_gemm_atb};
+use crate::assignment::Solver;
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::permutation::Permutation;
+
+/// Which similarity of unit pairs activation matching maximises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Statistic {
+    /// `E[a bᵀ]`.
+    InnerProduct,
+    /// `E[(a − μ_a)(b − μ_b)ᵀ]` (divided by `n`).
+    Covariance,
+    /// Pearson correlation; zero-variance units get 0.
+    #[default]
+    Correlation,
+}
+
+/// Streaming cross statistics of two layers' features (A's `d_a` units, B's `d_b` units).
+///
+/// Memory is `O(d_a · d_b)` whatever the number of samples.
+///
+/// # Examples
+/// ```
+/// use llfc::matching::activation::{ActivationStats, Statistic};
+/// use ndarray::array;
+/// let a = array![[1.0, 0.0], [2.0, 1.0], [3.0, 0.0]];
+/// let b = array![[0.0, 2.0], [1.0, 4.0], [0.0, 6.0]]; // b = a with units swapped, scaled
+/// let mut st = ActivationStats::new(2, 2);
+/// st.update(a.view(), b.view())?;
+/// let c = st.statistic(Statistic::Correlation)?;
+/// assert!((c[[0, 1]] - 1.0).abs() < 1e-12 && (c[[1, 0]] - 1.0).abs() < 1e-12);
+/// # Ok::<(), llfc::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActivationStats {
+    n: u64,
+    mean_a: Array1<f64>,
+    mean_b: Array1<f64>,
+    m_a: Array1<f64>,
+    m_b: Array1<f64>,
+    m_ab: Array2<f64>,
+}
+
+/// Rows per product chunk: f32 inputs are multiplied in f32 over at most this many samples
+/// before the partial sums join the f64 accumulators.
+const CHUNK_ROWS: usize = 1024;
+
+impl ActivationStats {
+    /// Empty statistics for `d_a` units of A and `d_b` units of B.
+    #[must_use]
+    pub fn new(d_a: usize, d_b: usize) -> Self {
+        Self {
+            n: 0,
+            mean_a: Array1::zeros(d_a),
+            mean_b: Array1::zeros(d_b),
+            m_a: Array1::zeros(d_a),
+            m_b: Array1::zeros(d_b),
+            m_ab: Array2::zeros((d_a, d_b)),
+        }
+    }
+
+    /// Number of samples seen.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
+    /// `(d_a, d_b)`.
+    #[must_use]
+    pub fn dims(&self) -> (usize, usize) {
+        self.m_ab.dim()
+    }
+
+    /// Add a batch of features `[batch, d_a]` and `[batch, d_b]` (the same inputs, row by row).
+    ///
+    /// The batch is centred on its own mean, its cross moment is computed in `F` over chunks of
+    /// at most 1024 rows and accumulated in f64, then merged with Chan et al.'s update
+    /// `M ← M + M_batch + (μ − μ_batch)(ν − ν_batch)ᵀ · n n_b / (n + n_b)`.
+    /// Complexity `O(batch · d_a · d_b)`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if the widths differ from [`ActivationStats::dims`] or the batch
+    /// sizes differ; [`Error::EmptyInput`] for an empty batch; [`Error::NonFinite`] for NaN/±∞.
+    pub fn update<F: Float>(&mut self, a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Result<()> {
+        let (d_a, d_b) = self.dims();
+        if a.ncols() != d_a || b.ncols() != d_b || a.nrows() != b.nrows() {
+            return Err(Error::ShapeMismatch {
+                what: "activation batch (A, B) versus statistics widths".into(),
+                expected: vec![a.nrows(), d_a, a.nrows(), d_b],
+                found: vec![a.nrows(), a.ncols(), b.nrows(), b.ncols()],
+            });
+        }
+        if a.nrows() == 0 {
+            return Err(Error::EmptyInput {
+                what: "activation batch".into(),
+            });
+        }
+        for (who, x) in [("A", &a), ("B", &b)] {
+            if x.iter().any(|v| !v.is_finite()) {
+                return Err(Error::NonFinite {
+                    what: format!("activation batch of model {who}"),
+                });
+            }
+        }
+        let nb = a.nrows();
+        let mu_a = column_means(&a);
+        let mu_b = column_means(&b);
+        let ca = center(&a, &mu_a);
+        let cb = center(&b, &mu_b);
+        let mut m_ab = Array2::<f64>::zeros((d_a, d_b));
+        let mut start = 0;
+        while start < nb {
+            let end = (start + CHUNK_ROWS).min(nb);
+            let rows = ndarray::s![start..end, ..];
+            m_ab += &par_gemm_atb(ca.slice(rows), cb.slice(rows));
+            start = end;
+        }
+        let sq = |c: &Array2<F>| -> Array1<f64> {
+            c.map_axis(Axis(0), |col| {
+                col.iter().map(|v| v.as_f64() * v.as_f64()).sum()
+            })
+        };
+        let batch = Self {
+            n: nb as u64,
+            mean_a: mu_a,
+            mean_b: mu_b,
+            m_a: sq(&ca),
+            m_b: sq(&cb),
+            m_ab,
+        };
+        self.merge(&batch)
+    }
+
+    /// Add features of any rank: 2-D `[batch, units]`, or 4-D conv maps `[batch, c, h, w]`
+    /// viewed as `[batch·h·w, c]`.
+    ///
+    /// # Errors
+    /// As [`ActivationStats::update`]; [`Error::InvalidArgument`] for ranks other than 2 and 4.
+    pub fn update_dyn<F: Float>(
+        &mut self,
+        a: ArrayViewD<'_, F>,
+        b: ArrayViewD<'_, F>,
+    ) -> Result<()> {
+        let (a2, b2) = (as_samples_by_units(a)?, as_samples_by_units(b)?);
+        self.update(a2.view(), b2.view())
+    }
+
+    /// Merge statistics gathered separately (e.g. in parallel) on other samples.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if the widths differ.
+    pub fn merge(&mut self, other: &Self) -> Result<()> {
+        if self.dims() != other.dims() {
+            let (x, y) = (self.dims(), other.dims());
+            return Err(Error::ShapeMismatch {
+                what: "merged activation statistics".into(),
+                expected: vec![x.0, x.1],
+                found: vec![y.0, y.1],
+            });
+        }
+        if other.n == 0 {
+            return Ok(());
+        }
+        if self.n == 0 {
+            *self = other.clone();
+            return Ok(());
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let (n1, n2) = (self.n as f64, other.n as f64);
+        let n = n1 + n2;
+        let da = &other.mean_a - &self.mean_a;
+        let db = &other.mean_b - &self.mean_b;
+        let w = n1 * n2 / n;
+        let outer = da
+            .view()
+            .insert_axis(Axis(1))
+            .dot(&db.view().insert_axis(Axis(0)));
+        self.m_ab = &self.m_ab + &other.m_ab + &(outer * w);
+        self.m_a = &self.m_a + &other.m_a + &(da.mapv(|x| x * x) * w);
+        self.m_b = &self.m_b + &other.m_b + &(db.mapv(|x| x * x) * w);
+        self.mean_a = &self.mean_a + &(da * (n2 / n));
+        self.mean_b = &self.mean_b + &(db * (n2 / n));
+        self.n += other.n;
+        Ok(())
+    }
+
+    /// The `[d_a, d_b]` similarity matrix of `statistic` (see the [module docs](self)).
+    ///
+    /// # Errors
+    /// [`Error::EmptyInput`] if no sample was seen.
+    pub fn statistic(&self, statistic: Statistic) -> Result<Array2<f64>> {
+        if self.n == 0 {
+            return Err(Error::EmptyInput {
+                what: "activation statistics (no batch was added)".into(),
+            });
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let n = self.n as f64;
+        Ok(match statistic {
+            Statistic::Covariance => &self.m_ab / n,
+            Statistic::InnerProduct => {
+                let outer = self
+                    .mean_a
+                    .view()
+                    .insert_axis(Axis(1))
+                    .dot(&self.mean_b.view().insert_axis(Axis(0)));
+                &self.m_ab / n + outer
+            }
+            Statistic::Correlation => {
+                let mut c = self.m_ab.clone();
+                for ((i, j), v) in c.indexed_iter_mut() {
+                    let d = (self.m_a[i] * self.m_b[j]).sqrt();
+                    *v = if d > 0.0 {
+                        (*v / d).clamp(-1.0, 1.0)
+                    } else {
+                        0.0
+                    };
+                }
+                c
+            }
+        })
+    }
+}
+
+fn column_means<F: Float>(x: &ArrayView2<'_, F>) -> Array1<f64> {
+    #[allow(clippy::cast_precision_loss)]
+    let n = x.nrows() as f64;
+    x.map_axis(Axis(0), |col| {
+        col.iter().map(|v| v.as_f64()).sum::<f64>() / n
+    })
+}
+
+fn center<F: Float>(x: &ArrayView2<'_, F>, mean: &Array1<f64>) -> Array2<F> {
+    let m: Array1<F> = mean.mapv(F::from_f64);
+    let mut c = x.to_owned();
+    for mut row in c.rows_mut() {
+        row.zip_mut_with(&m, |v, &mu| *v = *v - mu);
+    }
+    c
+}
+
+/// View a 2-D `[n, d]` or 4-D `[n, c, h, w]` feature array as `[samples, units]`.
+fn as_samples_by_units<F: Float>(x: ArrayViewD<'_, F>) -> Result<Array2<F>> {
+    match x.ndim() {
+        2 => Ok(x
+            .into_dimensionality::<Ix2>()
+            .expect("rank checked")
+            .to_owned()),
+        4 => {
+            let s = x.shape();
+            let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+            let nhwc = x.permuted_axes(vec![0, 2, 3, 1]);
+            let data: Vec<F> = nhwc.iter().copied().collect();
+            Ok(Array2::from_shape_vec((n * h * w, c), data).expect("sizes agree"))
+        }
+        r => Err(Error::InvalidArgument {
+            name: "features",
+            reason: format!(
+                "expected rank 2 [samples, units] or 4 [samples, c, h, w], got rank {r}"
+            ),
+        }),
+    }
+}
+
+/// Options of [`activation_matching`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ActivationMatchingOptions {
+    /// Similarity to maximise. Default [`Statistic::Correlation`].
+    pub statistic: Statistic,
+    /// Linear assignment solver. Default [`Solver::default`].
+    pub solver: Solver,
+}
+
+/// Activation matching: one permutation per layer maximising `Σ_i C[i, p(i)]`, with `C` the
+/// chosen statistic of that layer's [`ActivationStats`]. Keys are the permutation names (e.g.
+/// the spec's `P_0`, `P_1`, …); layers are solved in parallel.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] if a layer's statistics are not square (`d_a ≠ d_b`);
+/// [`Error::EmptyInput`] if a layer saw no sample.
+pub fn activation_matching(
+    stats: &BTreeMap<String, ActivationStats>,
+    options: &ActivationMatchingOptions,
+) -> Result<BTreeMap<String, Permutation>> {
+    let solve = |(name, st): (&String, &ActivationStats)| -> Result<(String, Permutation)> {
+        let (d_a, d_b) = st.dims();
+        if d_a != d_b {
+            return Err(Error::ShapeMismatch {
+                what: format!("activation statistics of `{name}` (A units versus B units)"),
+                expected: vec![d_a],
+                found: vec![d_b],
+            });
+        }
+        let c = st.statistic(options.statistic)?;
+        Ok((name.clone(), lap_max(c.view(), options.solver, None)?.0))
+    };
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        let items: Vec<(&String, &ActivationStats)> = stats.iter().collect();
+        items.into_par_iter().map(solve).collect()
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        stats.iter().map(solve).collect()
+    }
+}
+
+/// Activation matching from whole feature arrays: `features_a[name]` and `features_b[name]`
+/// are the features of permutation `name`'s units (`[N, d]` or `[N, c, h, w]`).
+///
+/// # Errors
+/// [`Error::MissingParam`] if a name of A is missing in B (or vice versa); as
+/// [`ActivationStats::update_dyn`] and [`activation_matching`].
+pub fn activation_matching_from_features<F: Float>(
+    features_a: &BTreeMap<String, ndarray::ArrayD<F>>,
+    features_b: &BTreeMap<String, ndarray::ArrayD<F>>,
+    options: &ActivationMatchingOptions,
+) -> Result<BTreeMap<String, Permutation>> {
+    if let Some(k) = features_b.keys().find(|k| !features_a.contains_key(*k)) {
+        return Err(Error::MissingParam {
+            param: k.clone(),
+            context: "the features of model A".into(),
+        });
+    }
+    let mut stats = BTreeMap::new();
+    for (name, fa) in features_a {
+        let fb = features_b.get(name).ok_or_else(|| Error::MissingParam {
+            param: name.clone(),
+            context: "the features of model B".into(),
+        })?;
+        let units = |f: &ndarray::ArrayD<F>| if f.ndim() >= 2 { f.shape()[1] } else { 0 };
+        let mut st = ActivationStats::new(units(fa), units(fb));
+        st.update_dyn(fa.view(), fb.view())?;
+        stats.insert(name.clone(), st);
+    }
+    activation_matching(&stats, options)
+}
