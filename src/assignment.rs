@@ -1,1 +1,0 @@
-//! Linear assignment (placeholder: being written).

@@ -1,0 +1,273 @@
+//! Linear assignment on dense floating-point cost matrices.
+//!
+//! Given a cost matrix `C` with `r` rows and `c` columns, find an injection `σ` of the rows
+//! into the columns (when `r <= c`; otherwise of the columns into the rows) that minimises — or,
+//! with `maximize = true`, maximises —
+//!
+//! ```text
+//! total(σ) = Σ_i C[i, σ(i)]
+//! ```
+//!
+//! with the same contract as SciPy's `scipy.optimize.linear_sum_assignment`: rectangular
+//! matrices are allowed (every row is assigned when `r <= c`, every column when `r > c`); NaN is
+//! rejected; `+∞` (when minimising) or `−∞` (when maximising) marks a forbidden pair, allowed as
+//! long as a complete assignment of finite total exists; the opposite infinity is rejected;
+//! an empty matrix gives an empty assignment.
+//!
+//! Every weight-matching sweep and every activation-matching layer of this crate solves such a
+//! problem (maximising a similarity), so the solver is the crate's hot spot.
+//!
+//! ## Solvers ([`Solver`])
+//! - [`Solver::Native`] (default): shortest augmenting paths with Dijkstra-like column scans on
+//!   reduced costs `c_ij − u_i − v_j`, the algorithm of Jonker and Volgenant (1987) in the
+//!   rectangular form of Crouse (2016) that SciPy uses, initialised (square problems) by JV's
+//!   column reduction with reduction transfer and two passes of augmenting row reduction.
+//!   Complexity `O(r² c)` in the worst case, `O(r c)` memory besides the matrix. The matrix is
+//!   read in place (no copy) when it is in standard (row-major) layout with `r <= c`, for `f32`
+//!   as well as `f64` entries (f32 values are widened exactly; the arithmetic is f64).
+//! - [`Solver::KuhnMunkres`]: the Hungarian algorithm of the `pathfinding` crate on costs
+//!   quantised to integers (see [`Solver::KuhnMunkres`] for its error bound). `O(n³)` with a
+//!   large constant; meant as an independent cross-check.
+//!
+//! ## Warm start
+//! [`linear_sum_assignment_warm`] re-solves a slightly changed matrix from the dual potentials
+//! (and matching) of a previous [`Assignment`]: the row potentials are recomputed as
+//! `u_i = min_j (c_ij − v_j)`, the pairs of the previous matching that are still *exactly*
+//! tight are kept, and only the remaining rows are augmented. The result is exactly as optimal
+//! as a cold solve; only the work changes.
+//!
+//! ## References
+//! - R. Jonker and A. Volgenant. *A shortest augmenting path algorithm for dense and sparse
+//!   linear assignment problems.* Computing 38, 325–340 (1987).
+//! - D. F. Crouse. *On implementing 2D rectangular assignment algorithms.* IEEE Transactions on
+//!   Aerospace and Electronic Systems 52(4), 1679–1696 (2016).
+//! - H. W. Kuhn. *The Hungarian method for the assignment problem.* Naval Research Logistics
+//!   Quarterly 2, 83–97 (1955); J. Munkres, *Algorithms for the assignment and transportation
+//!   problems*, J. SIAM 5, 32–38 (1957).
+
+mod kuhn_munkres;
+mod native;
+mod prepare;
+
+use ndarray::ArrayView2;
+
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::permutation::Permutation;
+
+use prepare::Prepared;
+
+/// The solution of a linear assignment problem.
+///
+/// Pairs are listed SciPy-style: `row_ind` is increasing and `col_ind[k]` is the column of row
+/// `row_ind[k]`; there are `min(rows, cols)` pairs. When `rows <= cols`, `row_ind = 0..rows`
+/// and `col_ind` is the row → column map.
+///
+/// The dual potentials certify optimality (linear programming duality). When minimising:
+/// `u_i + v_j ≤ C[i, j]` for every finite entry, with equality on every assigned pair, and
+/// `v_j ≤ 0` (`u_i ≤ 0`) for the columns (rows) of a rectangular problem that may stay unassigned,
+/// with `v_j = 0` (`u_i = 0`) on those that do. When maximising, all inequalities flip
+/// (`u_i + v_j ≥ C[i, j]`, `v_j ≥ 0`). Hence `Σ u + Σ v = total` up to rounding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assignment {
+    /// Row indices of the assigned pairs, increasing.
+    pub row_ind: Vec<usize>,
+    /// Column indices of the assigned pairs: `col_ind[k]` is the column of row `row_ind[k]`.
+    pub col_ind: Vec<usize>,
+    /// `Σ_k C[row_ind[k], col_ind[k]]`, summed in f64 from the original entries (never a sum of
+    /// dual potentials).
+    pub total: f64,
+    /// The dual potentials; `None` from [`Solver::KuhnMunkres`], which does not expose them.
+    pub duals: Option<Duals>,
+    /// Shape `(rows, cols)` of the cost matrix.
+    pub shape: (usize, usize),
+}
+
+/// Dual potentials of a linear assignment problem (see [`Assignment`] for their meaning).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Duals {
+    /// Row potentials `u`, one per row.
+    pub u: Vec<f64>,
+    /// Column potentials `v`, one per column.
+    pub v: Vec<f64>,
+}
+
+impl Assignment {
+    /// The assignment as a [`Permutation`] `p` with `p[i] = σ(i)`, when the matrix is square.
+    #[must_use]
+    pub fn permutation(&self) -> Option<Permutation> {
+        if self.shape.0 != self.shape.1 {
+            return None;
+        }
+        Permutation::new(self.col_ind.clone()).ok()
+    }
+
+    /// The column assigned to row `i`, if any (`None` also when `i` is out of range).
+    ///
+    /// Complexity `O(1)` when `rows <= cols`, `O(log rows)` otherwise.
+    #[must_use]
+    pub fn col_of_row(&self, i: usize) -> Option<usize> {
+        if self.shape.0 <= self.shape.1 {
+            self.col_ind.get(i).copied()
+        } else {
+            self.row_ind.binary_search(&i).ok().map(|k| self.col_ind[k])
+        }
+    }
+
+    /// The row → column map: entry `i` is [`Self::col_of_row`]`(i)`.
+    #[must_use]
+    pub fn row_to_col(&self) -> Vec<Option<usize>> {
+        let mut out = vec![None; self.shape.0];
+        for (&r, &c) in self.row_ind.iter().zip(&self.col_ind) {
+            out[r] = Some(c);
+        }
+        out
+    }
+}
+
+/// Which algorithm solves the problem.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Solver {
+    /// Jonker–Volgenant / Crouse shortest augmenting paths in f64 (exact up to the rounding of
+    /// the path lengths, like SciPy). The default.
+    #[default]
+    Native,
+    /// `pathfinding::kuhn_munkres` on integer costs. Finite costs are quantised as
+    /// `q_ij = round((c_ij − c_min) / s)` with a power-of-two step `s ≥ (c_max − c_min) / K`,
+    /// `K = ⌊2^60 / (n (n + 1))⌋` for the `n × m` (`n <= m`) oriented problem, and forbidden
+    /// entries get the penalty `(n + 1) (K + 1)`. Each entry moves by at most `s / 2`, so the
+    /// returned total exceeds the optimum by at most `n · s` (minimising; maximising: falls short
+    /// by at most `n · s`). Costs that are integers (or multiples of a power of two) with a range
+    /// of at most `K` are represented exactly (`s ≤ 1` is then a power of two dividing them) and
+    /// the result is optimal. The total is recomputed from the original costs. `O(n² m)`.
+    KuhnMunkres,
+}
+
+/// Options of [`solve_with`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LapOptions {
+    /// The algorithm (default [`Solver::Native`]).
+    pub solver: Solver,
+}
+
+/// Solve the linear assignment problem `min (or max) Σ_i C[i, σ(i)]` with the default
+/// [`Solver::Native`].
+///
+/// Accepts `f64` and `f32` matrices (`cost.view()`), square or rectangular. See the
+/// [module docs](self) for the contract and [`Assignment`] for the output.
+///
+/// Complexity `O(r² c)` time in the worst case for `r <= c` (typically far less), `O(r + c)`
+/// extra memory when the matrix is row-major with `r <= c`, `O(r c)` otherwise (a transposed or
+/// rescaled copy).
+///
+/// # Errors
+/// - [`Error::NonFinite`] if an entry is NaN, or `−∞` when minimising (`+∞` when maximising).
+/// - [`Error::Infeasible`] if every complete assignment uses a forbidden (`+∞` when minimising,
+///   `−∞` when maximising) entry.
+///
+/// # Examples
+/// ```
+/// use ndarray::array;
+/// use llfc::assignment::linear_sum_assignment;
+/// let cost = array![[4.0, 1.0, 3.0], [2.0, 0.0, 5.0], [3.0, 2.0, 2.0]];
+/// let a = linear_sum_assignment(cost.view(), false)?;
+/// assert_eq!(a.col_ind, vec![1, 0, 2]);
+/// assert_eq!(a.total, 5.0);
+/// assert_eq!(a.permutation().unwrap().as_slice(), &[1, 0, 2]);
+/// // Maximising; a forbidden pair; f32 input.
+/// let sim = array![[1.0f32, f32::NEG_INFINITY], [3.0, 2.0]];
+/// assert_eq!(linear_sum_assignment(sim.view(), true)?.col_ind, vec![0, 1]);
+/// # Ok::<(), llfc::Error>(())
+/// ```
+pub fn linear_sum_assignment<F: Float>(
+    cost: ArrayView2<'_, F>,
+    maximize: bool,
+) -> Result<Assignment> {
+    solve_with(cost, maximize, &LapOptions::default())
+}
+
+/// [`linear_sum_assignment`] with a choice of [`Solver`].
+///
+/// # Errors
+/// As [`linear_sum_assignment`].
+///
+/// # Examples
+/// ```
+/// use ndarray::array;
+/// use llfc::assignment::{solve_with, LapOptions, Solver};
+/// let cost = array![[4.0, 1.0, 3.0], [2.0, 0.0, 5.0], [3.0, 2.0, 2.0]];
+/// let opts = LapOptions { solver: Solver::KuhnMunkres };
+/// assert_eq!(solve_with(cost.view(), false, &opts)?.total, 5.0);
+/// # Ok::<(), llfc::Error>(())
+/// ```
+pub fn solve_with<F: Float>(
+    cost: ArrayView2<'_, F>,
+    maximize: bool,
+    options: &LapOptions,
+) -> Result<Assignment> {
+    let prep = Prepared::new(cost, maximize)?;
+    match options.solver {
+        Solver::Native => prep.solve_native(None),
+        Solver::KuhnMunkres => prep.solve_kuhn_munkres(),
+    }
+}
+
+/// Warm-started [`linear_sum_assignment`] (native solver): re-solve a matrix close to the one
+/// that produced `previous`, reusing its dual potentials and matching.
+///
+/// Let `v` be the potentials of the side that is assigned completely on the other side (the
+/// columns when `rows <= cols`). The solver sets `u_i = min_j fl(c_ij − v_j)` (one pass over the
+/// matrix), keeps row `i`'s previous pair — else its arg-min — if it attains that minimum exactly
+/// and its column is still untaken, and runs shortest augmenting paths for the other rows only.
+/// The reduced costs of this start are non-negative and its pairs tight *exactly* in floating
+/// point, so the result is optimal for `cost` whatever `previous` was (a stale or unrelated
+/// warm start only costs time). When the matrix changed a little, few rows need augmenting.
+///
+/// # Errors
+/// As [`linear_sum_assignment`]; also [`Error::ShapeMismatch`] if `previous.shape` differs from
+/// `cost`'s, [`Error::InvalidArgument`] if `previous.duals` is `None`, and [`Error::NonFinite`] if
+/// a potential is not finite.
+///
+/// # Examples
+/// ```
+/// use ndarray::array;
+/// use llfc::assignment::{linear_sum_assignment, linear_sum_assignment_warm};
+/// let s1 = array![[0.9, 0.1, 0.2], [0.3, 0.8, 0.1], [0.2, 0.3, 0.7]];
+/// let a1 = linear_sum_assignment(s1.view(), true)?;
+/// let s2 = &s1 + &array![[0.0, 0.05, 0.0], [0.0, 0.0, 0.02], [0.01, 0.0, 0.0]];
+/// let a2 = linear_sum_assignment_warm(s2.view(), true, &a1)?;
+/// assert_eq!(a2.total, linear_sum_assignment(s2.view(), true)?.total);
+/// # Ok::<(), llfc::Error>(())
+/// ```
+pub fn linear_sum_assignment_warm<F: Float>(
+    cost: ArrayView2<'_, F>,
+    maximize: bool,
+    previous: &Assignment,
+) -> Result<Assignment> {
+    let shape = (cost.nrows(), cost.ncols());
+    if previous.shape != shape {
+        return Err(Error::ShapeMismatch {
+            what: "warm start: previous assignment versus cost matrix".into(),
+            expected: vec![shape.0, shape.1],
+            found: vec![previous.shape.0, previous.shape.1],
+        });
+    }
+    let duals = previous.duals.as_ref().ok_or(Error::InvalidArgument {
+        name: "previous",
+        reason: "the warm start needs dual potentials (the Kuhn–Munkres backend gives none)".into(),
+    })?;
+    if duals.u.len() != shape.0 || duals.v.len() != shape.1 {
+        return Err(Error::ShapeMismatch {
+            what: "warm start: dual potentials (rows + cols)".into(),
+            expected: vec![shape.0, shape.1],
+            found: vec![duals.u.len(), duals.v.len()],
+        });
+    }
+    if duals.u.iter().chain(&duals.v).any(|x| !x.is_finite()) {
+        return Err(Error::NonFinite {
+            what: "warm start dual potentials".into(),
+        });
+    }
+    let prep = Prepared::new(cost, maximize)?;
+    prep.solve_native(Some(previous))
+}
