@@ -1,1 +1,0 @@
-//! Reference ReLU MLP (placeholder: being written).
