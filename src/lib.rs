@@ -63,6 +63,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod assignment;
+pub mod data;
 pub mod error;
 pub mod float;
 #[cfg(feature = "io")]
