@@ -86,41 +86,24 @@ pub(super) fn solve<T: Float, const NEG: bool>(
     if nr == 0 {
         return Ok(st.into_solution());
     }
-    let t0 = std::time::Instant::now();
     let free = match start {
         Start::Cold => {
-            let mut free = if nr == nc && std::env::var_os("LAP_NOCR").is_none() {
+            let mut free = if nr == nc {
                 st.column_reduction::<T, NEG>(c)?
             } else {
                 (0..nr).collect()
             };
-            let nf0 = free.len();
-            if !free.is_empty() && std::env::var_os("LAP_NOARR").is_none() {
+            if !free.is_empty() {
                 free = st.augmenting_row_reduction::<T, NEG>(c, free)?;
             }
             st.set_row_potentials::<T, NEG>(c);
-            if std::env::var_os("LAP_STATS").is_some() {
-                eprintln!("after colred free {nf0}");
-            }
             free
         }
         Start::Warm { v, col4row } => st.warm::<T, NEG>(c, v, col4row)?,
     };
-    let t1 = t0.elapsed().as_secs_f64();
-    let nfree = free.len();
-    let mut sap = Sap::new(nc);
+    let mut sap = Sap::new(nc, &st.row4col);
     for r in free {
         sap.augment::<T, NEG>(c, &mut st, r)?;
-    }
-    if std::env::var_os("LAP_STATS").is_some() {
-        eprintln!(
-            "init {:.4}s free {} sap {:.4}s scans {} compactions {}",
-            t1,
-            nfree,
-            t0.elapsed().as_secs_f64() - t1,
-            sap.scans,
-            sap.compactions
-        );
     }
     Ok(st.into_solution())
 }
@@ -175,20 +158,15 @@ impl State {
             }
         }
         let mut free = Vec::new();
-        for i in 0..n {
+        for (i, &cnt) in count.iter().enumerate() {
             let j = self.col4row[i];
             if j == NONE {
                 free.push(i);
-            } else if count[i] == 1 {
+            } else if cnt == 1 {
                 // Reduction transfer: lower v_j so that row i's second-best column ties with j.
                 let row = c.row(i);
-                let mut min = f64::INFINITY;
-                for (k, (&x, &vk)) in row.iter().zip(self.v.iter()).enumerate() {
-                    let r = ld::<T, NEG>(x) - vk;
-                    if r < min && k != j {
-                        min = r;
-                    }
-                }
+                let (v1, j1, v2, _) = two_smallest::<T, NEG>(row, &self.v);
+                let min = if j1 == j { v2 } else { v1 };
                 if min.is_finite() {
                     self.v[j] = lowered(ld::<T, NEG>(row[j]), self.v[j], min);
                 }
@@ -252,7 +230,8 @@ impl State {
                 if bids % n == 0 {
                     let f_now = n_free - current + new_free;
                     #[allow(clippy::cast_precision_loss)]
-                    let slow = ((history[1] - f_now.min(history[1])) as f64) < ARR_MIN_PROGRESS * history[1] as f64;
+                    let slow = ((history[1] - f_now.min(history[1])) as f64)
+                        < ARR_MIN_PROGRESS * history[1] as f64;
                     history = [f_now, history[0]];
                     if slow || bids >= max_bids {
                         stop = true;
@@ -388,7 +367,10 @@ fn two_smallest<T: Float, const NEG: bool>(row: &[T], v: &[f64]) -> (f64, usize,
     let split = m - m % LANES;
     let mut lo = [f64::INFINITY; LANES];
     let mut hi = [f64::INFINITY; LANES];
-    for (rc, vc) in row[..split].chunks_exact(LANES).zip(v[..split].chunks_exact(LANES)) {
+    for (rc, vc) in row[..split]
+        .chunks_exact(LANES)
+        .zip(v[..split].chunks_exact(LANES))
+    {
         for l in 0..LANES {
             let x = ld::<T, NEG>(rc[l]) - vc[l];
             let up = if x < lo[l] { lo[l] } else { x };
@@ -428,31 +410,36 @@ struct Sap {
     todo: Vec<usize>,
     vt: Vec<f64>,
     dt: Vec<f64>,
+    /// Unmatched columns.
+    free_cols: Vec<usize>,
+    /// Position of each live column in the todo list (valid once compacted).
+    pos: Vec<usize>,
     /// Scanned rows in order, with their offsets `h = d_i − u_i`.
     sr: Vec<(usize, f64)>,
     /// Visited columns with the row matched to them (at visit time) and their distances.
     sc: Vec<(usize, usize, f64)>,
-    scans: usize,
-    elems: usize,
-    compactions: usize,
 }
 
 impl Sap {
-    fn new(nc: usize) -> Self {
+    fn new(nc: usize, row4col: &[usize]) -> Self {
         Self {
+            free_cols: (0..nc).filter(|&j| row4col[j] == NONE).collect(),
+            pos: vec![0; nc],
             todo: Vec::with_capacity(nc),
             vt: Vec::with_capacity(nc),
             dt: vec![0.0; nc],
             sr: Vec::with_capacity(nc),
             sc: Vec::with_capacity(nc),
-            scans: 0,
-            elems: 0,
-            compactions: 0,
         }
     }
 
     /// Augment the matching along a shortest path from the free row `r0` (Crouse 2016).
-    fn augment<T: Float, const NEG: bool>(&mut self, c: Costs<'_, T>, st: &mut State, r0: usize) -> Result<()> {
+    fn augment<T: Float, const NEG: bool>(
+        &mut self,
+        c: Costs<'_, T>,
+        st: &mut State,
+        r0: usize,
+    ) -> Result<()> {
         let nc = c.nc;
         self.todo.clear();
         self.todo.extend(0..nc);
@@ -469,8 +456,6 @@ impl Sap {
         let sink = loop {
             let h = mu - st.u[i];
             self.sr.push((i, h));
-            self.scans += 1;
-            self.elems += m;
             let row = c.row(i);
             let (vt, dt) = (&self.vt[..m], &mut self.dt[..m]);
             let best = if contiguous {
@@ -481,19 +466,30 @@ impl Sap {
             if best == f64::INFINITY {
                 return Err(Error::Infeasible);
             }
-            let (mut k, tie) = locate(&self.dt[..m], best);
-            if tie && st.row4col[self.todo[k]] != NONE {
-                // Prefer an unmatched column among those at the minimal distance (SciPy's
-                // rule; it keeps all-equal matrices linear per augmentation).
-                if let Some(q) = (0..m).find(|&q| self.dt[q] == best && st.row4col[self.todo[q]] == NONE) {
-                    k = q;
-                }
+            // Prefer an unmatched column among those at the minimal distance (SciPy's rule; it
+            // keeps all-equal matrices linear per augmentation). When unmatched columns are few,
+            // check them directly; otherwise look for ties around the first minimum.
+            let free_hit = if self.free_cols.len() * 4 <= m {
+                let dt = &self.dt;
+                let pos = &self.pos;
+                self.free_cols
+                    .iter()
+                    .position(|&j| dt[if contiguous { j } else { pos[j] }] == best)
+            } else {
+                let k = first_at(&self.dt[..m], best);
+                let dt = &self.dt[..m];
+                (k..m)
+                    .find(|&q| dt[q] == best && st.row4col[self.todo[q]] == NONE)
+                    .and_then(|q| self.free_cols.iter().position(|&j| j == self.todo[q]))
+            };
+            if let Some(t) = free_hit {
+                mu = best;
+                break self.free_cols.swap_remove(t);
             }
+            let k = first_at(&self.dt[..m], best);
             let j = self.todo[k];
+            debug_assert!(st.row4col[j] != NONE);
             mu = best;
-            if st.row4col[j] == NONE {
-                break j;
-            }
             // Visit column j: record its distance, kill its slot, continue from its row.
             self.sc.push((j, st.row4col[j], best));
             self.vt[k] = f64::NEG_INFINITY;
@@ -504,6 +500,7 @@ impl Sap {
                 let mut w = 0;
                 for q in 0..m {
                     if self.vt[q] != f64::NEG_INFINITY {
+                        self.pos[self.todo[q]] = w;
                         self.todo[w] = self.todo[q];
                         self.vt[w] = self.vt[q];
                         self.dt[w] = self.dt[q];
@@ -512,7 +509,6 @@ impl Sap {
                 }
                 m = w;
                 contiguous = false;
-                self.compactions += 1;
             }
         };
         // Flip the path (before the dual update: predecessors are recomputed from st.v).
@@ -526,7 +522,11 @@ impl Sap {
                 break;
             }
             j = prev;
-            dj = self.sc.iter().find(|&&(q, _, _)| q == j).map_or(mu, |&(_, _, d)| d);
+            dj = self
+                .sc
+                .iter()
+                .find(|&&(q, _, _)| q == j)
+                .map_or(mu, |&(_, _, d)| d);
         }
         // Dual update: u_r0 += mu; for visited columns j (reached at d_j) and their rows:
         // u_i += mu − d_j, v_j −= mu − d_j. Keeps reduced costs ≥ 0 and the path tight.
@@ -541,7 +541,13 @@ impl Sap {
 
     /// The first scanned row whose relaxation of column `j` gives exactly `dj`.
     #[inline(never)]
-    fn predecessor<T: Float, const NEG: bool>(&self, c: Costs<'_, T>, v: &[f64], j: usize, dj: f64) -> usize {
+    fn predecessor<T: Float, const NEG: bool>(
+        &self,
+        c: Costs<'_, T>,
+        v: &[f64],
+        j: usize,
+        dj: f64,
+    ) -> usize {
         let mut first_min = (f64::INFINITY, NONE);
         for &(i, h) in &self.sr {
             let r = (ld::<T, NEG>(c.row(i)[j]) - v[j]) + h;
@@ -564,7 +570,12 @@ const LANES: usize = 4;
 /// `dt_k ← min(dt_k, fl(c_ik − vt_k) + h)`, and return the smallest `dt_k`. Branch-free so that
 /// it vectorises.
 #[inline]
-fn scan_contiguous<T: Float, const NEG: bool>(row: &[T], vt: &[f64], dt: &mut [f64], h: f64) -> f64 {
+fn scan_contiguous<T: Float, const NEG: bool>(
+    row: &[T],
+    vt: &[f64],
+    dt: &mut [f64],
+    h: f64,
+) -> f64 {
     let m = dt.len();
     let split = m - m % LANES;
     let mut mins = [f64::INFINITY; LANES];
@@ -591,7 +602,13 @@ fn scan_contiguous<T: Float, const NEG: bool>(row: &[T], vt: &[f64], dt: &mut [f
 
 /// [`scan_contiguous`] over a compacted todo list (`row` indexed by column).
 #[inline]
-fn scan_indexed<T: Float, const NEG: bool>(row: &[T], todo: &[usize], vt: &[f64], dt: &mut [f64], h: f64) -> f64 {
+fn scan_indexed<T: Float, const NEG: bool>(
+    row: &[T],
+    todo: &[usize],
+    vt: &[f64],
+    dt: &mut [f64],
+    h: f64,
+) -> f64 {
     let m = dt.len();
     let split = m - m % LANES;
     let mut mins = [f64::INFINITY; LANES];
@@ -618,20 +635,124 @@ fn scan_indexed<T: Float, const NEG: bool>(row: &[T], todo: &[usize], vt: &[f64]
 
 #[inline(always)]
 fn fold_min(x: &[f64]) -> f64 {
-    x.iter().fold(f64::INFINITY, |a, &b| if b < a { b } else { a })
+    x.iter()
+        .fold(f64::INFINITY, |a, &b| if b < a { b } else { a })
 }
 
-/// The first position `k` with `dt_k == best`, and whether another position also has it.
+/// The first position `k` with `dt_k == best` (`0` if none).
 #[inline]
-fn locate(dt: &[f64], best: f64) -> (usize, bool) {
-    let mut k = 0;
+fn first_at(dt: &[f64], best: f64) -> usize {
     for (c, ch) in dt.chunks(LANES).enumerate() {
         // Branch-free test of a whole chunk, then the exact position inside it.
         if ch.iter().fold(false, |a, &d| a | (d == best)) {
-            k = c * LANES + ch.iter().position(|&d| d == best).unwrap_or(0);
-            break;
+            return c * LANES + ch.iter().position(|&d| d == best).unwrap_or(0);
         }
     }
-    let rest = dt[k + 1..].iter().fold(0usize, |a, &d| a + usize::from(d == best));
-    (k, rest > 0)
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random(n: usize, m: usize, seed: u64, ints: bool) -> Vec<f64> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n * m)
+            .map(|_| {
+                if ints {
+                    f64::from(rng.random_range(0..5u8))
+                } else {
+                    rng.random::<f64>() * 10.0 - 3.0
+                }
+            })
+            .collect()
+    }
+
+    /// The exact invariant the shortest-path phase relies on, after the JV initialisation.
+    #[test]
+    fn initialisation_is_exactly_tight_and_feasible() {
+        for seed in 0..40 {
+            let (n, m) = if seed % 2 == 0 { (37, 37) } else { (30, 45) };
+            let data = random(n, m, seed, seed % 4 < 2);
+            let c = Costs {
+                data: &data,
+                nr: n,
+                nc: m,
+            };
+            let mut st = State {
+                u: vec![0.0; n],
+                v: vec![0.0; m],
+                col4row: vec![NONE; n],
+                row4col: vec![NONE; m],
+            };
+            let mut free = if n == m {
+                st.column_reduction::<f64, false>(c).unwrap()
+            } else {
+                (0..n).collect()
+            };
+            free = st.augmenting_row_reduction::<f64, false>(c, free).unwrap();
+            st.set_row_potentials::<f64, false>(c);
+            for i in 0..n {
+                let j = st.col4row[i];
+                if j == NONE {
+                    assert!(free.contains(&i));
+                    continue;
+                }
+                assert_eq!(st.row4col[j], i);
+                assert_eq!(st.u[i], data[i * m + j] - st.v[j]);
+                for k in 0..m {
+                    assert!(
+                        data[i * m + k] - st.v[k] >= st.u[i],
+                        "seed {seed} row {i} col {k}"
+                    );
+                }
+            }
+            for j in 0..m {
+                if n < m && st.row4col[j] == NONE {
+                    assert_eq!(st.v[j], 0.0, "unmatched columns keep v = 0");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lowered_reaches_target_exactly_from_below() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for _ in 0..10_000 {
+            let scale = 10f64.powi(rng.random_range(-300..300));
+            let x = (rng.random::<f64>() - 0.5) * scale;
+            let v_old = x - rng.random::<f64>() * scale;
+            let target = (x - v_old) + rng.random::<f64>() * scale;
+            let nv = lowered(x, v_old, target);
+            assert!(nv <= v_old);
+            assert!(x - nv <= target || nv == v_old);
+        }
+    }
+
+    #[test]
+    fn two_smallest_and_first_at_match_naive() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        for len in [1usize, 2, 3, 5, 8, 13, 64] {
+            for _ in 0..200 {
+                let row: Vec<f64> = (0..len)
+                    .map(|_| f64::from(rng.random_range(0..4u8)))
+                    .collect();
+                let v: Vec<f64> = (0..len)
+                    .map(|_| f64::from(rng.random_range(0..2u8)))
+                    .collect();
+                let red: Vec<f64> = row.iter().zip(&v).map(|(a, b)| a - b).collect();
+                let mut sorted = red.clone();
+                sorted.sort_by(f64::total_cmp);
+                let (v1, j1, v2, j2) = two_smallest::<f64, false>(&row, &v);
+                assert_eq!(v1, sorted[0]);
+                assert_eq!(v2, if len > 1 { sorted[1] } else { f64::INFINITY });
+                assert_eq!(j1, red.iter().position(|&r| r == v1).unwrap());
+                if v1 == v2 {
+                    assert!(j2 != j1 && red[j2] == v1);
+                }
+                assert_eq!(first_at(&red, v1), j1);
+            }
+        }
+    }
 }

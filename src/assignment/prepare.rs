@@ -54,8 +54,8 @@ impl<'a, F: Float> Prepared<'a, F> {
         let unusual = match cost.as_slice() {
             Some(s) => s
                 .iter()
-                .fold(false, |acc, &x| acc | !(x.as_f64().abs() <= MAX_MAGNITUDE)),
-            None => cost.iter().any(|&x| !(x.as_f64().abs() <= MAX_MAGNITUDE)),
+                .fold(false, |acc, &x| acc | unusual(x.as_f64())),
+            None => cost.iter().any(|&x| unusual(x.as_f64())),
         };
         if unusual {
             let forbidden = if maximize {
@@ -197,6 +197,13 @@ impl<'a, F: Float> Prepared<'a, F> {
             shape: self.cost.dim(),
         }
     }
+}
+
+/// Whether `y` is NaN, infinite or larger in magnitude than [`MAX_MAGNITUDE`].
+#[inline]
+#[allow(clippy::neg_cmp_op_on_partial_ord)] // the negation is what catches NaN
+fn unusual(y: f64) -> bool {
+    !(y.abs() <= MAX_MAGNITUDE)
 }
 
 /// `2^e` for `|e| <= 1000` (exact).
