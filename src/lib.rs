@@ -68,7 +68,9 @@ pub mod error;
 pub mod float;
 #[cfg(feature = "io")]
 pub mod io;
+pub mod lmc;
 pub mod matching;
+pub mod metrics;
 pub mod mlp;
 pub mod params;
 pub mod permutation;
