@@ -15,9 +15,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
-use llfc::matching::activation::{
-    activation_matching, ActivationMatchingOptions, ActivationStats,
-};
+use llfc::matching::activation::{activation_matching, ActivationMatchingOptions, ActivationStats};
 use llfc::matching::weight::{weight_matching, WeightMatchingOptions};
 use llfc::{mlp, Params, PermutationSpec};
 use ndarray::{Array1, Array2};
@@ -96,9 +94,8 @@ fn bench_matching(c: &mut Criterion) {
                 BenchmarkId::new("weight_converge", width),
                 &width,
                 |bench, _| {
-                    bench.iter(|| {
-                        black_box(weight_matching(&spec, &a, &b, &options(100)).unwrap())
-                    });
+                    bench
+                        .iter(|| black_box(weight_matching(&spec, &a, &b, &options(100)).unwrap()));
                 },
             );
         }
@@ -127,8 +124,7 @@ fn bench_matching(c: &mut Criterion) {
                         stats.insert(format!("P_{k}"), st);
                     }
                     black_box(
-                        activation_matching(&stats, &ActivationMatchingOptions::default())
-                            .unwrap(),
+                        activation_matching(&stats, &ActivationMatchingOptions::default()).unwrap(),
                     )
                 });
             },

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, Axis, Ix2};
 
-use super::{lap_max, par_gemm_atb};
+use super::{lap_max, par_gemm_atb_into};
 use crate::assignment::Solver;
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -132,27 +132,29 @@ impl ActivationStats {
         let nb = a.nrows();
         let mu_a = column_means(&a);
         let mu_b = column_means(&b);
-        let ca = center(&a, &mu_a);
-        let cb = center(&b, &mu_b);
+        let (fa, fb): (Array1<F>, Array1<F>) = (mu_a.mapv(F::from_f64), mu_b.mapv(F::from_f64));
         let mut m_ab = Array2::<f64>::zeros((d_a, d_b));
+        let (mut m_a, mut m_b) = (Array1::<f64>::zeros(d_a), Array1::<f64>::zeros(d_b));
+        // Chunks of the centred batch: memory O(CHUNK_ROWS · d), whatever the batch size.
+        let mut prod = Array2::<F>::zeros((d_a, d_b));
         let mut start = 0;
         while start < nb {
             let end = (start + CHUNK_ROWS).min(nb);
             let rows = ndarray::s![start..end, ..];
-            m_ab += &par_gemm_atb(ca.slice(rows), cb.slice(rows));
+            let ca = center(&a.slice(rows), &fa, &mut m_a);
+            let cb = center(&b.slice(rows), &fb, &mut m_b);
+            par_gemm_atb_into(ca.view(), cb.view(), F::zero(), &mut prod);
+            ndarray::Zip::from(&mut m_ab)
+                .and(&prod)
+                .for_each(|m, &p| *m += p.as_f64());
             start = end;
         }
-        let sq = |c: &Array2<F>| -> Array1<f64> {
-            c.map_axis(Axis(0), |col| {
-                col.iter().map(|v| v.as_f64() * v.as_f64()).sum()
-            })
-        };
         let batch = Self {
             n: nb as u64,
             mean_a: mu_a,
             mean_b: mu_b,
-            m_a: sq(&ca),
-            m_b: sq(&cb),
+            m_a,
+            m_b,
             m_ab,
         };
         self.merge(&batch)
@@ -249,19 +251,23 @@ impl ActivationStats {
     }
 }
 
+/// Column means in f64, summing the rows in order (row-major friendly).
 fn column_means<F: Float>(x: &ArrayView2<'_, F>) -> Array1<f64> {
+    let mut sum = Array1::<f64>::zeros(x.ncols());
+    for row in x.rows() {
+        sum.zip_mut_with(&row, |s, &v| *s += v.as_f64());
+    }
     #[allow(clippy::cast_precision_loss)]
     let n = x.nrows() as f64;
-    x.map_axis(Axis(0), |col| {
-        col.iter().map(|v| v.as_f64()).sum::<f64>() / n
-    })
+    sum / n
 }
 
-fn center<F: Float>(x: &ArrayView2<'_, F>, mean: &Array1<f64>) -> Array2<F> {
-    let m: Array1<F> = mean.mapv(F::from_f64);
+/// `x − mean` (rows are samples) in `F`; adds the column sums of squares of the result to `sq`.
+fn center<F: Float>(x: &ArrayView2<'_, F>, mean: &Array1<F>, sq: &mut Array1<f64>) -> Array2<F> {
     let mut c = x.to_owned();
     for mut row in c.rows_mut() {
-        row.zip_mut_with(&m, |v, &mu| *v = *v - mu);
+        row.zip_mut_with(mean, |v, &mu| *v = *v - mu);
+        sq.zip_mut_with(&row, |s, &v| *s += v.as_f64() * v.as_f64());
     }
     c
 }

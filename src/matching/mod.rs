@@ -10,7 +10,8 @@
 pub mod activation;
 pub mod weight;
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 
 use crate::assignment::{linear_sum_assignment_warm, solve_with, Assignment, LapOptions, Solver};
 use crate::error::{Error, Result};
@@ -43,21 +44,45 @@ pub(crate) fn lap_max(
 /// every entry is computed by the same arithmetic whatever the number of threads.
 const BLOCK_ROWS: usize = 128;
 
-/// `X Yᵀ` for `X: [n, k]`, `Y: [m, k]`, multiplied in `F`, returned in f64; row blocks of `X`
-/// run in parallel with the `rayon` feature.
-pub(crate) fn par_gemm_abt<F: Float>(x: ArrayView2<'_, F>, y: ArrayView2<'_, F>) -> Array2<f64> {
-    let n = x.nrows();
-    let mut out = Array2::<f64>::zeros((n, y.nrows()));
-    let yt = y.t();
-    let block = |(mut o, xs): (ndarray::ArrayViewMut2<'_, f64>, ArrayView2<'_, F>)| {
-        let prod = xs.dot(&yt);
-        ndarray::Zip::from(&mut o)
-            .and(&prod)
-            .for_each(|o, &p| *o = p.as_f64());
+/// `out ← β·out + X Yᵀ` for `X: [n, k]`, `Y: [m, k]`, `out: [n, m]`, multiplied in `F` with
+/// ndarray's GEMM straight into `out` (no temporary, no copy of `Y`): fixed blocks of
+/// [`BLOCK_ROWS`] rows of `X` and `out` run in parallel with the `rayon` feature.
+pub(crate) fn par_gemm_abt_into<F: Float>(
+    x: ArrayView2<'_, F>,
+    y: ArrayView2<'_, F>,
+    beta: F,
+    out: &mut Array2<F>,
+) {
+    par_gemm_rows(x, y.t(), beta, out);
+}
+
+/// `out ← β·out + Xᵀ Y` for `X: [k, n]`, `Y: [k, m]` (samples in rows), `out: [n, m]`,
+/// multiplied in `F`; the transpose is a strided view, never a copy. Blocks of
+/// [`BLOCK_ROWS`] columns of `X` (rows of `out`) run in parallel with the `rayon` feature.
+pub(crate) fn par_gemm_atb_into<F: Float>(
+    x: ArrayView2<'_, F>,
+    y: ArrayView2<'_, F>,
+    beta: F,
+    out: &mut Array2<F>,
+) {
+    par_gemm_rows(x.t(), y, beta, out);
+}
+
+/// `out ← β·out + L R` over fixed row blocks of `L` and `out`.
+fn par_gemm_rows<F: Float>(
+    l: ArrayView2<'_, F>,
+    r: ArrayView2<'_, F>,
+    beta: F,
+    out: &mut Array2<F>,
+) {
+    debug_assert_eq!(out.dim(), (l.nrows(), r.ncols()));
+    debug_assert_eq!(l.ncols(), r.nrows());
+    let block = |(mut o, ls): (ArrayViewMut2<'_, F>, ArrayView2<'_, F>)| {
+        general_mat_mul(F::one(), &ls, &r, beta, &mut o);
     };
     let pairs = out
-        .axis_chunks_iter_mut(ndarray::Axis(0), BLOCK_ROWS)
-        .zip(x.axis_chunks_iter(ndarray::Axis(0), BLOCK_ROWS));
+        .axis_chunks_iter_mut(Axis(0), BLOCK_ROWS)
+        .zip(l.axis_chunks_iter(Axis(0), BLOCK_ROWS));
     #[cfg(feature = "rayon")]
     {
         use rayon::prelude::*;
@@ -66,12 +91,4 @@ pub(crate) fn par_gemm_abt<F: Float>(x: ArrayView2<'_, F>, y: ArrayView2<'_, F>)
     }
     #[cfg(not(feature = "rayon"))]
     pairs.for_each(block);
-    out
-}
-
-/// `Xᵀ Y` for `X: [k, n]`, `Y: [k, m]` (samples in rows), multiplied in `F`, returned in f64.
-pub(crate) fn par_gemm_atb<F: Float>(x: ArrayView2<'_, F>, y: ArrayView2<'_, F>) -> Array2<f64> {
-    let xt = x.t().as_standard_layout().into_owned();
-    let yt = y.t().as_standard_layout().into_owned();
-    par_gemm_abt(xt.view(), yt.view())
 }

@@ -20,19 +20,19 @@
 //! permutations it depends on changed (the last sweep then costs no product at all); each LAP is
 //! warm-started from the previous sweep's dual potentials for the same permutation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ndarray::{Array2, Axis};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{lap_max, par_gemm_abt, LapWarm};
+use super::{lap_max, par_gemm_abt_into, LapWarm};
 use crate::assignment::Solver;
 use crate::error::{Error, Result};
 use crate::float::Float;
-use crate::params::{apply_permutations, Params};
-use crate::permutation::{permute_axis, Permutation};
+use crate::params::Params;
+use crate::permutation::Permutation;
 use crate::spec::PermutationSpec;
 
 /// Options of [`weight_matching`], with documented defaults.
@@ -100,7 +100,7 @@ pub enum MatchingEvent<'a> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct WeightMatching {
     /// The permutation of B's units for every permutation of the spec: A's unit `i` ↔ B's unit
-    /// `p[i]`. Apply them with [`apply_permutations`].
+    /// `p[i]`. Apply them with [`apply_permutations`](crate::apply_permutations).
     pub perms: BTreeMap<String, Permutation>,
     /// `⟨θ_A, π(θ_B)⟩` over all parameters at the returned permutations (f64 accumulation).
     pub objective: f64,
@@ -147,12 +147,132 @@ pub fn weight_matching<F: Float>(
     weight_matching_with_progress(spec, a, b, options, |_| {})
 }
 
-/// One term `(w, k)` of a permutation's similarity matrix.
+/// One term `(w, k)` of a permutation's similarity matrix, `A_w · B̃_wᵀ`, with its cached
+/// product.
+///
+/// `B̃_w` is `b_mat` (W_B moved and reshaped once, unpermuted) with its columns gathered through
+/// a column map `src` that composes the permutations of the other axes; when only some columns
+/// of the map changed since the cached product, the product is updated by the low-rank
+/// correction `A_w[:, C] · (B_w[:, src'(C)] − B_w[:, src(C)])ᵀ` over the changed columns `C`.
 struct Term<F> {
-    param: String,
-    axis: usize,
-    /// `W_A` with axis `k` first, reshaped to `[n, −1]`.
+    /// `W_A` with axis `k` first, reshaped to `[n, r]`.
     a_mat: Array2<F>,
+    /// `W_B` with axis `k` first, reshaped to `[n, r]`, before any permutation.
+    b_mat: Array2<F>,
+    /// The permuted axes other than `k`: (permutation name, stride in the flattened rest
+    /// index, axis length).
+    others: Vec<(String, usize, usize)>,
+    /// The column map and the product `A_w · B̃_wᵀ` (in `F`) last computed.
+    cache: Option<(Vec<usize>, Array2<F>)>,
+}
+
+impl<F: Float> Term<F> {
+    fn new(spec: &PermutationSpec, a: &Params<F>, b: &Params<F>, param: &str, axis: usize) -> Self {
+        let wa = a[param].view();
+        let shape = wa.shape();
+        let axes = spec.axes(param).unwrap_or(&[]);
+        // The rest index runs over the other axes in increasing order, row-major.
+        let mut others = Vec::new();
+        let mut stride = 1;
+        for k in (0..shape.len()).rev().filter(|&k| k != axis) {
+            if let Some(Some(perm)) = axes.get(k) {
+                others.push((perm.clone(), stride, shape[k]));
+            }
+            stride *= shape[k];
+        }
+        Self {
+            a_mat: flatten_axis_first(&wa, axis),
+            b_mat: flatten_axis_first(&b[param].view(), axis),
+            others,
+            cache: None,
+        }
+    }
+
+    /// `src[c]`: the column of `b_mat` that column `c` of `B̃_w` holds at `perms`
+    /// (`B̃[…, x, …] = B[…, p[x], …]` on every other permuted axis).
+    fn column_map(&self, perms: &BTreeMap<String, Permutation>) -> Vec<usize> {
+        let mut src: Vec<usize> = (0..self.b_mat.ncols()).collect();
+        for (name, stride, len) in &self.others {
+            let p = perms[name].as_slice();
+            for (c, s) in src.iter_mut().enumerate() {
+                let x = (c / stride) % len;
+                *s = *s - x * stride + p[x] * stride;
+            }
+        }
+        src
+    }
+
+    /// Bring the cached product up to date with `perms`; returns whether it changed.
+    fn refresh(&mut self, perms: &BTreeMap<String, Permutation>) -> bool {
+        let src = self.column_map(perms);
+        let (n, r) = self.b_mat.dim();
+        match &mut self.cache {
+            Some((old, _)) if *old == src => false,
+            Some((old, t)) => {
+                let changed: Vec<usize> = (0..r).filter(|&c| old[c] != src[c]).collect();
+                if 2 * changed.len() <= r {
+                    let a_c = gather_columns(&self.a_mat, &changed);
+                    let mut d = Array2::<F>::zeros((n, changed.len()));
+                    for (mut d_row, b_row) in d.rows_mut().into_iter().zip(self.b_mat.rows()) {
+                        for (v, &c) in d_row.iter_mut().zip(&changed) {
+                            *v = b_row[src[c]] - b_row[old[c]];
+                        }
+                    }
+                    par_gemm_abt_into(a_c.view(), d.view(), F::one(), t);
+                } else {
+                    let b_t = gather_columns(&self.b_mat, &src);
+                    par_gemm_abt_into(self.a_mat.view(), b_t.view(), F::zero(), t);
+                }
+                *old = src;
+                true
+            }
+            None => {
+                let b_t = gather_columns(&self.b_mat, &src);
+                let mut t = Array2::<F>::zeros((n, n));
+                par_gemm_abt_into(self.a_mat.view(), b_t.view(), F::zero(), &mut t);
+                self.cache = Some((src, t));
+                true
+            }
+        }
+    }
+
+    /// `⟨W_A, π(W_B)⟩ = Σ_i Σ_c A[i, c] · B[p(i), src(c)]` in f64, with `p` the permutation of
+    /// this term's own axis (identity if `None`). `O(n r)`, no allocation but the column map.
+    /// Rows run in parallel; the per-row sums are added in row order, whatever the threads.
+    fn inner(&self, p: Option<&Permutation>, perms: &BTreeMap<String, Permutation>) -> f64 {
+        let src = self.column_map(perms);
+        let row_sum = |i: usize| -> f64 {
+            let b_row = self.b_mat.row(p.map_or(i, |p| p.as_slice()[i]));
+            self.a_mat
+                .row(i)
+                .iter()
+                .zip(&src)
+                .map(|(&x, &c)| x.as_f64() * b_row[c].as_f64())
+                .sum::<f64>()
+        };
+        #[cfg(feature = "rayon")]
+        let rows: Vec<f64> = {
+            use rayon::prelude::*;
+            (0..self.a_mat.nrows())
+                .into_par_iter()
+                .map(row_sum)
+                .collect()
+        };
+        #[cfg(not(feature = "rayon"))]
+        let rows: Vec<f64> = (0..self.a_mat.nrows()).map(row_sum).collect();
+        rows.iter().sum()
+    }
+}
+
+/// `out[:, c] = m[:, src[c]]`.
+fn gather_columns<F: Float>(m: &Array2<F>, src: &[usize]) -> Array2<F> {
+    let mut out = Array2::<F>::zeros((m.nrows(), src.len()));
+    for (mut o, row) in out.rows_mut().into_iter().zip(m.rows()) {
+        for (o, &c) in o.iter_mut().zip(src) {
+            *o = row[c];
+        }
+    }
+    out
 }
 
 /// [`weight_matching`] with a callback receiving a [`MatchingEvent`] after every step and every
@@ -176,39 +296,34 @@ pub fn weight_matching_with_progress<F: Float>(
         None => spec.identity_perms(a)?,
     };
 
-    // A's side of every term never changes: move/reshape it once.
+    // Every term `(w, k)` of every permutation, moved and reshaped once; `by_perm[p]` lists the
+    // indices of `p`'s terms in the spec's order.
     let inverse = spec.perm_to_axes();
-    let mut terms: BTreeMap<&str, Vec<Term<F>>> = BTreeMap::new();
+    let mut terms: Vec<Term<F>> = Vec::new();
+    let mut by_perm: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    // Each permuted parameter's terms and the permutations on their axes.
+    let mut of_param: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
     for name in &names {
         let list = inverse[name]
             .iter()
-            .map(|(param, axis)| Term {
-                param: param.clone(),
-                axis: *axis,
-                a_mat: flatten_axis_first(&a[param.as_str()].view(), *axis),
+            .map(|(param, axis)| {
+                terms.push(Term::new(spec, a, b, param, *axis));
+                of_param
+                    .entry(param.clone())
+                    .or_default()
+                    .push((terms.len() - 1, name.clone()));
+                terms.len() - 1
             })
             .collect();
-        terms.insert(name.as_str(), list);
+        by_perm.insert(name.as_str(), list);
     }
-    // Permutations each similarity matrix depends on (other axes of its terms' parameters).
-    let deps: BTreeMap<&str, Vec<String>> = names
-        .iter()
-        .map(|name| {
-            let mut d: Vec<String> = terms[name.as_str()]
-                .iter()
-                .flat_map(|t| other_perms(spec, &t.param, t.axis))
-                .collect();
-            d.sort();
-            d.dedup();
-            (name.as_str(), d)
-        })
-        .collect();
+    let objective = Objective::new(spec, a, b, of_param)?;
 
-    let mut version: BTreeMap<&str, u64> = names.iter().map(|n| (n.as_str(), 0)).collect();
-    let mut cache: BTreeMap<&str, (Vec<u64>, Array2<f64>)> = BTreeMap::new();
+    let mut cache: BTreeMap<&str, Array2<f64>> = BTreeMap::new();
     let mut warm: BTreeMap<&str, LapWarm> = BTreeMap::new();
+    let mut solved: BTreeSet<&str> = BTreeSet::new();
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-    let initial_objective = full_objective(spec, &perms, a, b)?;
+    let initial_objective = objective.value(&terms, &perms);
     let mut history = Vec::new();
     let mut converged = false;
     let mut sweeps = 0;
@@ -224,23 +339,36 @@ pub fn weight_matching_with_progress<F: Float>(
         };
         let mut any_progress = false;
         for &name in &order {
-            let key: Vec<u64> = deps[name].iter().map(|d| version[d.as_str()]).collect();
-            let fresh = cache.get(name).is_some_and(|(k, _)| *k == key);
-            if !fresh {
-                let s = similarity(spec, &terms[name], &perms, b, sizes[name])?;
-                cache.insert(name, (key, s));
+            let mut changed = false;
+            for &t in &by_perm[name] {
+                changed |= terms[t].refresh(&perms);
             }
-            let s = &cache[name].1;
+            if changed || !cache.contains_key(name) {
+                let s = cache
+                    .entry(name)
+                    .or_insert_with(|| Array2::zeros((sizes[name], sizes[name])));
+                sum_terms_into(&terms, &by_perm[name], s);
+                solved.remove(name);
+            }
+            let s = &cache[name];
             let old = &perms[name];
             let before = linear_objective(s, old);
-            let prior = if options.warm_start {
-                warm.get(name)
+            // Unchanged `S_p` since its last LAP: the current permutation is that LAP's optimum
+            // (or was kept because the optimum gained nothing), so a re-solve cannot progress.
+            let (new, after) = if solved.contains(name) {
+                (old.clone(), before)
             } else {
-                None
+                let prior = if options.warm_start {
+                    warm.get(name)
+                } else {
+                    None
+                };
+                let (new, state) = lap_max(s.view(), options.solver, prior)?;
+                warm.insert(name, state);
+                solved.insert(name);
+                let after = linear_objective(s, &new);
+                (new, after)
             };
-            let (new, state) = lap_max(s.view(), options.solver, prior)?;
-            let after = linear_objective(s, &new);
-            warm.insert(name, state);
             progress(&MatchingEvent::Update {
                 sweep: sweeps,
                 perm: name,
@@ -250,14 +378,13 @@ pub fn weight_matching_with_progress<F: Float>(
             if after > before + options.tolerance {
                 any_progress = true;
                 perms.insert(name.to_string(), new);
-                *version.get_mut(name).expect("every name has a version") += 1;
             }
         }
-        let objective = full_objective(spec, &perms, a, b)?;
-        history.push(objective);
+        let value = objective.value(&terms, &perms);
+        history.push(value);
         progress(&MatchingEvent::Sweep {
             sweep: sweeps,
-            objective,
+            objective: value,
             progress: any_progress,
         });
         sweeps += 1;
@@ -276,14 +403,79 @@ pub fn weight_matching_with_progress<F: Float>(
     })
 }
 
-/// `⟨θ_A, π(θ_B)⟩` over all parameters, in f64.
-fn full_objective<F: Float>(
-    spec: &PermutationSpec,
-    perms: &BTreeMap<String, Permutation>,
-    a: &Params<F>,
-    b: &Params<F>,
-) -> Result<f64> {
-    a.inner(&apply_permutations(spec, perms, b)?)
+/// `S_p = Σ_terms A_w · B̃_wᵀ` from the terms' cached products, summed in f64 in the terms'
+/// fixed order, into `s` (reused between sweeps).
+fn sum_terms_into<F: Float>(terms: &[Term<F>], list: &[usize], s: &mut Array2<f64>) {
+    for (k, &t) in list.iter().enumerate() {
+        let (_, prod) = terms[t].cache.as_ref().expect("refreshed before use");
+        let zip = ndarray::Zip::from(&mut *s).and(prod);
+        let add = |s: &mut f64, p: &F| *s = if k == 0 { p.as_f64() } else { *s + p.as_f64() };
+        #[cfg(feature = "rayon")]
+        zip.par_for_each(add);
+        #[cfg(not(feature = "rayon"))]
+        zip.for_each(add);
+    }
+}
+
+/// How to evaluate `⟨θ_A, π(θ_B)⟩` cheaply: every parameter with a permuted axis through one of
+/// its terms (no permuted copy of B), the others once.
+struct Objective {
+    /// Per permuted parameter: its terms (index, name of the permutation on the term's axis).
+    permuted: Vec<Vec<(usize, String)>>,
+    /// `Σ ⟨W_A, W_B⟩` over the parameters no permutation touches.
+    constant: f64,
+}
+
+impl Objective {
+    fn new<F: Float>(
+        spec: &PermutationSpec,
+        a: &Params<F>,
+        b: &Params<F>,
+        of_param: BTreeMap<String, Vec<(usize, String)>>,
+    ) -> Result<Self> {
+        let mut constant = Params::new();
+        let mut constant_b = Params::new();
+        for (name, t) in a.iter() {
+            let touched = spec
+                .axes(name)
+                .is_some_and(|axes| axes.iter().any(Option::is_some));
+            if !touched {
+                constant.insert(name, t.clone());
+                constant_b.insert(name, b.require(name)?.clone());
+            }
+        }
+        Ok(Self {
+            permuted: of_param.into_values().collect(),
+            constant: constant.inner(&constant_b)?,
+        })
+    }
+
+    /// `constant + Σ_w ⟨W_A, π(W_B)⟩`. In f64 precision a parameter with an up-to-date cached
+    /// product `T` (the usual case after a sweep) costs `O(n)`: `⟨W_A, π(W_B)⟩ = Σ_i T[i, p(i)]`
+    /// (a sum of f64 dot products); otherwise, and always for f32 (whose products are not f64
+    /// accumulations), the `O(n r)` sum of [`Term::inner`].
+    fn value<F: Float>(&self, terms: &[Term<F>], perms: &BTreeMap<String, Permutation>) -> f64 {
+        let f64_products = F::epsilon().as_f64() <= f64::EPSILON;
+        let param = |list: &Vec<(usize, String)>| -> f64 {
+            let current = list.iter().find_map(|(t, perm)| {
+                let (src, prod) = terms[*t].cache.as_ref()?;
+                (f64_products && *src == terms[*t].column_map(perms)).then_some((prod, perm))
+            });
+            match current {
+                Some((prod, perm)) => perms[perm]
+                    .as_slice()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &j)| prod[[i, j]].as_f64())
+                    .sum(),
+                None => {
+                    let (t, perm) = &list[0];
+                    terms[*t].inner(Some(&perms[perm]), perms)
+                }
+            }
+        };
+        self.constant + self.permuted.iter().map(param).sum::<f64>()
+    }
 }
 
 /// `Σ_i S[i, p(i)]`.
@@ -293,40 +485,6 @@ pub(crate) fn linear_objective(s: &Array2<f64>, p: &Permutation) -> f64 {
         .enumerate()
         .map(|(i, &j)| s[[i, j]])
         .sum()
-}
-
-/// Names of the permutations on the axes of `param` other than `axis`.
-fn other_perms(spec: &PermutationSpec, param: &str, axis: usize) -> Vec<String> {
-    spec.axes(param)
-        .unwrap_or(&[])
-        .iter()
-        .enumerate()
-        .filter(|&(k, _)| k != axis)
-        .filter_map(|(_, p)| p.clone())
-        .collect()
-}
-
-/// `S_p = Σ_terms A_w · B̃_wᵀ`, summed in the terms' fixed order.
-fn similarity<F: Float>(
-    spec: &PermutationSpec,
-    terms: &[Term<F>],
-    perms: &BTreeMap<String, Permutation>,
-    b: &Params<F>,
-    n: usize,
-) -> Result<Array2<f64>> {
-    let mut s = Array2::<f64>::zeros((n, n));
-    for t in terms {
-        let mut w = b[t.param.as_str()].clone();
-        let axes = spec.axes(&t.param).unwrap_or(&[]);
-        for (k, perm) in axes.iter().enumerate() {
-            if let (true, Some(perm)) = (k != t.axis, perm) {
-                w = permute_axis(&w, k, &perms[perm])?;
-            }
-        }
-        let b_mat = flatten_axis_first(&w.view(), t.axis);
-        s += &par_gemm_abt(t.a_mat.view(), b_mat.view());
-    }
-    Ok(s)
 }
 
 /// Move `axis` first and reshape to `[n, −1]` (row-major copy).
@@ -429,15 +587,15 @@ pub fn single_step_gain<F: Float>(
         &spec.perm_sizes(b)?,
         &WeightMatchingOptions::default(),
     )?;
-    let terms: Vec<Term<F>> = spec.perm_to_axes()[perm]
+    let mut terms: Vec<Term<F>> = spec.perm_to_axes()[perm]
         .iter()
-        .map(|(param, axis)| Term {
-            param: param.clone(),
-            axis: *axis,
-            a_mat: flatten_axis_first(&a[param.as_str()].view(), *axis),
-        })
+        .map(|(param, axis)| Term::new(spec, a, b, param, *axis))
         .collect();
-    let s = similarity(spec, &terms, perms, b, n)?;
+    for t in &mut terms {
+        t.refresh(perms);
+    }
+    let mut s = Array2::zeros((n, n));
+    sum_terms_into(&terms, &(0..terms.len()).collect::<Vec<_>>(), &mut s);
     let (best, _) = lap_max(s.view(), Solver::default(), None)?;
     Ok(linear_objective(&s, &best) - linear_objective(&s, &perms[perm]))
 }
