@@ -22,6 +22,9 @@ use rand_chacha::ChaCha8Rng;
 
 type Perms = BTreeMap<String, Permutation>;
 
+/// Parameter names and shapes.
+type Shapes = Vec<(String, Vec<usize>)>;
+
 fn gaussian(rng: &mut ChaCha8Rng) -> f64 {
     // Box–Muller; u1 in (0, 1] keeps the logarithm finite.
     let u1: f64 = 1.0 - rng.random::<f64>();
@@ -128,7 +131,7 @@ fn planted_case(spec: &PermutationSpec, a: &Params<f64>, seed: u64) -> (Params<f
 
 #[test]
 fn weight_matching_recovers_planted_permutations_for_every_builtin_spec() {
-    let cases: Vec<(&str, PermutationSpec, Vec<(String, Vec<usize>)>)> = vec![
+    let cases: Vec<(&str, PermutationSpec, Shapes)> = vec![
         (
             "mlp",
             PermutationSpec::mlp(4),

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, Axis, Ix2};
 
-use super::{lap_max, par_gemm_atb_into};
+use super::{lap_max, par_gemm_abt_into};
 use crate::assignment::Solver;
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -135,18 +135,32 @@ impl ActivationStats {
         let (fa, fb): (Array1<F>, Array1<F>) = (mu_a.mapv(F::from_f64), mu_b.mapv(F::from_f64));
         let mut m_ab = Array2::<f64>::zeros((d_a, d_b));
         let (mut m_a, mut m_b) = (Array1::<f64>::zeros(d_a), Array1::<f64>::zeros(d_b));
-        // Chunks of the centred batch: memory O(CHUNK_ROWS · d), whatever the batch size.
+        // Chunks of the centred batch, A's transposed (`[d_a, rows]`, so that the product reads
+        // both operands contiguously): memory O(CHUNK_ROWS · d) whatever the batch size, and
+        // the buffers are reused from chunk to chunk.
+        let rows = nb.min(CHUNK_ROWS);
+        let mut ca_t = Array2::<F>::zeros((d_a, rows));
+        let mut cb = Array2::<F>::zeros((rows, d_b));
         let mut prod = Array2::<F>::zeros((d_a, d_b));
         let mut start = 0;
         while start < nb {
             let end = (start + CHUNK_ROWS).min(nb);
+            let len = end - start;
             let rows = ndarray::s![start..end, ..];
-            let ca = center(&a.slice(rows), &fa, &mut m_a);
-            let cb = center(&b.slice(rows), &fb, &mut m_b);
-            par_gemm_atb_into(ca.view(), cb.view(), F::zero(), &mut prod);
-            ndarray::Zip::from(&mut m_ab)
-                .and(&prod)
-                .for_each(|m, &p| *m += p.as_f64());
+            center_transposed(&a.slice(rows), &fa, &mut m_a, &mut ca_t);
+            center_into(&b.slice(rows), &fb, &mut m_b, &mut cb);
+            par_gemm_abt_into(
+                ca_t.slice(ndarray::s![.., ..len]),
+                cb.slice(ndarray::s![..len, ..]).t(),
+                F::zero(),
+                &mut prod,
+            );
+            let add = |m: &mut f64, p: &F| *m += p.as_f64();
+            let zip = ndarray::Zip::from(&mut m_ab).and(&prod);
+            #[cfg(feature = "rayon")]
+            zip.par_for_each(add);
+            #[cfg(not(feature = "rayon"))]
+            zip.for_each(add);
             start = end;
         }
         let batch = Self {
@@ -157,7 +171,12 @@ impl ActivationStats {
             m_b,
             m_ab,
         };
-        self.merge(&batch)
+        if self.n == 0 {
+            *self = batch;
+            Ok(())
+        } else {
+            self.merge(&batch)
+        }
     }
 
     /// Add features of any rank: 2-D `[batch, units]`, or 4-D conv maps `[batch, c, h, w]`
@@ -200,11 +219,19 @@ impl ActivationStats {
         let da = &other.mean_a - &self.mean_a;
         let db = &other.mean_b - &self.mean_b;
         let w = n1 * n2 / n;
-        let outer = da
-            .view()
-            .insert_axis(Axis(1))
-            .dot(&db.view().insert_axis(Axis(0)));
-        self.m_ab = &self.m_ab + &other.m_ab + &(outer * w);
+        // In place: `M ← M + M_other + w · da dbᵀ` (same order of additions as the formula).
+        for ((mut m, o), &x) in self
+            .m_ab
+            .rows_mut()
+            .into_iter()
+            .zip(other.m_ab.rows())
+            .zip(&da)
+        {
+            ndarray::Zip::from(&mut m)
+                .and(&o)
+                .and(&db)
+                .for_each(|m, &o, &y| *m = *m + o + x * y * w);
+        }
         self.m_a = &self.m_a + &other.m_a + &(da.mapv(|x| x * x) * w);
         self.m_b = &self.m_b + &other.m_b + &(db.mapv(|x| x * x) * w);
         self.mean_a = &self.mean_a + &(da * (n2 / n));
@@ -262,14 +289,44 @@ fn column_means<F: Float>(x: &ArrayView2<'_, F>) -> Array1<f64> {
     sum / n
 }
 
-/// `x − mean` (rows are samples) in `F`; adds the column sums of squares of the result to `sq`.
-fn center<F: Float>(x: &ArrayView2<'_, F>, mean: &Array1<F>, sq: &mut Array1<f64>) -> Array2<F> {
-    let mut c = x.to_owned();
-    for mut row in c.rows_mut() {
-        row.zip_mut_with(mean, |v, &mu| *v = *v - mu);
-        sq.zip_mut_with(&row, |s, &v| *s += v.as_f64() * v.as_f64());
+/// `out[..rows, :] = x − mean` (rows are samples) in `F`; adds the column sums of squares of
+/// the result to `sq` (rows in order).
+fn center_into<F: Float>(
+    x: &ArrayView2<'_, F>,
+    mean: &Array1<F>,
+    sq: &mut Array1<f64>,
+    out: &mut Array2<F>,
+) {
+    for (mut o, row) in out.rows_mut().into_iter().zip(x.rows()) {
+        ndarray::Zip::from(&mut o)
+            .and(&row)
+            .and(mean)
+            .for_each(|o, &v, &mu| *o = v - mu);
+        sq.zip_mut_with(&o, |s, &v| *s += v.as_f64() * v.as_f64());
     }
-    c
+}
+
+/// `out[:, ..rows] = (x − mean)ᵀ` in `F`, by tiles; adds the column sums of squares of
+/// `x − mean` to `sq` (rows in order for every column, as [`center_into`]).
+fn center_transposed<F: Float>(
+    x: &ArrayView2<'_, F>,
+    mean: &Array1<F>,
+    sq: &mut Array1<f64>,
+    out: &mut Array2<F>,
+) {
+    const TILE: usize = 32;
+    let (n, d) = x.dim();
+    for r0 in (0..n).step_by(TILE) {
+        for c0 in (0..d).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(n) {
+                for c in c0..(c0 + TILE).min(d) {
+                    let v = x[[r, c]] - mean[c];
+                    out[[c, r]] = v;
+                    sq[c] += v.as_f64() * v.as_f64();
+                }
+            }
+        }
+    }
 }
 
 /// View a 2-D `[n, d]` or 4-D `[n, c, h, w]` feature array as `[samples, units]`.

@@ -40,13 +40,17 @@ pub(crate) fn lap_max(
     Ok((perm, sol))
 }
 
-/// Rows per block of the parallel products. Fixed (not derived from the thread count) so that
-/// every entry is computed by the same arithmetic whatever the number of threads.
-const BLOCK_ROWS: usize = 128;
+/// Rows per block of the parallel products with `n` output rows: about `n / 8` (at least 64,
+/// a multiple of 8), so that the right-hand side is packed only ~8 times per product while two
+/// to eight threads stay busy. It depends on `n` only, never on the thread count, so every entry
+/// is computed by the same arithmetic whatever the number of threads.
+fn block_rows(n: usize) -> usize {
+    n.div_ceil(8).next_multiple_of(8).max(64)
+}
 
 /// `out ← β·out + X Yᵀ` for `X: [n, k]`, `Y: [m, k]`, `out: [n, m]`, multiplied in `F` with
 /// ndarray's GEMM straight into `out` (no temporary, no copy of `Y`): fixed blocks of
-/// [`BLOCK_ROWS`] rows of `X` and `out` run in parallel with the `rayon` feature.
+/// [`block_rows`] rows of `X` and `out` run in parallel with the `rayon` feature.
 pub(crate) fn par_gemm_abt_into<F: Float>(
     x: ArrayView2<'_, F>,
     y: ArrayView2<'_, F>,
@@ -54,18 +58,6 @@ pub(crate) fn par_gemm_abt_into<F: Float>(
     out: &mut Array2<F>,
 ) {
     par_gemm_rows(x, y.t(), beta, out);
-}
-
-/// `out ← β·out + Xᵀ Y` for `X: [k, n]`, `Y: [k, m]` (samples in rows), `out: [n, m]`,
-/// multiplied in `F`; the transpose is a strided view, never a copy. Blocks of
-/// [`BLOCK_ROWS`] columns of `X` (rows of `out`) run in parallel with the `rayon` feature.
-pub(crate) fn par_gemm_atb_into<F: Float>(
-    x: ArrayView2<'_, F>,
-    y: ArrayView2<'_, F>,
-    beta: F,
-    out: &mut Array2<F>,
-) {
-    par_gemm_rows(x.t(), y, beta, out);
 }
 
 /// `out ← β·out + L R` over fixed row blocks of `L` and `out`.
@@ -80,9 +72,10 @@ fn par_gemm_rows<F: Float>(
     let block = |(mut o, ls): (ArrayViewMut2<'_, F>, ArrayView2<'_, F>)| {
         general_mat_mul(F::one(), &ls, &r, beta, &mut o);
     };
+    let rows = block_rows(l.nrows());
     let pairs = out
-        .axis_chunks_iter_mut(Axis(0), BLOCK_ROWS)
-        .zip(l.axis_chunks_iter(Axis(0), BLOCK_ROWS));
+        .axis_chunks_iter_mut(Axis(0), rows)
+        .zip(l.axis_chunks_iter(Axis(0), rows));
     #[cfg(feature = "rayon")]
     {
         use rayon::prelude::*;
