@@ -280,15 +280,8 @@ impl State {
             self.row4col.fill(NONE);
             for i in 0..c.nr {
                 let row = c.row(i);
-                let (mut best, mut arg) = (f64::INFINITY, NONE);
-                for (k, (&x, &vk)) in row.iter().zip(self.v.iter()).enumerate() {
-                    let r = ld::<T, NEG>(x) - vk;
-                    if r < best {
-                        best = r;
-                        arg = k;
-                    }
-                }
-                if arg == NONE {
+                let (best, arg, _, _) = two_smallest::<T, NEG>(row, &self.v);
+                if best == f64::INFINITY {
                     return Err(Error::Infeasible);
                 }
                 self.u[i] = best;
@@ -360,18 +353,16 @@ fn next_up(x: f64) -> f64 {
 /// are equal, another column `j2` attaining it (else `j2` is unspecified).
 ///
 /// One branch-free (vectorisable) pass for the values, then a short search for the columns.
-#[inline]
+#[inline(never)]
 fn two_smallest<T: Float, const NEG: bool>(row: &[T], v: &[f64]) -> (f64, usize, f64, usize) {
+    const W: usize = 2 * LANES; // more independent chains: the min/max pair is latency-bound
     let m = row.len();
     let v = &v[..m];
-    let split = m - m % LANES;
-    let mut lo = [f64::INFINITY; LANES];
-    let mut hi = [f64::INFINITY; LANES];
-    for (rc, vc) in row[..split]
-        .chunks_exact(LANES)
-        .zip(v[..split].chunks_exact(LANES))
-    {
-        for l in 0..LANES {
+    let split = m - m % W;
+    let mut lo = [f64::INFINITY; W];
+    let mut hi = [f64::INFINITY; W];
+    for (rc, vc) in row[..split].chunks_exact(W).zip(v[..split].chunks_exact(W)) {
+        for l in 0..W {
             let x = ld::<T, NEG>(rc[l]) - vc[l];
             let up = if x < lo[l] { lo[l] } else { x };
             lo[l] = if x < lo[l] { x } else { lo[l] };
@@ -388,7 +379,17 @@ fn two_smallest<T: Float, const NEG: bool>(row: &[T], v: &[f64]) -> (f64, usize,
         }
     }
     let red = |k: usize| ld::<T, NEG>(row[k]) - v[k];
-    let j1 = (0..m).find(|&k| red(k) == v1).unwrap_or(0);
+    // Chunked search for the first column at v1: a branch-free test per chunk.
+    let mut j1 = 0;
+    let mut k0 = 0;
+    while k0 < m {
+        let end = (k0 + W).min(m);
+        if (k0..end).fold(false, |a, k| a | (red(k) == v1)) {
+            j1 = (k0..end).find(|&k| red(k) == v1).unwrap_or(k0);
+            break;
+        }
+        k0 = end;
+    }
     let j2 = if v2 == v1 {
         (j1 + 1..m).find(|&k| red(k) == v1).unwrap_or(j1)
     } else {
@@ -403,7 +404,7 @@ fn two_smallest<T: Float, const NEG: bool>(row: &[T], v: &[f64]) -> (f64, usize,
 /// their potentials and tentative distances stored alongside, so that the scan of a row reads
 /// contiguous arrays and the row itself in increasing order. A visited column is killed in
 /// place (`vt = −∞`, `dt = +∞`: it can neither improve nor be selected again) and the list is
-/// compacted when more than half of it is dead. Predecessors are not stored during the scans
+/// compacted when more than a quarter of it is dead. Predecessors are not stored during the scans
 /// (that would make them branchy): the predecessor of a column on the final path is recovered
 /// as the first scanned row whose relaxation reproduces the column's distance bit for bit.
 struct Sap {
@@ -569,7 +570,8 @@ const LANES: usize = 4;
 /// Relax all todo positions from a row (contiguous case: position = column),
 /// `dt_k ← min(dt_k, fl(c_ik − vt_k) + h)`, and return the smallest `dt_k`. Branch-free so that
 /// it vectorises.
-#[inline]
+// Not inlined: inside `augment` LLVM loses the no-alias facts and stops vectorising it.
+#[inline(never)]
 fn scan_contiguous<T: Float, const NEG: bool>(
     row: &[T],
     vt: &[f64],
@@ -601,7 +603,7 @@ fn scan_contiguous<T: Float, const NEG: bool>(
 }
 
 /// [`scan_contiguous`] over a compacted todo list (`row` indexed by column).
-#[inline]
+#[inline(never)]
 fn scan_indexed<T: Float, const NEG: bool>(
     row: &[T],
     todo: &[usize],

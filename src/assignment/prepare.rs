@@ -52,9 +52,7 @@ impl<'a, F: Float> Prepared<'a, F> {
         }
         // Fast path: one vectorisable pass detects anything unusual (NaN, ±∞, huge).
         let unusual = match cost.as_slice() {
-            Some(s) => s
-                .iter()
-                .fold(false, |acc, &x| acc | unusual(x.as_f64())),
+            Some(s) => s.iter().fold(false, |acc, &x| acc | unusual(x.as_f64())),
             None => cost.iter().any(|&x| unusual(x.as_f64())),
         };
         if unusual {
