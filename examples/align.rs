@@ -62,7 +62,7 @@ enum StatisticArg {
 
 /// Align checkpoint B to checkpoint A by permuting B's hidden units (Git Re-Basin).
 #[derive(Parser, Debug)]
-#[command(name = "align", version, about, long_about = None)]
+#[command(name = "align", version)]
 struct Args {
     /// Checkpoint of model A (.safetensors or .npz): the reference.
     #[arg(long)]
