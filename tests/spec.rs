@@ -67,18 +67,18 @@ fn resnet20_params(w: usize, shortcut: Shortcut, rng: &mut ChaCha8Rng) -> Params
 fn vgg_params(config: &VggConfig, widths: &[usize], rng: &mut ChaCha8Rng) -> Params<f64> {
     let mut p = Params::new();
     let mut cin = 3;
-    for i in 0..config.num_conv {
+    for (i, &width) in widths.iter().enumerate().take(config.num_conv) {
         p.insert(
             format!("conv{i}.weight"),
-            random_tensor(&[widths[i], cin, 3, 3], rng),
+            random_tensor(&[width, cin, 3, 3], rng),
         );
         if config.conv_bias {
-            p.insert(format!("conv{i}.bias"), random_tensor(&[widths[i]], rng));
+            p.insert(format!("conv{i}.bias"), random_tensor(&[width], rng));
         }
         if config.batch_norm {
-            add_bn(&mut p, &format!("bn{i}"), widths[i], rng);
+            add_bn(&mut p, &format!("bn{i}"), width, rng);
         }
-        cin = widths[i];
+        cin = width;
     }
     for j in 0..config.num_linear {
         let out = widths[config.num_conv + j];
@@ -479,8 +479,8 @@ fn chain_with_layer_norm_and_user_names() {
         },
     ]);
     let p0 = Some("P_0".to_string());
-    assert_eq!(spec.axes("ln.weight").unwrap(), &[p0.clone()]);
-    assert_eq!(spec.axes("ln.bias").unwrap(), &[p0.clone()]);
+    assert_eq!(spec.axes("ln.weight").unwrap(), std::slice::from_ref(&p0));
+    assert_eq!(spec.axes("ln.bias").unwrap(), std::slice::from_ref(&p0));
     assert_eq!(spec.axes("head.weight").unwrap(), &[None, p0]);
     assert_eq!(spec.axes("head.bias").unwrap(), &[None]);
     assert!(spec.axes("ln.running_mean").is_none());
