@@ -27,7 +27,9 @@
 //! Output (one line): `method`, `precision`, `objective_before` and `objective_after`
 //! (weight: `⟨θ_A, π(θ_B)⟩` in f64; activation: `Σ_k Σ_i C_k[i, p_k(i)]` of the chosen statistic,
 //! at the identity and at the result), `sweeps` and `converged` (weight), `samples` (activation),
-//! `seconds` (the matching only: no file reading, no data generation), `perm_hash` (64-bit
+//! `seconds` (wall time of the matching only: no file reading, no data generation),
+//! `cpu_seconds` (user + system CPU time of the same part, all threads, from `/proc/self/stat`;
+//! with `--synthetic` it includes the feature generation), `perm_hash` (64-bit
 //! FNV-1a of every index, as little-endian u64, of the permutations in name order, in hex) and,
 //! with `--perms`, the permutations themselves.
 
@@ -157,12 +159,13 @@ fn run_weight<F: Float>(args: &Args) -> Result<String, String> {
         warm_start: !args.has("--cold"),
         ..WeightMatchingOptions::default()
     };
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_seconds());
     let m = weight_matching(&spec, &a, &b, &options).map_err(|e| e.to_string())?;
     let seconds = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - c0;
     let mut line = format!(
         "{{\"method\":\"weight\",\"precision\":\"{}\",\"layers\":{layers},\"objective_before\":{:e},\
-         \"objective_after\":{:e},\"sweeps\":{},\"converged\":{},\"seconds\":{seconds:.6}",
+         \"objective_after\":{:e},\"sweeps\":{},\"converged\":{},\"seconds\":{seconds:.6},\"cpu_seconds\":{cpu:.2}",
         F::DTYPE,
         m.initial_objective,
         m.objective,
@@ -180,11 +183,12 @@ fn run_activation<F: Float>(args: &Args) -> Result<String, String> {
         "inner-product" => Statistic::InnerProduct,
         other => return Err(format!("unknown statistic `{other}`")),
     };
-    let (stats, samples, update_seconds) = if args.has("--synthetic") {
+    let (stats, samples, update_seconds, update_cpu) = if args.has("--synthetic") {
         synthetic_stats::<F>(args)?
     } else {
         file_stats::<F>(args)?
     };
+    let c0 = cpu_seconds();
     let t0 = Instant::now();
     let options = ActivationMatchingOptions {
         statistic,
@@ -192,6 +196,7 @@ fn run_activation<F: Float>(args: &Args) -> Result<String, String> {
     };
     let perms = activation_matching(&stats, &options).map_err(|e| e.to_string())?;
     let seconds = update_seconds + t0.elapsed().as_secs_f64();
+    let cpu = update_cpu + cpu_seconds() - c0;
     let (mut before, mut after) = (0.0, 0.0);
     for (name, st) in &stats {
         let c = st.statistic(statistic).map_err(|e| e.to_string())?;
@@ -206,7 +211,7 @@ fn run_activation<F: Float>(args: &Args) -> Result<String, String> {
     let mut line = format!(
         "{{\"method\":\"activation\",\"precision\":\"{}\",\"layers\":{},\"samples\":{samples},\
          \"objective_before\":{before:e},\"objective_after\":{after:e},\"seconds\":{seconds:.6},\
-         \"update_seconds\":{update_seconds:.6}",
+         \"update_seconds\":{update_seconds:.6},\"cpu_seconds\":{cpu:.2}",
         F::DTYPE,
         stats.len()
     );
@@ -214,11 +219,11 @@ fn run_activation<F: Float>(args: &Args) -> Result<String, String> {
     Ok(line)
 }
 
-/// Statistics of the features in `--features` (keys `a.P_k`, `b.P_k`); returns them, the
-/// sample count and the seconds spent in `ActivationStats::update`.
-fn file_stats<F: Float>(
-    args: &Args,
-) -> Result<(BTreeMap<String, ActivationStats>, usize, f64), String> {
+/// The statistics of each layer, the sample count, and the wall and CPU seconds of the updates.
+type Gathered = (BTreeMap<String, ActivationStats>, usize, f64, f64);
+
+/// Statistics of the features in `--features` (keys `a.P_k`, `b.P_k`).
+fn file_stats<F: Float>(args: &Args) -> Result<Gathered, String> {
     let arrays: BTreeMap<String, ArrayD<F>> =
         io::read_npz_arrays(args.need("features")?).map_err(|e| e.to_string())?;
     let mut pairs = BTreeMap::new();
@@ -239,7 +244,7 @@ fn file_stats<F: Float>(
     }
     let mut stats = BTreeMap::new();
     let mut samples = 0;
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_seconds());
     for (name, pair) in pairs {
         let (Some(fa), Some(fb)) = pair else {
             return Err(format!("layer `{name}` needs both a.{name} and b.{name}"));
@@ -256,13 +261,18 @@ fn file_stats<F: Float>(
         }
         stats.insert(name, st);
     }
-    Ok((stats, samples, t0.elapsed().as_secs_f64()))
+    Ok((
+        stats,
+        samples,
+        t0.elapsed().as_secs_f64(),
+        cpu_seconds() - c0,
+    ))
 }
 
 /// Statistics of synthetic features streamed `--batch` rows at a time (see the module docs).
-fn synthetic_stats<F: Float>(
-    args: &Args,
-) -> Result<(BTreeMap<String, ActivationStats>, usize, f64), String> {
+/// The CPU seconds returned include the generation of the features (interleaved with the
+/// updates); the wall seconds do not.
+fn synthetic_stats<F: Float>(args: &Args) -> Result<Gathered, String> {
     let width: usize = args.num("width", None)?;
     let layers: usize = args.num("layers", None)?;
     let samples: usize = args.num("samples", None)?;
@@ -279,6 +289,7 @@ fn synthetic_stats<F: Float>(
     let mut b = Array2::<F>::zeros((batch, width));
     let mut spent = 0.0;
     let mut done = 0;
+    let c0 = cpu_seconds();
     while done < samples {
         let rows = batch.min(samples - done);
         for (k, st) in stats.iter_mut().enumerate() {
@@ -307,7 +318,25 @@ fn synthetic_stats<F: Float>(
         .enumerate()
         .map(|(k, st)| (format!("P_{k}"), st))
         .collect();
-    Ok((stats, samples, spent))
+    Ok((stats, samples, spent, cpu_seconds() - c0))
+}
+
+/// CPU time (user + system, all threads) of this process so far, from `/proc/self/stat`
+/// (Linux, 100 ticks a second); 0 where unavailable.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |k: usize| {
+        fields
+            .get(k)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / 100.0
 }
 
 /// Append `perm_hash` (and the permutations with `--perms`) and close the JSON object.
