@@ -8,9 +8,15 @@
 //!   with shared residual permutations, BatchNorm vectors), validated against the model;
 //! - [`Params`], an ordered `state_dict` with interpolation, permutation, inner products and
 //!   distances;
-//! - linear assignment ([`assignment`]) on floating-point costs;
-//! - reading and writing `.npz` / `.safetensors` checkpoints ([`io`], feature `io`);
-//! - a reference ReLU MLP ([`mlp`]) with per-layer features and seeded SGD training.
+//! - linear assignment ([`assignment`]) on floating-point costs, with exact warm starts;
+//! - weight matching and activation matching ([`matching`], Git Re-Basin), which permute B
+//!   towards A;
+//! - the LLFC measurements ([`metrics`]): per-layer cosine distances to the interpolated
+//!   features, the A-vs-B baseline, the scale factor, weak additivity of ReLU and
+//!   commutativity residuals; loss/error curves and barriers along `θ(α)` ([`lmc`]);
+//! - reading and writing `.npz` / `.safetensors` checkpoints (`io`, feature `io`);
+//! - a reference ReLU MLP ([`mlp`]) with per-layer features and seeded SGD training, and the
+//!   bundled digits data ([`data`]).
 //!
 //! ## Conventions
 //! - Tensors use the PyTorch layout: a linear weight is `[out, in]`, a conv weight
