@@ -192,18 +192,20 @@ impl<F: Float> Params<F> {
     /// # Errors
     /// As [`Params::check_compatible`].
     pub fn inner(&self, other: &Self) -> Result<f64> {
+        self.sum_pairs(other, |x, y| x * y)
+    }
+
+    /// `Σ_names Σ_entries f(a, b)` over matching entries (converted to f64), after checking
+    /// that the two sets are compatible.
+    fn sum_pairs(&self, other: &Self, f: impl Fn(f64, f64) -> f64) -> Result<f64> {
         self.check_compatible(other)?;
-        Ok(self
-            .iter()
-            .map(|(name, ta)| {
-                let tb = &other.tensors[name];
-                let mut s = 0.0;
-                Zip::from(ta)
-                    .and(tb)
-                    .for_each(|&x, &y| s += x.as_f64() * y.as_f64());
-                s
-            })
-            .sum())
+        let mut total = 0.0;
+        for (name, ta) in self.iter() {
+            Zip::from(ta)
+                .and(&other.tensors[name])
+                .for_each(|&x, &y| total += f(x.as_f64(), y.as_f64()));
+        }
+        Ok(total)
     }
 
     /// Squared Euclidean norm `‖θ‖² = Σ θ²`, accumulated in f64.
@@ -221,20 +223,7 @@ impl<F: Float> Params<F> {
     /// # Errors
     /// As [`Params::check_compatible`].
     pub fn distance(&self, other: &Self) -> Result<f64> {
-        self.check_compatible(other)?;
-        Ok(self
-            .iter()
-            .map(|(name, ta)| {
-                let tb = &other.tensors[name];
-                let mut s = 0.0;
-                Zip::from(ta).and(tb).for_each(|&x, &y| {
-                    let d = x.as_f64() - y.as_f64();
-                    s += d * d;
-                });
-                s
-            })
-            .sum::<f64>()
-            .sqrt())
+        Ok(self.sum_pairs(other, |x, y| (x - y) * (x - y))?.sqrt())
     }
 }
 
