@@ -135,11 +135,11 @@ impl ActivationStats {
         let (fa, fb): (Array1<F>, Array1<F>) = (mu_a.mapv(F::from_f64), mu_b.mapv(F::from_f64));
         let mut m_ab = Array2::<f64>::zeros((d_a, d_b));
         let (mut m_a, mut m_b) = (Array1::<f64>::zeros(d_a), Array1::<f64>::zeros(d_b));
-        // Chunks of the centred batch, A's transposed (`[d_a, rows]`, so that the product reads
-        // both operands contiguously): memory O(CHUNK_ROWS · d) whatever the batch size, and
-        // the buffers are reused from chunk to chunk.
+        // Chunks of the centred batch: memory O(CHUNK_ROWS · d) whatever the batch size, and
+        // the buffers are reused from chunk to chunk. The product reads `caᵀ` as a strided view
+        // (GEMM packing absorbs the transpose; no transposed copy).
         let rows = nb.min(CHUNK_ROWS);
-        let mut ca_t = Array2::<F>::zeros((d_a, rows));
+        let mut ca = Array2::<F>::zeros((rows, d_a));
         let mut cb = Array2::<F>::zeros((rows, d_b));
         let mut prod = Array2::<F>::zeros((d_a, d_b));
         let mut start = 0;
@@ -147,10 +147,10 @@ impl ActivationStats {
             let end = (start + CHUNK_ROWS).min(nb);
             let len = end - start;
             let rows = ndarray::s![start..end, ..];
-            center_transposed(&a.slice(rows), &fa, &mut m_a, &mut ca_t);
+            center_into(&a.slice(rows), &fa, &mut m_a, &mut ca);
             center_into(&b.slice(rows), &fb, &mut m_b, &mut cb);
             par_gemm_abt_into(
-                ca_t.slice(ndarray::s![.., ..len]),
+                ca.slice(ndarray::s![..len, ..]).t(),
                 cb.slice(ndarray::s![..len, ..]).t(),
                 F::zero(),
                 &mut prod,
@@ -303,29 +303,6 @@ fn center_into<F: Float>(
             .and(mean)
             .for_each(|o, &v, &mu| *o = v - mu);
         sq.zip_mut_with(&o, |s, &v| *s += v.as_f64() * v.as_f64());
-    }
-}
-
-/// `out[:, ..rows] = (x − mean)ᵀ` in `F`, by tiles; adds the column sums of squares of
-/// `x − mean` to `sq` (rows in order for every column, as [`center_into`]).
-fn center_transposed<F: Float>(
-    x: &ArrayView2<'_, F>,
-    mean: &Array1<F>,
-    sq: &mut Array1<f64>,
-    out: &mut Array2<F>,
-) {
-    const TILE: usize = 32;
-    let (n, d) = x.dim();
-    for r0 in (0..n).step_by(TILE) {
-        for c0 in (0..d).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(n) {
-                for c in c0..(c0 + TILE).min(d) {
-                    let v = x[[r, c]] - mean[c];
-                    out[[c, r]] = v;
-                    sq[c] += v.as_f64() * v.as_f64();
-                }
-            }
-        }
     }
 }
 
