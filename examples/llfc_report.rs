@@ -1,0 +1,813 @@
+//! `llfc_report`: the LLFC metrics of features exported from any framework.
+//!
+//! ```sh
+//! cargo run --release --example llfc_report -- features.npz --json report.json
+//! cargo run --release --example llfc_report -- features.npz --alphas 0.25,0.5,0.75 \
+//!     --variant absolute --a model_a.safetensors --b model_b.safetensors --json report.json
+//! ```
+//!
+//! Reads one `.npz` of per-layer features of two networks A and B and of their interpolations
+//! `θ(α) = α θ_A + (1 − α) θ_B` (α = 1 is A), computed on the same samples, prints the LLFC
+//! table (Zhou et al. 2023, *Going Beyond Linear Mode Connectivity: The Layerwise Linear
+//! Feature Connectivity*) and writes it as JSON with `--json PATH`.
+//!
+//! # The features file
+//! Arrays `[samples, …]` (rows are samples; each sample is flattened, so conv maps
+//! `[samples, channels, h, w]` are fine), float16/32/64 (read exactly, computed in f64), stored
+//! by `numpy.savez` (not `savez_compressed`) under these keys, `{layer}` being any name
+//! (a PyTorch module name such as `layers.0` or `features.3`, `/` allowed):
+//!
+//! | key | array | needed for |
+//! | --- | --- | --- |
+//! | `A/{layer}`, `B/{layer}` | features of A and B (post-activations, or whatever is analysed) | every layer reported |
+//! | `alpha={α}/{layer}` | features of θ(α); `{α}` a decimal number (`alpha=0.5/fc1`) | every reported layer and α |
+//! | `pre/A/{layer}`, `pre/B/{layer}` | pre-activations of a layer followed by a ReLU | weak additivity (optional) |
+//! | `pre/alpha={α}/{layer}` | pre-activations of θ(α) | LLFC of the pre-activations (optional) |
+//! | `in/A/{layer}`, `in/B/{layer}` | `[samples, in]`: what the linear layer reads (the previous layer's post-activations, or X) | commutativity (optional, with `--a`, `--b`) |
+//!
+//! Layers are reported in the order in which their `A/{layer}` arrays appear in the file
+//! (`numpy.savez` keeps the keyword order). The α values are read from the keys as decimal
+//! numbers; `--alphas` values are matched to them by value (`0.5` matches `alpha=0.50`), and by
+//! default every α of the file is reported, in increasing order. A layer with any
+//! `pre/alpha=…` array needs one for every reported α. Any other key is an error.
+//!
+//! # Commutativity
+//! With `--a A --b B` (checkpoints, `.safetensors` or `.npz`), every reported layer that has
+//! `in/A/{layer}` and `in/B/{layer}` gets the commutativity residual of its weight, by default
+//! the parameter `{layer}.weight` (`[out, in]`, PyTorch layout); `--weight LAYER=PARAM`
+//! (repeatable) names another one. Biases are not involved.
+//!
+//! # Output
+//! The table on stdout; with `--json PATH`, per layer: for the features (`post`) and, when
+//! given, the pre-activations (`pre`), the baseline `E[1 − cos_{A,B}]` (mean, std, count,
+//! skipped) and per α the distance `E[1 − cos_α]`, the per-sample `coef` and `c = 1/coef` and
+//! their whole-matrix values; the weak-additivity residuals per α; the commutativity residuals.
+//! Numbers are written at full precision (shortest round-trip decimal); undefined values are
+//! `null`.
+//!
+//! Errors print one line on stderr and exit with status 1; nothing is written then (the JSON
+//! goes to a temporary sibling file and is renamed into place only when everything succeeded).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use llfc::io::{read_checkpoint, read_npz, Checkpoint};
+use llfc::metrics::{
+    commutativity, cosine_distances, llfc_layer, weak_additivity, Commutativity, CosineVariant,
+    LlfcLayer, SampleStats, WeakAdditivity,
+};
+use llfc::Error;
+use ndarray::{ArrayD, ArrayView2, Ix2};
+use serde_json::{json, Value};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum VariantArg {
+    /// `1 − cos` (the LLFC paper's definition).
+    Signed,
+    /// `1 − |cos|` (what the paper's official code computes).
+    Absolute,
+}
+
+/// LLFC metrics (E[1 − cos_α], baseline, scale c, weak additivity, commutativity) of per-layer
+/// features exported from any framework. See the source's header (or the README) for the
+/// `.npz` layout: keys `A/{layer}`, `B/{layer}`, `alpha={α}/{layer}`, optional `pre/…` and
+/// `in/…`.
+#[derive(Parser, Debug)]
+#[command(name = "llfc_report", version)]
+struct Args {
+    /// Features `.npz` (keys `A/{layer}`, `B/{layer}`, `alpha={α}/{layer}`, optional `pre/…`,
+    /// `in/…`).
+    features: PathBuf,
+    /// Comma-separated α values to report (default: every α in the file, increasing).
+    #[arg(long, value_delimiter = ',')]
+    alphas: Option<Vec<String>>,
+    /// Comma-separated layers to report (default: every layer, in file order).
+    #[arg(long, value_delimiter = ',')]
+    layers: Option<Vec<String>>,
+    /// Cosine distance.
+    #[arg(long, value_enum, default_value = "signed")]
+    variant: VariantArg,
+    /// Where to write the report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Checkpoint of A (.safetensors or .npz), for the commutativity residuals.
+    #[arg(long)]
+    a: Option<PathBuf>,
+    /// Checkpoint of B (.safetensors or .npz), for the commutativity residuals.
+    #[arg(long)]
+    b: Option<PathBuf>,
+    /// `LAYER=PARAM`: the weight of LAYER in the checkpoints (default `{LAYER}.weight`).
+    #[arg(long = "weight", value_name = "LAYER=PARAM")]
+    weights: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever the message holds.
+            let msg = e.to_string().replace(['\n', '\r'], " ");
+            eprintln!("llfc_report: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A one-line error of the CLI: either the library's (with context) or one of its own.
+#[derive(Debug)]
+enum CliError {
+    Lib(Error),
+    Usage(String),
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Lib(e) => write!(f, "{e}"),
+            Self::Usage(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        Self::Lib(e)
+    }
+}
+
+type Result<T, E = CliError> = std::result::Result<T, E>;
+
+fn usage<T>(msg: impl Into<String>) -> Result<T> {
+    Err(CliError::Usage(msg.into()))
+}
+
+/// Prefix a library error with where it happened.
+fn context<T>(r: llfc::Result<T>, at: impl FnOnce() -> String) -> Result<T> {
+    r.map_err(|e| CliError::Usage(format!("{}: {e}", at())))
+}
+
+/// The namespace of a key: features, pre-activations or a linear layer's inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Post,
+    Pre,
+    In,
+}
+
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Post => "",
+            Self::Pre => "pre/",
+            Self::In => "in/",
+        }
+    }
+}
+
+/// Whose features: A, B, or θ(α) (index into [`Features::alphas`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Who {
+    A,
+    B,
+    Alpha(usize),
+}
+
+/// The parsed features file.
+struct Features {
+    /// Layers in order of their `A/{layer}` arrays.
+    layers: Vec<String>,
+    /// The α values of the file with the label each is written with, in file order.
+    alphas: Vec<(f64, String)>,
+    arrays: HashMap<(Kind, Who, String), ArrayD<f64>>,
+}
+
+impl Features {
+    fn get(&self, kind: Kind, who: Who, layer: &str) -> Option<&ArrayD<f64>> {
+        self.arrays.get(&(kind, who, layer.to_string()))
+    }
+
+    fn key(&self, kind: Kind, who: Who, layer: &str) -> String {
+        let who = match who {
+            Who::A => "A".to_string(),
+            Who::B => "B".to_string(),
+            Who::Alpha(i) => format!("alpha={}", self.alphas[i].1),
+        };
+        format!("{}{who}/{layer}", kind.prefix())
+    }
+
+    fn require(&self, kind: Kind, who: Who, layer: &str, path: &Path) -> Result<&ArrayD<f64>> {
+        self.get(kind, who, layer).ok_or_else(|| {
+            CliError::Usage(format!(
+                "features file `{}` has no array `{}`",
+                path.display(),
+                self.key(kind, who, layer)
+            ))
+        })
+    }
+}
+
+/// Parse an α label as a finite decimal number.
+fn parse_alpha(label: &str) -> Option<f64> {
+    label
+        .parse::<f64>()
+        .ok()
+        .filter(|a| a.is_finite())
+        .map(|a| a + 0.0) // −0 → +0
+}
+
+/// Split a key into namespace, owner and layer.
+fn parse_key(key: &str) -> Option<(Kind, &str, &str)> {
+    let (kind, rest) = if let Some(r) = key.strip_prefix("pre/") {
+        (Kind::Pre, r)
+    } else if let Some(r) = key.strip_prefix("in/") {
+        (Kind::In, r)
+    } else {
+        (Kind::Post, key)
+    };
+    let (who, layer) = rest.split_once('/')?;
+    (!layer.is_empty()).then_some((kind, who, layer))
+}
+
+fn read_features(path: &Path) -> Result<Features> {
+    let params = read_npz::<f64>(path)?;
+    let mut f = Features {
+        layers: Vec::new(),
+        alphas: Vec::new(),
+        arrays: HashMap::new(),
+    };
+    let expected = "expected `A/{layer}`, `B/{layer}`, `alpha={α}/{layer}`, `pre/A/{layer}`, `pre/B/{layer}`, `pre/alpha={α}/{layer}`, `in/A/{layer}` or `in/B/{layer}`";
+    for (key, array) in params {
+        let bad = |why: &str| {
+            let hint = if why.contains("unrecognised") {
+                format!(" ({expected})")
+            } else {
+                String::new()
+            };
+            usage(format!(
+                "features file `{}`: array `{key}` {why}{hint}",
+                path.display()
+            ))
+        };
+        let Some((kind, who, layer)) = parse_key(&key) else {
+            return bad("has an unrecognised name");
+        };
+        let who = match who {
+            "A" => Who::A,
+            "B" => Who::B,
+            _ => {
+                let Some(label) = who.strip_prefix("alpha=") else {
+                    return bad("has an unrecognised name");
+                };
+                if kind == Kind::In {
+                    return bad("is an input of θ(α): only A's and B's inputs are used");
+                }
+                let Some(alpha) = parse_alpha(label) else {
+                    return bad("has an α that is not a finite decimal number");
+                };
+                let index = if let Some(i) = f.alphas.iter().position(|(v, _)| *v == alpha) {
+                    if f.alphas[i].1 != label {
+                        return bad(&format!(
+                            "writes α = {alpha} as `{label}`, another array as `{}`: use one spelling",
+                            f.alphas[i].1
+                        ));
+                    }
+                    i
+                } else {
+                    f.alphas.push((alpha, label.to_string()));
+                    f.alphas.len() - 1
+                };
+                Who::Alpha(index)
+            }
+        };
+        if kind == Kind::Post && who == Who::A {
+            f.layers.push(layer.to_string());
+        }
+        f.arrays.insert((kind, who, layer.to_string()), array);
+    }
+    // Every array must belong to a layer that has A's features.
+    let mut orphans: Vec<String> = f
+        .arrays
+        .keys()
+        .filter(|(_, _, layer)| !f.layers.contains(layer))
+        .map(|(kind, who, layer)| f.key(*kind, *who, layer))
+        .collect();
+    orphans.sort();
+    if let Some(key) = orphans.first() {
+        let layer = parse_key(key).map_or("", |(_, _, l)| l);
+        return usage(format!(
+            "features file `{}` has `{key}` but no `A/{layer}` (every layer needs A's and B's features)",
+            path.display()
+        ));
+    }
+    if f.layers.is_empty() {
+        return usage(format!(
+            "features file `{}` has no `A/{{layer}}` array",
+            path.display()
+        ));
+    }
+    Ok(f)
+}
+
+/// The α indices to report, in report order.
+fn select_alphas(f: &Features, wanted: Option<&[String]>, path: &Path) -> Result<Vec<usize>> {
+    let have = || {
+        let mut v: Vec<&str> = f.alphas.iter().map(|(_, l)| l.as_str()).collect();
+        v.sort_by(|x, y| parse_alpha(x).partial_cmp(&parse_alpha(y)).expect("finite"));
+        v.join(", ")
+    };
+    let Some(wanted) = wanted else {
+        if f.alphas.is_empty() {
+            return usage(format!(
+                "features file `{}` has no `alpha={{α}}/{{layer}}` array",
+                path.display()
+            ));
+        }
+        let mut idx: Vec<usize> = (0..f.alphas.len()).collect();
+        idx.sort_by(|&i, &j| f.alphas[i].0.partial_cmp(&f.alphas[j].0).expect("finite"));
+        return Ok(idx);
+    };
+    let mut out: Vec<usize> = Vec::with_capacity(wanted.len());
+    for label in wanted {
+        let Some(alpha) = parse_alpha(label.trim()) else {
+            return usage(format!(
+                "--alphas: `{label}` is not a finite decimal number"
+            ));
+        };
+        let Some(i) = f.alphas.iter().position(|(v, _)| *v == alpha) else {
+            return usage(format!(
+                "features file `{}` has no features for α = {label} (no `alpha={label}/…` arrays; the file has α = {})",
+                path.display(),
+                have()
+            ));
+        };
+        if out.contains(&i) {
+            return usage(format!("--alphas: α = {label} is given twice"));
+        }
+        out.push(i);
+    }
+    if out.is_empty() {
+        return usage("--alphas: no value given");
+    }
+    Ok(out)
+}
+
+/// The layers to report, in report order.
+fn select_layers(f: &Features, wanted: Option<&[String]>, path: &Path) -> Result<Vec<String>> {
+    let Some(wanted) = wanted else {
+        return Ok(f.layers.clone());
+    };
+    let mut out: Vec<String> = Vec::with_capacity(wanted.len());
+    for layer in wanted {
+        if !f.layers.contains(layer) {
+            return usage(format!(
+                "features file `{}` has no layer `{layer}` (no `A/{layer}` array; layers: {})",
+                path.display(),
+                f.layers.join(", ")
+            ));
+        }
+        if out.contains(layer) {
+            return usage(format!("--layers: `{layer}` is given twice"));
+        }
+        out.push(layer.clone());
+    }
+    if out.is_empty() {
+        return usage("--layers: no layer given");
+    }
+    Ok(out)
+}
+
+/// LLFC of one kind of features at one layer: the baseline and one row per α.
+struct KindReport {
+    baseline: SampleStats,
+    rows: Vec<LlfcLayer>,
+}
+
+/// Everything reported for one layer.
+struct LayerReport {
+    name: String,
+    shape: Vec<usize>,
+    post: KindReport,
+    pre: Option<KindReport>,
+    weak: Option<Vec<WeakAdditivity>>,
+    commutativity: Option<(String, Commutativity)>,
+}
+
+fn llfc_kind(
+    f: &Features,
+    kind: Kind,
+    layer: &str,
+    alphas: &[usize],
+    variant: CosineVariant,
+    path: &Path,
+) -> Result<KindReport> {
+    let fa = f.require(kind, Who::A, layer, path)?;
+    let fb = f.require(kind, Who::B, layer, path)?;
+    let (key_a, key_b) = (f.key(kind, Who::A, layer), f.key(kind, Who::B, layer));
+    let at = || format!("arrays `{key_a}`, `{key_b}`");
+    let baseline = context(cosine_distances(fa, fb, variant), at)?;
+    let mut rows = Vec::with_capacity(alphas.len());
+    for &i in alphas {
+        let f_alpha = f.require(kind, Who::Alpha(i), layer, path)?;
+        let alpha = f.alphas[i].0;
+        rows.push(context(
+            llfc_layer(f_alpha, fa, fb, alpha, variant),
+            || {
+                let key = f.key(kind, Who::Alpha(i), layer);
+                format!("arrays `{key}`, `{key_a}`, `{key_b}` (α = {alpha})")
+            },
+        )?);
+    }
+    Ok(KindReport { baseline, rows })
+}
+
+/// Parse the `--weight LAYER=PARAM` flags.
+fn weight_names(flags: &[String], layers: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for flag in flags {
+        let Some((layer, param)) = flag
+            .split_once('=')
+            .filter(|(l, p)| !l.is_empty() && !p.is_empty())
+        else {
+            return usage(format!("--weight `{flag}`: expected LAYER=PARAM"));
+        };
+        if !layers.iter().any(|l| l == layer) {
+            return usage(format!(
+                "--weight `{flag}`: `{layer}` is not a reported layer ({})",
+                layers.join(", ")
+            ));
+        }
+        if out.insert(layer.to_string(), param.to_string()).is_some() {
+            return usage(format!("--weight: layer `{layer}` is given twice"));
+        }
+    }
+    Ok(out)
+}
+
+/// The parameter `param` of a checkpoint, or a clear error.
+fn checkpoint_param<'a>(
+    c: &'a Checkpoint,
+    file: &Path,
+    param: &str,
+    layer: &str,
+) -> Result<&'a ArrayD<f64>> {
+    c.params.get(param).ok_or_else(|| {
+        CliError::Usage(format!(
+            "checkpoint `{}` has no float parameter `{param}` for layer `{layer}` (name it with --weight {layer}=PARAM)",
+            file.display()
+        ))
+    })
+}
+
+/// A 2-D view of a weight or input array, or a clear error.
+fn matrix<'a>(a: &'a ArrayD<f64>, what: &str, layout: &str) -> Result<ArrayView2<'a, f64>> {
+    a.view().into_dimensionality::<Ix2>().map_err(|_| {
+        CliError::Usage(format!(
+            "{what} has shape {:?}; commutativity needs a {layout} matrix",
+            a.shape()
+        ))
+    })
+}
+
+fn run(args: &Args) -> Result<()> {
+    let path = &args.features;
+    if let Some(json) = &args.json {
+        check_writable_dir(json)?;
+    }
+    let variant = match args.variant {
+        VariantArg::Signed => CosineVariant::Signed,
+        VariantArg::Absolute => CosineVariant::Absolute,
+    };
+    let checkpoints = match (&args.a, &args.b) {
+        (Some(a), Some(b)) => Some((a, b)),
+        (None, None) => None,
+        _ => return usage("--a and --b go together (the two checkpoints for commutativity)"),
+    };
+    if checkpoints.is_none() && !args.weights.is_empty() {
+        return usage("--weight needs the checkpoints --a and --b");
+    }
+    let f = read_features(path)?;
+    let alphas = select_alphas(&f, args.alphas.as_deref(), path)?;
+    let layers = select_layers(&f, args.layers.as_deref(), path)?;
+    let weights = weight_names(&args.weights, &layers)?;
+    let ckpts = match checkpoints {
+        Some((a, b)) => Some((read_checkpoint(a)?, read_checkpoint(b)?)),
+        None => None,
+    };
+
+    let mut reports = Vec::with_capacity(layers.len());
+    for layer in &layers {
+        let post = llfc_kind(&f, Kind::Post, layer, &alphas, variant, path)?;
+        let has_pre_alpha =
+            (0..f.alphas.len()).any(|i| f.get(Kind::Pre, Who::Alpha(i), layer).is_some());
+        let pre = if has_pre_alpha {
+            Some(llfc_kind(&f, Kind::Pre, layer, &alphas, variant, path)?)
+        } else {
+            None
+        };
+        let weak = match (
+            f.get(Kind::Pre, Who::A, layer),
+            f.get(Kind::Pre, Who::B, layer),
+        ) {
+            (Some(za), Some(zb)) => Some(
+                alphas
+                    .iter()
+                    .map(|&i| {
+                        context(weak_additivity(za, zb, f.alphas[i].0), || {
+                            format!("arrays `pre/A/{layer}`, `pre/B/{layer}`")
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            (None, None) => None,
+            (Some(_), None) => return Err(f.require(Kind::Pre, Who::B, layer, path).unwrap_err()),
+            (None, Some(_)) => return Err(f.require(Kind::Pre, Who::A, layer, path).unwrap_err()),
+        };
+        let inputs = match (
+            f.get(Kind::In, Who::A, layer),
+            f.get(Kind::In, Who::B, layer),
+        ) {
+            (Some(ha), Some(hb)) => Some((ha, hb)),
+            (None, None) => None,
+            (Some(_), None) => return Err(f.require(Kind::In, Who::B, layer, path).unwrap_err()),
+            (None, Some(_)) => return Err(f.require(Kind::In, Who::A, layer, path).unwrap_err()),
+        };
+        let commutativity = match (&ckpts, inputs) {
+            (Some((ca, cb)), Some((ha, hb))) => {
+                let param = weights
+                    .get(layer)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{layer}.weight"));
+                let (pa, pb) = checkpoints.expect("checkpoints were read");
+                let what = format!("weight `{param}`");
+                let wa = matrix(checkpoint_param(ca, pa, &param, layer)?, &what, "[out, in]")?;
+                let wb = matrix(checkpoint_param(cb, pb, &param, layer)?, &what, "[out, in]")?;
+                let ha = matrix(ha, &format!("array `in/A/{layer}`"), "[samples, in]")?;
+                let hb = matrix(hb, &format!("array `in/B/{layer}`"), "[samples, in]")?;
+                let c = context(commutativity(wa, wb, ha, hb), || {
+                    format!(
+                        "commutativity of layer `{layer}` (weight `{param}`, arrays `in/A/{layer}`, `in/B/{layer}`)"
+                    )
+                })?;
+                Some((param, c))
+            }
+            (None, _) => None,
+            (Some(_), None) => {
+                if weights.contains_key(layer) {
+                    return usage(format!(
+                        "--weight {layer}=…: features file `{}` has no `in/A/{layer}`, `in/B/{layer}` (the inputs of the layer)",
+                        path.display()
+                    ));
+                }
+                None
+            }
+        };
+        reports.push(LayerReport {
+            name: layer.clone(),
+            shape: f.require(Kind::Post, Who::A, layer, path)?.shape().to_vec(),
+            post,
+            pre,
+            weak,
+            commutativity,
+        });
+    }
+    if ckpts.is_some() && reports.iter().all(|r| r.commutativity.is_none()) {
+        return usage(format!(
+            "--a/--b given, but features file `{}` has no `in/A/{{layer}}`, `in/B/{{layer}}` arrays (the layers' inputs) for the reported layers",
+            path.display()
+        ));
+    }
+
+    let alpha_values: Vec<f64> = alphas.iter().map(|&i| f.alphas[i].0).collect();
+    if let Some(json_path) = &args.json {
+        let doc = report_json(path, variant, &alpha_values, &reports);
+        let text = serde_json::to_string_pretty(&doc)
+            .map_err(|e| CliError::Usage(format!("cannot encode the JSON report: {e}")))?;
+        write_atomic(json_path, &(text + "\n"))?;
+    }
+    print!("{}", table(path, variant, &alpha_values, &reports));
+    if let Some(json_path) = &args.json {
+        println!("JSON report: {}", json_path.display());
+    }
+    Ok(())
+}
+
+fn variant_name(v: CosineVariant) -> &'static str {
+    match v {
+        CosineVariant::Absolute => "absolute",
+        _ => "signed",
+    }
+}
+
+fn stats_json(s: &SampleStats) -> Value {
+    json!({ "mean": s.mean, "std": s.std, "count": s.count, "skipped": s.skipped })
+}
+
+fn kind_json(k: &KindReport) -> Value {
+    let rows: Vec<Value> = k
+        .rows
+        .iter()
+        .map(|r| {
+            json!({
+                "alpha": r.alpha,
+                "distance": stats_json(&r.distance),
+                "coef": stats_json(&r.scale.coef),
+                "c": stats_json(&r.scale.c),
+                "matrix_coef": r.scale.matrix_coef,
+                "matrix_c": r.scale.matrix_c,
+            })
+        })
+        .collect();
+    json!({ "baseline": stats_json(&k.baseline), "alphas": rows })
+}
+
+fn report_json(
+    path: &Path,
+    variant: CosineVariant,
+    alphas: &[f64],
+    reports: &[LayerReport],
+) -> Value {
+    let layers: Vec<Value> = reports
+        .iter()
+        .map(|r| {
+            let weak = r.weak.as_ref().map(|w| {
+                w.iter()
+                    .map(|w| {
+                        json!({
+                            "alpha": w.alpha,
+                            "relative": w.relative,
+                            "vanilla": w.vanilla,
+                            "cosine": stats_json(&w.cosine),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let comm = r.commutativity.as_ref().map(|(param, c)| {
+                json!({
+                    "weight": param,
+                    "relative": c.relative,
+                    "vanilla": c.vanilla,
+                    "baseline": c.baseline,
+                    "residual_norm": c.residual_norm,
+                })
+            });
+            json!({
+                "name": r.name,
+                "shape": r.shape,
+                "post": kind_json(&r.post),
+                "pre": r.pre.as_ref().map(kind_json),
+                "weak_additivity": weak,
+                "commutativity": comm,
+            })
+        })
+        .collect();
+    json!({
+        "features": path.display().to_string(),
+        "variant": variant_name(variant),
+        "alphas": alphas,
+        "layers": layers,
+    })
+}
+
+/// A number for the table: 4 significant digits, `-` when undefined.
+fn num(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.4e}"))
+}
+
+fn table(path: &Path, variant: CosineVariant, alphas: &[f64], reports: &[LayerReport]) -> String {
+    let d = match variant {
+        CosineVariant::Absolute => "1-|cos|",
+        _ => "1-cos",
+    };
+    let w = reports
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let alpha_list: Vec<String> = alphas.iter().map(f64::to_string).collect();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "LLFC of `{}`: {} layers, alpha = {} (theta(alpha) = alpha A + (1 - alpha) B)",
+        path.display(),
+        reports.len(),
+        alpha_list.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "{:<w$}  {:<4}  {:>6}  {:>11}  {:>10}  {:>11}  {:>10}  {:>11}  {:>11}  {:>7}",
+        "layer",
+        "feat",
+        "alpha",
+        format!("E[{d}_a]"),
+        "std",
+        format!("E[{d}_AB]"),
+        "std",
+        "c (matrix)",
+        "c (mean)",
+        "skipped"
+    );
+    for r in reports {
+        let kinds = std::iter::once(("post", &r.post)).chain(r.pre.as_ref().map(|p| ("pre", p)));
+        for (kind, k) in kinds {
+            for row in &k.rows {
+                let _ = writeln!(
+                    s,
+                    "{:<w$}  {:<4}  {:>6}  {:>11}  {:>10}  {:>11}  {:>10}  {:>11}  {:>11}  {:>7}",
+                    r.name,
+                    kind,
+                    row.alpha,
+                    num(row.distance.mean),
+                    num(row.distance.std),
+                    num(k.baseline.mean),
+                    num(k.baseline.std),
+                    num(row.scale.matrix_c),
+                    num(row.scale.c.mean),
+                    row.distance.skipped.max(k.baseline.skipped)
+                );
+            }
+        }
+    }
+    if reports.iter().any(|r| r.weak.is_some()) {
+        let _ = writeln!(s, "\nweak additivity of ReLU (from pre-activations)");
+        let _ = writeln!(
+            s,
+            "{:<w$}  {:>6}  {:>11}  {:>11}  {:>11}",
+            "layer", "alpha", "relative", "vanilla", "E[1-cos]"
+        );
+        for r in reports {
+            for wa in r.weak.iter().flatten() {
+                let _ = writeln!(
+                    s,
+                    "{:<w$}  {:>6}  {:>11}  {:>11}  {:>11}",
+                    r.name,
+                    wa.alpha,
+                    num(wa.relative),
+                    num(wa.vanilla),
+                    num(wa.cosine.mean)
+                );
+            }
+        }
+    }
+    if reports.iter().any(|r| r.commutativity.is_some()) {
+        let _ = writeln!(
+            s,
+            "\ncommutativity (W_A H_A + W_B H_B vs W_A H_B + W_B H_A)"
+        );
+        let _ = writeln!(
+            s,
+            "{:<w$}  {:>11}  {:>11}  {:>11}  weight",
+            "layer", "relative", "vanilla", "baseline"
+        );
+        for r in reports {
+            if let Some((param, c)) = &r.commutativity {
+                let _ = writeln!(
+                    s,
+                    "{:<w$}  {:>11}  {:>11}  {:>11}  {param}",
+                    r.name,
+                    num(c.relative),
+                    num(c.vanilla),
+                    num(c.baseline)
+                );
+            }
+        }
+    }
+    s
+}
+
+/// Fail before any work if the directory of an output does not exist.
+fn check_writable_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        usage(format!(
+            "cannot write `{}`: directory `{}` does not exist",
+            path.display(),
+            dir.display()
+        ))
+    }
+}
+
+/// Write `text` to a temporary sibling of `path`, then rename it into place.
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("out");
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let fail =
+        |e: std::io::Error| CliError::Usage(format!("cannot write `{}`: {e}", path.display()));
+    if let Err(e) = std::fs::write(&tmp, text) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        fail(e)
+    })
+}
