@@ -51,6 +51,7 @@
 //!   Quarterly 2, 83–97 (1955); J. Munkres, *Algorithms for the assignment and transportation
 //!   problems*, J. SIAM 5, 32–38 (1957).
 
+mod kernels;
 mod kuhn_munkres;
 mod native;
 mod prepare;

@@ -10,6 +10,7 @@
 //! the inequality of another row. The shortest-path phase starts from these invariants, so its
 //! result is optimal up to the rounding of the path lengths themselves (as in SciPy).
 
+use super::kernels::{first_at, ld, lowered, scan_contiguous, scan_indexed, two_smallest};
 use crate::error::{Error, Result};
 use crate::float::Float;
 
@@ -34,17 +35,6 @@ impl<T: Float> Costs<'_, T> {
     #[inline(always)]
     fn row(&self, i: usize) -> &[T] {
         &self.data[i * self.nc..(i + 1) * self.nc]
-    }
-}
-
-/// Read an entry as f64, negated when the problem is a maximisation.
-#[inline(always)]
-fn ld<T: Float, const NEG: bool>(x: T) -> f64 {
-    let y = x.as_f64();
-    if NEG {
-        -y
-    } else {
-        y
     }
 }
 
@@ -321,83 +311,6 @@ impl State {
     }
 }
 
-/// The new potential `v'` of column `j` so that row `i` with entry `x = c_ij` sees
-/// `fl(x − v') ≤ target` exactly (but as close to `target` as rounding allows) — the row's
-/// second-best reduced cost. Never raises `v` above `v_old`.
-fn lowered(x: f64, v_old: f64, target: f64) -> f64 {
-    let mut nv = x - target;
-    // Rounding may leave fl(x − nv) slightly above target: raise nv by ulps until it is not.
-    let mut guard = 0;
-    while x - nv > target && guard < 8 {
-        nv = next_up(nv);
-        guard += 1;
-    }
-    if x - nv > target || nv > v_old {
-        v_old
-    } else {
-        nv
-    }
-}
-
-/// The smallest f64 greater than `x` (finite `x`).
-fn next_up(x: f64) -> f64 {
-    if x == 0.0 {
-        return f64::from_bits(1);
-    }
-    let b = x.to_bits();
-    f64::from_bits(if x > 0.0 { b + 1 } else { b - 1 })
-}
-
-/// Smallest and second smallest `fl(c_ik − v_k)` over a row (a multiset: equal when the
-/// minimum is attained twice), the first column `j1` attaining the smallest and, when the two
-/// are equal, another column `j2` attaining it (else `j2` is unspecified).
-///
-/// One branch-free (vectorisable) pass for the values, then a short search for the columns.
-#[inline(never)]
-fn two_smallest<T: Float, const NEG: bool>(row: &[T], v: &[f64]) -> (f64, usize, f64, usize) {
-    const W: usize = 2 * LANES; // more independent chains: the min/max pair is latency-bound
-    let m = row.len();
-    let v = &v[..m];
-    let split = m - m % W;
-    let mut lo = [f64::INFINITY; W];
-    let mut hi = [f64::INFINITY; W];
-    for (rc, vc) in row[..split].chunks_exact(W).zip(v[..split].chunks_exact(W)) {
-        for l in 0..W {
-            let x = ld::<T, NEG>(rc[l]) - vc[l];
-            let up = if x < lo[l] { lo[l] } else { x };
-            lo[l] = if x < lo[l] { x } else { lo[l] };
-            hi[l] = if up < hi[l] { up } else { hi[l] };
-        }
-    }
-    let (mut v1, mut v2) = (f64::INFINITY, f64::INFINITY);
-    let tail = (split..m).map(|k| ld::<T, NEG>(row[k]) - v[k]);
-    for x in lo.into_iter().chain(hi).chain(tail) {
-        if x < v1 {
-            (v1, v2) = (x, v1);
-        } else if x < v2 {
-            v2 = x;
-        }
-    }
-    let red = |k: usize| ld::<T, NEG>(row[k]) - v[k];
-    // Chunked search for the first column at v1: a branch-free test per chunk.
-    let mut j1 = 0;
-    let mut k0 = 0;
-    while k0 < m {
-        let end = (k0 + W).min(m);
-        if (k0..end).fold(false, |a, k| a | (red(k) == v1)) {
-            j1 = (k0..end).find(|&k| red(k) == v1).unwrap_or(k0);
-            break;
-        }
-        k0 = end;
-    }
-    let j2 = if v2 == v1 {
-        (j1 + 1..m).find(|&k| red(k) == v1).unwrap_or(j1)
-    } else {
-        NONE
-    };
-    (v1, j1, v2, j2)
-}
-
 /// Scratch space of the shortest augmenting path search, allocated once per solve.
 ///
 /// Unvisited ("todo") columns are kept in a compact list in increasing column order, with
@@ -564,95 +477,6 @@ impl Sap {
     }
 }
 
-/// Width of the unrolled scans (independent min chains; SSE2 handles them two at a time).
-const LANES: usize = 4;
-
-/// Relax all todo positions from a row (contiguous case: position = column),
-/// `dt_k ← min(dt_k, fl(c_ik − vt_k) + h)`, and return the smallest `dt_k`. Branch-free so that
-/// it vectorises.
-// Not inlined: inside `augment` LLVM loses the no-alias facts and stops vectorising it.
-#[inline(never)]
-fn scan_contiguous<T: Float, const NEG: bool>(
-    row: &[T],
-    vt: &[f64],
-    dt: &mut [f64],
-    h: f64,
-) -> f64 {
-    let m = dt.len();
-    let split = m - m % LANES;
-    let mut mins = [f64::INFINITY; LANES];
-    for ((rc, vc), dc) in row[..split]
-        .chunks_exact(LANES)
-        .zip(vt[..split].chunks_exact(LANES))
-        .zip(dt[..split].chunks_exact_mut(LANES))
-    {
-        for l in 0..LANES {
-            let r = (ld::<T, NEG>(rc[l]) - vc[l]) + h;
-            let d = if r < dc[l] { r } else { dc[l] };
-            dc[l] = d;
-            mins[l] = if d < mins[l] { d } else { mins[l] };
-        }
-    }
-    let mut best = fold_min(&mins);
-    for k in split..m {
-        let r = (ld::<T, NEG>(row[k]) - vt[k]) + h;
-        dt[k] = if r < dt[k] { r } else { dt[k] };
-        best = if dt[k] < best { dt[k] } else { best };
-    }
-    best
-}
-
-/// [`scan_contiguous`] over a compacted todo list (`row` indexed by column).
-#[inline(never)]
-fn scan_indexed<T: Float, const NEG: bool>(
-    row: &[T],
-    todo: &[usize],
-    vt: &[f64],
-    dt: &mut [f64],
-    h: f64,
-) -> f64 {
-    let m = dt.len();
-    let split = m - m % LANES;
-    let mut mins = [f64::INFINITY; LANES];
-    for ((tc, vc), dc) in todo[..split]
-        .chunks_exact(LANES)
-        .zip(vt[..split].chunks_exact(LANES))
-        .zip(dt[..split].chunks_exact_mut(LANES))
-    {
-        for l in 0..LANES {
-            let r = (ld::<T, NEG>(row[tc[l]]) - vc[l]) + h;
-            let d = if r < dc[l] { r } else { dc[l] };
-            dc[l] = d;
-            mins[l] = if d < mins[l] { d } else { mins[l] };
-        }
-    }
-    let mut best = fold_min(&mins);
-    for k in split..m {
-        let r = (ld::<T, NEG>(row[todo[k]]) - vt[k]) + h;
-        dt[k] = if r < dt[k] { r } else { dt[k] };
-        best = if dt[k] < best { dt[k] } else { best };
-    }
-    best
-}
-
-#[inline(always)]
-fn fold_min(x: &[f64]) -> f64 {
-    x.iter()
-        .fold(f64::INFINITY, |a, &b| if b < a { b } else { a })
-}
-
-/// The first position `k` with `dt_k == best` (`0` if none).
-#[inline]
-fn first_at(dt: &[f64], best: f64) -> usize {
-    for (c, ch) in dt.chunks(LANES).enumerate() {
-        // Branch-free test of a whole chunk, then the exact position inside it.
-        if ch.iter().fold(false, |a, &d| a | (d == best)) {
-            return c * LANES + ch.iter().position(|&d| d == best).unwrap_or(0);
-        }
-    }
-    0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -714,46 +538,6 @@ mod tests {
                 if n < m && st.row4col[j] == NONE {
                     assert_eq!(st.v[j], 0.0, "unmatched columns keep v = 0");
                 }
-            }
-        }
-    }
-
-    #[test]
-    fn lowered_reaches_target_exactly_from_below() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        for _ in 0..10_000 {
-            let scale = 10f64.powi(rng.random_range(-300..300));
-            let x = (rng.random::<f64>() - 0.5) * scale;
-            let v_old = x - rng.random::<f64>() * scale;
-            let target = (x - v_old) + rng.random::<f64>() * scale;
-            let nv = lowered(x, v_old, target);
-            assert!(nv <= v_old);
-            assert!(x - nv <= target || nv == v_old);
-        }
-    }
-
-    #[test]
-    fn two_smallest_and_first_at_match_naive() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
-        for len in [1usize, 2, 3, 5, 8, 13, 64] {
-            for _ in 0..200 {
-                let row: Vec<f64> = (0..len)
-                    .map(|_| f64::from(rng.random_range(0..4u8)))
-                    .collect();
-                let v: Vec<f64> = (0..len)
-                    .map(|_| f64::from(rng.random_range(0..2u8)))
-                    .collect();
-                let red: Vec<f64> = row.iter().zip(&v).map(|(a, b)| a - b).collect();
-                let mut sorted = red.clone();
-                sorted.sort_by(f64::total_cmp);
-                let (v1, j1, v2, j2) = two_smallest::<f64, false>(&row, &v);
-                assert_eq!(v1, sorted[0]);
-                assert_eq!(v2, if len > 1 { sorted[1] } else { f64::INFINITY });
-                assert_eq!(j1, red.iter().position(|&r| r == v1).unwrap());
-                if v1 == v2 {
-                    assert!(j2 != j1 && red[j2] == v1);
-                }
-                assert_eq!(first_at(&red, v1), j1);
             }
         }
     }
