@@ -87,7 +87,10 @@ mod tests {
         // Class counts of scikit-learn's load_digits.
         assert_eq!(counts, [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]);
         // First image of load_digits (a zero), row 0 and row 1.
-        assert_eq!(&DIGITS[..16], &[0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0]);
+        assert_eq!(
+            &DIGITS[..16],
+            &[0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0]
+        );
         let d = digits::<f64>();
         assert_eq!(d.y_train.len() + d.y_test.len(), DIGITS_SAMPLES);
         assert_eq!(d.y_test[0], usize::from(DIGITS[3 * 65 + 64]));
