@@ -8,6 +8,7 @@
 //! [`apply_permutations`](crate::apply_permutations).
 
 pub mod activation;
+pub mod commutativity;
 pub mod weight;
 
 use ndarray::linalg::general_mat_mul;

@@ -1,0 +1,797 @@
+//! Commutativity matching: permutations of an MLP's hidden units that directly minimise the
+//! commutativity residuals of Zhou et al. 2023 (*Going Beyond Linear Mode Connectivity*, §5,
+//! where finding such a permutation is left as future work), by coordinate descent over the
+//! layers in the style of Git Re-Basin's weight matching (Ainsworth et al. 2023, Alg. 1).
+//!
+//! # Objective
+//! An MLP has linear layers `ℓ = 0, …, L − 1` with weights `W^ℓ` (`[d_ℓ, d_{ℓ−1}]`, PyTorch
+//! layout) and hidden permutations `P_0, …, P_{L−2}`; the input is not permuted
+//! (`P_{−1} = I`) and neither is the output (`P_{L−1} = I`). `H^{ℓ−1}` is the input of layer
+//! `ℓ` (the post-activation of hidden layer `ℓ − 1`; `H^{−1} = X`, the data). In the paper's
+//! notation (`H` is `units × samples`) the objective is
+//!
+//! ```text
+//! J(π) = (1/N) Σ_ℓ ‖(W_A^ℓ − P_ℓ W_B^ℓ P_{ℓ−1}ᵀ)(H_A^{ℓ−1} − P_{ℓ−1} H_B^{ℓ−1})‖²_F ,
+//! ```
+//!
+//! the summed squared commutativity residuals of the aligned pair (A, π(B)), per sample (the
+//! `1/N` changes no minimiser; biases cancel in the residual). With our row-sample layout
+//! (`H` is `[N, units]`, so B's permuted features are `H_B Pᵀ`), each term is the transpose's
+//! norm `‖(H_A − H_B P_{ℓ−1}ᵀ)(W_A − P_ℓ W_B P_{ℓ−1}ᵀ)ᵀ‖²_F` — the matrix that
+//! [`commutativity_residual`](crate::metrics::commutativity_residual) returns for the
+//! permuted B.
+//!
+//! **The first term vanishes.** `H_A^{−1} = H_B^{−1} = X` and `P_{−1} = I`, so
+//! `D^0 = X − X = 0` and the `ℓ = 0` term is exactly 0 whatever `P_0`: `P_0` enters `J` only
+//! through the `ℓ = 1` term (as the input permutation of `W^1` and of `H^0`). The other terms
+//! are non-negative and all vanish when B is a permuted copy of A at the planted permutation.
+//!
+//! # Second moments only
+//! Write `Q = P_{ℓ−1}`, `D = H_A − H_B Qᵀ` (`[N, d]`) and `M = W_A − P W_B Qᵀ` (`P = P_ℓ`).
+//! Then `‖D Mᵀ‖² = tr(M G Mᵀ)` with the `d × d` Gram matrix
+//!
+//! ```text
+//! G = Dᵀ D / N = C_AA − C_AB Qᵀ − Q C_BA + Q C_BB Qᵀ ,
+//! G[i, j] = C_AA[i, j] − C_AB[i, q(j)] − C_AB[j, q(i)] + C_BB[q(i), q(j)] ,
+//! ```
+//!
+//! where `C_AB = E[h_A h_Bᵀ]` etc. are the raw second moments of the layer's features (the
+//! paper's `D Dᵀ`). [`CommutativityStats`] streams them (f64, Chan et al.'s update, through
+//! [`ActivationStats`]); memory is `O(d²)` per layer, whatever `N`.
+//!
+//! # Coordinate descent
+//! Visit the hidden permutations in a seeded order; for `P_ℓ` with the others fixed:
+//!
+//! - **Term ℓ is linear in `P_ℓ`.** `tr(M G Mᵀ) = tr(W_A G W_Aᵀ) + tr(W̃ G W̃ᵀ) − 2⟨P_ℓ, S_ℓ⟩`
+//!   with `W̃ = W_B^ℓ Qᵀ` (`W_B^ℓ[:, q]`), because `tr(P W̃ G W̃ᵀ Pᵀ) = tr(W̃ G W̃ᵀ)`, and
+//!
+//!   `S_ℓ = W_A^ℓ G_ℓ Q W_B^ℓᵀ = W_A^ℓ G_ℓ W̃ᵀ`  (`[d_ℓ, d_ℓ]`),
+//!
+//!   the issue's `X Yᵀ` with `X = W_A D`, `Y = W_B P_{ℓ−1}ᵀ D` (paper layout). `S_0 = 0`.
+//! - **Term ℓ + 1 is quadratic in `P_ℓ`.** With `Q = P_ℓ`, `U = W_A^{ℓ+1}`,
+//!   `V = P_{ℓ+1} W_B^{ℓ+1}`, `M = U − V Qᵀ`, `G = G_{ℓ+1}(Q)` and `N_M = Mᵀ M`, its gradient
+//!   with respect to `Q` (as a matrix) is
+//!
+//!   `∇_Q tr(M G Mᵀ) = −2 [G Mᵀ V + N_M (C_AB − Q C_BB)]`
+//!
+//!   (from `dM = −V dQᵀ` and `dG = −C_AB dQᵀ − dQ C_BA + dQ C_BB Qᵀ + Q C_BB dQᵀ`, with the
+//!   moments of hidden layer ℓ). A Frank–Wolfe step minimises the linearisation of `J` at the
+//!   current `P_ℓ` over the Birkhoff polytope, whose minimiser is a vertex — a permutation: the
+//!   LAP `max_P ⟨P, S_ℓ + T_ℓ⟩` with `T_ℓ = G Mᵀ V + N_M (C_AB − Q C_BB)`. Its solution is
+//!   **accepted only if `J` decreases** (by more than `tolerance · J`); otherwise the exact
+//!   minimiser of term ℓ alone (`max_P ⟨P, S_ℓ⟩`, if `ℓ > 0`) is tried under the same rule.
+//!   Only terms ℓ and ℓ + 1 change, so each candidate is scored exactly from the moments.
+//!
+//! `J` therefore never increases. A sweep visits every hidden permutation once; the descent
+//! stops after a sweep without an accepted step (converged) or after `max_iter` sweeps. Exact
+//! minimisation is a quadratic assignment problem (NP-hard): the result is a local minimum for
+//! these moves, and the start matters ([`CommutativityStart`]).
+//!
+//! Cost per step: `O(d³)` in f64 (about four `d × d × d` products, with `d` the widths of
+//! layers ℓ and ℓ + 1), plus one or two LAPs; products run in fixed row blocks (rayon), so the
+//! result does not depend on the thread count. The weights are converted to f64.
+
+use std::collections::BTreeMap;
+
+use ndarray::{Array2, ArrayView2, Axis, Ix2};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::activation::{
+    activation_matching, ActivationMatchingOptions, ActivationStats, Statistic,
+};
+use super::weight::{weight_matching, WeightMatchingOptions};
+use super::{lap_max, par_gemm_abt_into, LapWarm};
+use crate::assignment::Solver;
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::params::Params;
+use crate::permutation::{permute_axis, Permutation};
+use crate::spec::PermutationSpec;
+use crate::{apply_permutations, mlp};
+
+/// Streaming raw second moments of one hidden layer's features in A and B (same samples):
+/// `Σ h_A h_Aᵀ`, `Σ h_A h_Bᵀ`, `Σ h_B h_Bᵀ`, from which [`commutativity_matching`] takes the
+/// means `C_AA`, `C_AB`, `C_BB` (see the [module docs](self)).
+///
+/// Three [`ActivationStats`] (f64, Chan et al.'s pairwise update, mergeable); memory `O(d²)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommutativityStats {
+    aa: ActivationStats,
+    ab: ActivationStats,
+    bb: ActivationStats,
+}
+
+impl CommutativityStats {
+    /// Empty statistics of a layer of `units` units (in both models).
+    #[must_use]
+    pub fn new(units: usize) -> Self {
+        Self {
+            aa: ActivationStats::new(units, units),
+            ab: ActivationStats::new(units, units),
+            bb: ActivationStats::new(units, units),
+        }
+    }
+
+    /// Number of units `d`.
+    #[must_use]
+    pub fn units(&self) -> usize {
+        self.ab.dims().0
+    }
+
+    /// Number of samples seen.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.ab.count()
+    }
+
+    /// The cross statistics of A and B (what activation matching uses).
+    #[must_use]
+    pub fn cross(&self) -> &ActivationStats {
+        &self.ab
+    }
+
+    /// Add a batch of features `h_a`, `h_b` (`[batch, d]`, rows are the same samples).
+    /// Costs three `batch × d × d` products.
+    ///
+    /// # Errors
+    /// As [`ActivationStats::update`]: [`Error::ShapeMismatch`], [`Error::EmptyInput`],
+    /// [`Error::NonFinite`].
+    pub fn update<F: Float>(
+        &mut self,
+        h_a: ArrayView2<'_, F>,
+        h_b: ArrayView2<'_, F>,
+    ) -> Result<()> {
+        self.ab.update(h_a, h_b)?;
+        self.aa.update(h_a, h_a)?;
+        self.bb.update(h_b, h_b)
+    }
+
+    /// Merge statistics gathered on other samples.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if the widths differ.
+    pub fn merge(&mut self, other: &Self) -> Result<()> {
+        self.ab.merge(&other.ab)?;
+        self.aa.merge(&other.aa)?;
+        self.bb.merge(&other.bb)
+    }
+
+    /// The means `(C_AA, C_AB, C_BB)` = `E[h_A h_Aᵀ]`, `E[h_A h_Bᵀ]`, `E[h_B h_Bᵀ]`.
+    fn moments(&self) -> Result<Moments> {
+        let m = |s: &ActivationStats| s.statistic(Statistic::InnerProduct);
+        Ok(Moments {
+            aa: m(&self.aa)?,
+            ab: m(&self.ab)?,
+            bb: m(&self.bb)?,
+        })
+    }
+}
+
+/// [`CommutativityStats`] of every hidden layer of two MLPs (`layers.{ℓ}.weight` /
+/// `layers.{ℓ}.bias`, see [`mlp`]) on the inputs `x` (`[N, in]`), streamed over row blocks
+/// of at most 1024 samples. Element ℓ holds the post-activations of hidden layer ℓ.
+///
+/// # Errors
+/// What [`mlp::forward_features`] reports (a malformed MLP, a bad input);
+/// [`Error::ShapeMismatch`] if A and B have different widths; [`Error::EmptyInput`] if `x`
+/// has no rows.
+pub fn mlp_commutativity_stats<F: Float>(
+    a: &Params<F>,
+    b: &Params<F>,
+    x: ArrayView2<'_, F>,
+) -> Result<Vec<CommutativityStats>> {
+    let widths = same_widths(a, b)?;
+    if x.nrows() == 0 {
+        return Err(Error::EmptyInput {
+            what: "inputs x of the commutativity statistics".into(),
+        });
+    }
+    let hidden = &widths[1..widths.len() - 1];
+    let mut stats: Vec<CommutativityStats> =
+        hidden.iter().map(|&d| CommutativityStats::new(d)).collect();
+    for chunk in x.axis_chunks_iter(Axis(0), 1024) {
+        let (fa, fb) = (
+            mlp::forward_features(a, &chunk)?,
+            mlp::forward_features(b, &chunk)?,
+        );
+        for (l, st) in stats.iter_mut().enumerate() {
+            st.update(fa.post[l].view(), fb.post[l].view())?;
+        }
+    }
+    Ok(stats)
+}
+
+/// Where the descent of [`commutativity_matching`] starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum CommutativityStart {
+    /// All permutations the identity (B as trained).
+    #[default]
+    Identity,
+    /// Git Re-Basin weight matching ([`weight_matching`] with the options' seed and solver).
+    WeightMatching,
+    /// Git Re-Basin activation matching on the statistics' cross moments
+    /// ([`activation_matching`] with [`CommutativityMatchingOptions::statistic`]).
+    ActivationMatching,
+}
+
+/// Options of [`commutativity_matching`], with documented defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommutativityMatchingOptions {
+    /// Starting permutations. Default [`CommutativityStart::Identity`].
+    pub start: CommutativityStart,
+    /// Statistic of the activation-matching start. Default [`Statistic::Correlation`].
+    pub statistic: Statistic,
+    /// Maximum number of sweeps. Default 100.
+    pub max_iter: usize,
+    /// A step is accepted only if `J_new < J − tolerance · J` (relative; `≥ 0`). Default
+    /// `1e-12`.
+    pub tolerance: f64,
+    /// Seed of the order in which each sweep visits the hidden layers (and of the weight
+    /// matching start). Default 0.
+    pub seed: u64,
+    /// A fixed visiting order of the hidden layers `0..L−1` (each exactly once), used in every
+    /// sweep instead of seeded orders. Default `None`.
+    pub order: Option<Vec<usize>>,
+    /// Linear assignment solver. Default [`Solver::default`].
+    pub solver: Solver,
+}
+
+impl Default for CommutativityMatchingOptions {
+    fn default() -> Self {
+        Self {
+            start: CommutativityStart::default(),
+            statistic: Statistic::default(),
+            max_iter: 100,
+            tolerance: 1e-12,
+            seed: 0,
+            order: None,
+            solver: Solver::default(),
+        }
+    }
+}
+
+/// Which candidate a step of the descent scored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StepKind {
+    /// The Frank–Wolfe vertex: LAP of `S_ℓ + T_ℓ` (terms ℓ and ℓ + 1 linearised).
+    FrankWolfe,
+    /// The exact minimiser of term ℓ alone: LAP of `S_ℓ` (tried when the Frank–Wolfe vertex
+    /// is rejected).
+    LayerTerm,
+}
+
+/// One scored candidate of the descent (accepted or rejected).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommutativityStep {
+    /// Sweep index, from 0.
+    pub sweep: usize,
+    /// Hidden layer ℓ whose permutation `P_ℓ` was updated.
+    pub layer: usize,
+    /// Which candidate.
+    pub kind: StepKind,
+    /// Units whose match the candidate changes (0: the candidate is the current permutation).
+    pub moved: usize,
+    /// `J` before the step.
+    pub before: f64,
+    /// `J` at the candidate.
+    pub candidate: f64,
+    /// Whether the candidate was accepted; `J` after the step is `candidate` if so, else
+    /// `before`.
+    pub accepted: bool,
+}
+
+impl CommutativityStep {
+    /// `J` after the step.
+    #[must_use]
+    pub fn after(&self) -> f64 {
+        if self.accepted {
+            self.candidate
+        } else {
+            self.before
+        }
+    }
+}
+
+/// Result of [`commutativity_matching`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommutativityMatching {
+    /// `P_0 … P_{L−2}` keyed like [`PermutationSpec::mlp`] (`"P_ℓ"`): A's unit `i` ↔ B's unit
+    /// `p[i]`. Apply them with [`apply_permutations`].
+    pub perms: BTreeMap<String, Permutation>,
+    /// `J` at the returned permutations.
+    pub objective: f64,
+    /// `J` at the start.
+    pub initial_objective: f64,
+    /// The terms `J_ℓ`, `ℓ = 0 … L − 1`, at the returned permutations (`J_0 = 0`).
+    pub layer_objectives: Vec<f64>,
+    /// Every scored candidate, in order.
+    pub history: Vec<CommutativityStep>,
+    /// Number of sweeps run.
+    pub sweeps: usize,
+    /// Whether the last sweep accepted no step (false if `max_iter` stopped the loop).
+    pub converged: bool,
+}
+
+/// `J` and its terms, as returned by [`commutativity_objective`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommutativityObjective {
+    /// `J = Σ_ℓ J_ℓ`.
+    pub total: f64,
+    /// `J_ℓ = tr(M_ℓ G_ℓ M_ℓᵀ)`, `ℓ = 0 … L − 1`.
+    pub layers: Vec<f64>,
+}
+
+/// Raw second moments of one layer.
+struct Moments {
+    aa: Array2<f64>,
+    ab: Array2<f64>,
+    bb: Array2<f64>,
+}
+
+/// The validated problem: f64 weights of every layer and the moments of every hidden layer.
+struct Problem {
+    wa: Vec<Array2<f64>>,
+    wb: Vec<Array2<f64>>,
+    moments: Vec<Moments>,
+}
+
+/// Widths of two MLPs, which must agree.
+fn same_widths<F: Float>(a: &Params<F>, b: &Params<F>) -> Result<Vec<usize>> {
+    let (wa, wb) = (mlp::widths(a)?, mlp::widths(b)?);
+    if wa != wb {
+        return Err(Error::ShapeMismatch {
+            what: "MLP widths of B versus A".into(),
+            expected: wa,
+            found: wb,
+        });
+    }
+    Ok(wa)
+}
+
+impl Problem {
+    /// Validate the MLPs and the statistics (one per hidden layer, matching widths, non-empty).
+    fn new<F: Float>(a: &Params<F>, b: &Params<F>, stats: &[CommutativityStats]) -> Result<Self> {
+        let widths = same_widths(a, b)?;
+        let layers = widths.len() - 1;
+        let hidden = &widths[1..layers];
+        let found: Vec<usize> = stats.iter().map(CommutativityStats::units).collect();
+        if found != hidden {
+            return Err(Error::ShapeMismatch {
+                what: "commutativity statistics (units of every hidden layer, in order)".into(),
+                expected: hidden.to_vec(),
+                found,
+            });
+        }
+        let weight = |p: &Params<F>, l: usize| -> Result<Array2<f64>> {
+            let w = p.require(&mlp::weight_name(l))?.view();
+            let w = w
+                .into_dimensionality::<Ix2>()
+                .expect("validated by mlp::widths");
+            Ok(w.mapv(Float::as_f64))
+        };
+        Ok(Self {
+            wa: (0..layers).map(|l| weight(a, l)).collect::<Result<_>>()?,
+            wb: (0..layers).map(|l| weight(b, l)).collect::<Result<_>>()?,
+            moments: stats
+                .iter()
+                .map(CommutativityStats::moments)
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// Number of linear layers `L`.
+    fn layers(&self) -> usize {
+        self.wa.len()
+    }
+
+    /// The output permutation of layer `l` (identity for the last layer).
+    fn out_perm<'a>(&self, perms: &'a [Vec<usize>], l: usize, id: &'a [usize]) -> &'a [usize] {
+        if l + 1 < self.layers() {
+            &perms[l]
+        } else {
+            id
+        }
+    }
+
+    /// Term `J_l = tr(M G Mᵀ)` at `perms` (0 for `l = 0`).
+    fn term(&self, perms: &[Vec<usize>], l: usize) -> f64 {
+        if l == 0 {
+            return 0.0;
+        }
+        let q = &perms[l - 1];
+        let id: Vec<usize> = (0..self.wa[l].nrows()).collect();
+        let p = self.out_perm(perms, l, &id);
+        let (wa, wb) = (&self.wa[l], &self.wb[l]);
+        let m = Array2::from_shape_fn(wa.dim(), |(r, c)| wa[[r, c]] - wb[[p[r], q[c]]]);
+        let g = gram(&self.moments[l - 1], q);
+        trace_mgmt(&m, &g)
+    }
+
+    /// `S_l + T_l`, the coefficient of the linearisation of `J` in `P_l` (hidden `l`).
+    fn frank_wolfe_coefficient(&self, perms: &[Vec<usize>], l: usize) -> Array2<f64> {
+        let mut coef = self.layer_coefficient(perms, l);
+        let q = &perms[l];
+        let id: Vec<usize> = (0..self.wa[l + 1].nrows()).collect();
+        let p = self.out_perm(perms, l + 1, &id);
+        let (u, wb) = (&self.wa[l + 1], &self.wb[l + 1]);
+        let v = Array2::from_shape_fn(wb.dim(), |(r, c)| wb[[p[r], c]]);
+        let m = Array2::from_shape_fn(u.dim(), |(r, c)| u[[r, c]] - v[[r, q[c]]]);
+        let mom = &self.moments[l];
+        let g = gram(mom, q);
+        // T = G (Mᵀ V) + (Mᵀ M)(C_AB − Q C_BB).
+        let mtv = matmul(m.t(), v.view());
+        let mtm = matmul(m.t(), m.view());
+        let d = Array2::from_shape_fn(mom.ab.dim(), |(i, j)| mom.ab[[i, j]] - mom.bb[[q[i], j]]);
+        coef += &matmul(g.view(), mtv.view());
+        coef += &matmul(mtm.view(), d.view());
+        coef
+    }
+
+    /// `S_l = W_A G W̃ᵀ` with `W̃ = W_B^l[:, q]`, `q = P_{l−1}` (zero for `l = 0`).
+    fn layer_coefficient(&self, perms: &[Vec<usize>], l: usize) -> Array2<f64> {
+        let n = self.wa[l].nrows();
+        if l == 0 {
+            return Array2::zeros((n, n));
+        }
+        let q = &perms[l - 1];
+        let wb = &self.wb[l];
+        let wt = Array2::from_shape_fn(wb.dim(), |(r, c)| wb[[r, q[c]]]);
+        let g = gram(&self.moments[l - 1], q);
+        let wag = matmul(self.wa[l].view(), g.view());
+        matmul(wag.view(), wt.t())
+    }
+}
+
+/// `G = C_AA − C_AB Qᵀ − Q C_BA + Q C_BB Qᵀ`, element by element (exactly symmetric).
+fn gram(m: &Moments, q: &[usize]) -> Array2<f64> {
+    Array2::from_shape_fn(m.aa.dim(), |(i, j)| {
+        m.aa[[i, j]] - m.ab[[i, q[j]]] - m.ab[[j, q[i]]] + m.bb[[q[i], q[j]]]
+    })
+}
+
+/// `tr(M G Mᵀ) = Σ_{ij} (M G)_{ij} M_{ij}`, summed in f64 in row order.
+fn trace_mgmt(m: &Array2<f64>, g: &Array2<f64>) -> f64 {
+    let mg = matmul(m.view(), g.view());
+    mg.iter().zip(m).map(|(x, y)| x * y).sum()
+}
+
+/// `X Y` in f64 over fixed row blocks (thread-count independent).
+fn matmul(x: ArrayView2<'_, f64>, y: ArrayView2<'_, f64>) -> Array2<f64> {
+    let mut out = Array2::zeros((x.nrows(), y.ncols()));
+    par_gemm_abt_into(x, y.t(), 0.0, &mut out);
+    out
+}
+
+/// The starting permutations as index vectors `P_0 … P_{L−2}`.
+fn start_perms<F: Float>(
+    a: &Params<F>,
+    b: &Params<F>,
+    stats: &[CommutativityStats],
+    options: &CommutativityMatchingOptions,
+) -> Result<Vec<Vec<usize>>> {
+    let layers = stats.len() + 1;
+    let map = match options.start {
+        CommutativityStart::Identity => {
+            return Ok(stats.iter().map(|s| (0..s.units()).collect()).collect())
+        }
+        CommutativityStart::WeightMatching => {
+            let wm = WeightMatchingOptions {
+                seed: options.seed,
+                solver: options.solver,
+                ..WeightMatchingOptions::default()
+            };
+            weight_matching(&PermutationSpec::mlp(layers), a, b, &wm)?.perms
+        }
+        CommutativityStart::ActivationMatching => {
+            let cross = stats
+                .iter()
+                .enumerate()
+                .map(|(l, s)| (format!("P_{l}"), s.cross().clone()))
+                .collect();
+            let am = ActivationMatchingOptions {
+                statistic: options.statistic,
+                solver: options.solver,
+            };
+            activation_matching(&cross, &am)?
+        }
+    };
+    Ok((0..stats.len())
+        .map(|l| map[&format!("P_{l}")].as_slice().to_vec())
+        .collect())
+}
+
+/// Check the tolerance and the visiting order.
+fn check_options(options: &CommutativityMatchingOptions, hidden: usize) -> Result<()> {
+    if !(options.tolerance >= 0.0 && options.tolerance.is_finite()) {
+        return Err(Error::InvalidArgument {
+            name: "tolerance",
+            reason: format!("must be finite and ≥ 0, got {}", options.tolerance),
+        });
+    }
+    if let Some(order) = &options.order {
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        if sorted != (0..hidden).collect::<Vec<_>>() {
+            return Err(Error::InvalidArgument {
+                name: "order",
+                reason: format!("must list the hidden layers 0..{hidden} once each, got {order:?}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Commutativity matching of B onto A: coordinate descent on `J(π)` (see the
+/// [module docs](self)) from the start chosen in `options`, using the second moments `stats`
+/// of every hidden layer's features (e.g. from [`mlp_commutativity_stats`]). `a` and `b` are
+/// MLPs named like [`mlp`] (`layers.{ℓ}.weight`, `layers.{ℓ}.bias`).
+///
+/// `J` never increases along the descent: every candidate is scored exactly and kept only if
+/// it lowers `J` (see [`CommutativityMatching::history`]).
+///
+/// # Errors
+/// What [`mlp::widths`] reports for either model (malformed MLP, NaN/±∞ weights);
+/// [`Error::ShapeMismatch`] if A and B differ in widths or `stats` does not hold one entry
+/// per hidden layer with its width (a wrong number of layers); [`Error::EmptyInput`] if a
+/// layer's statistics saw no sample or the MLP has no hidden layer;
+/// [`Error::InvalidArgument`] for a bad `tolerance` or `order`; what the start's matching
+/// reports.
+///
+/// # Examples
+/// ```
+/// use llfc::matching::commutativity::{
+///     commutativity_matching, mlp_commutativity_stats, CommutativityMatchingOptions,
+/// };
+/// use llfc::{apply_permutations, mlp, Permutation, PermutationSpec};
+/// use rand::SeedableRng;
+/// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+/// let a = mlp::init::<f64, _>(&[4, 8, 8, 3], &mut rng)?;
+/// let spec = PermutationSpec::mlp(3);
+/// let planted = spec.perm_sizes(&a)?.into_iter()
+///     .map(|(k, n)| (k, Permutation::random(n, &mut rng))).collect();
+/// let b = apply_permutations(&spec, &planted, &a)?;
+/// let x = ndarray::Array2::from_shape_fn((50, 4), |(i, j)| ((i * 7 + j * 3) % 11) as f64 - 5.0);
+/// let stats = mlp_commutativity_stats(&a, &b, x.view())?;
+/// let m = commutativity_matching(&a, &b, &stats, &CommutativityMatchingOptions::default())?;
+/// assert!(m.objective <= m.initial_objective);
+/// assert!(m.history.iter().all(|s| s.after() <= s.before));
+/// # Ok::<(), llfc::Error>(())
+/// ```
+pub fn commutativity_matching<F: Float>(
+    a: &Params<F>,
+    b: &Params<F>,
+    stats: &[CommutativityStats],
+    options: &CommutativityMatchingOptions,
+) -> Result<CommutativityMatching> {
+    let problem = Problem::new(a, b, stats)?;
+    let hidden = stats.len();
+    if hidden == 0 {
+        return Err(Error::EmptyInput {
+            what: "hidden layers of the MLP (commutativity matching needs at least one)".into(),
+        });
+    }
+    check_options(options, hidden)?;
+    let mut perms = start_perms(a, b, stats, options)?;
+    let mut terms: Vec<f64> = (0..problem.layers())
+        .map(|l| problem.term(&perms, l))
+        .collect();
+    let initial_objective: f64 = terms.iter().sum();
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let mut warm: Vec<Option<LapWarm>> = vec![None; hidden];
+    let (mut history, mut sweeps, mut converged) = (Vec::new(), 0, false);
+    while sweeps < options.max_iter {
+        let order = options.order.clone().unwrap_or_else(|| {
+            let mut o: Vec<usize> = (0..hidden).collect();
+            o.shuffle(&mut rng);
+            o
+        });
+        let mut accepted_any = false;
+        for l in order {
+            for kind in [StepKind::FrankWolfe, StepKind::LayerTerm] {
+                if kind == StepKind::LayerTerm && l == 0 {
+                    break;
+                }
+                let coef = match kind {
+                    StepKind::FrankWolfe => problem.frank_wolfe_coefficient(&perms, l),
+                    StepKind::LayerTerm => problem.layer_coefficient(&perms, l),
+                };
+                let prior = if kind == StepKind::FrankWolfe {
+                    warm[l].as_ref()
+                } else {
+                    None
+                };
+                let (cand, sol) = lap_max(coef.view(), options.solver, prior)?;
+                if kind == StepKind::FrankWolfe {
+                    warm[l] = Some(sol);
+                }
+                let step = try_step(
+                    &problem,
+                    &mut perms,
+                    &mut terms,
+                    l,
+                    cand.into_vec(),
+                    options,
+                );
+                let accepted = step.accepted;
+                history.push(CommutativityStep {
+                    sweep: sweeps,
+                    kind,
+                    ..step
+                });
+                if accepted {
+                    accepted_any = true;
+                    break;
+                }
+            }
+        }
+        sweeps += 1;
+        if !accepted_any {
+            converged = true;
+            break;
+        }
+    }
+    let objective = terms.iter().sum();
+    Ok(CommutativityMatching {
+        perms: perms
+            .into_iter()
+            .enumerate()
+            .map(|(l, p)| (format!("P_{l}"), Permutation::new(p).expect("from LAPs")))
+            .collect(),
+        objective,
+        initial_objective,
+        layer_objectives: terms,
+        history,
+        sweeps,
+        converged,
+    })
+}
+
+/// Score `P_l ← cand` exactly (terms `l` and `l + 1`) and keep it if `J` decreases enough.
+/// Returns the step with `sweep` 0 and kind [`StepKind::FrankWolfe`] (set by the caller).
+fn try_step(
+    problem: &Problem,
+    perms: &mut [Vec<usize>],
+    terms: &mut [f64],
+    l: usize,
+    cand: Vec<usize>,
+    options: &CommutativityMatchingOptions,
+) -> CommutativityStep {
+    let before: f64 = terms.iter().sum();
+    let moved = cand.iter().zip(&perms[l]).filter(|(x, y)| x != y).count();
+    let mut step = CommutativityStep {
+        sweep: 0,
+        layer: l,
+        kind: StepKind::FrankWolfe,
+        moved,
+        before,
+        candidate: before,
+        accepted: false,
+    };
+    if moved == 0 {
+        return step;
+    }
+    let old = std::mem::replace(&mut perms[l], cand);
+    let mut new_terms = terms.to_vec();
+    new_terms[l] = problem.term(perms, l);
+    new_terms[l + 1] = problem.term(perms, l + 1);
+    step.candidate = new_terms.iter().sum();
+    if step.candidate < before - options.tolerance * before.abs() {
+        terms.copy_from_slice(&new_terms);
+        step.accepted = true;
+    } else {
+        perms[l] = old;
+    }
+    step
+}
+
+/// `J(π)` and its terms evaluated directly: B is permuted by `perms` (keys `P_0 … P_{L−2}`,
+/// as [`PermutationSpec::mlp`]) with [`apply_permutations`], the moments of B's features are
+/// permuted alike (`C_AB ← C_AB Qᵀ`, `C_BB ← Q C_BB Qᵀ`), and every layer's
+/// `J_ℓ = tr((W_A − W̃_B) G (W_A − W̃_B)ᵀ)`, `G = C_AA − C_AB − C_ABᵀ + C_BB`, is summed in f64
+/// (`J_0 = 0`). This is the per-sample squared Frobenius norm of the commutativity residuals
+/// (Zhou et al. 2023, Def. 4) of (A, π(B)), computed from second moments only.
+///
+/// # Errors
+/// As [`commutativity_matching`] for the models and statistics; what [`apply_permutations`]
+/// reports for missing or mis-sized permutations.
+pub fn commutativity_objective<F: Float>(
+    a: &Params<F>,
+    b: &Params<F>,
+    stats: &[CommutativityStats],
+    perms: &BTreeMap<String, Permutation>,
+) -> Result<CommutativityObjective> {
+    let layers = stats.len() + 1;
+    let b_perm = apply_permutations(&PermutationSpec::mlp(layers), perms, b)?;
+    let problem = Problem::new(a, &b_perm, stats)?;
+    let mut out = vec![0.0];
+    for l in 1..layers {
+        let q = perms
+            .get(&format!("P_{}", l - 1))
+            .expect("apply_permutations checked every permutation");
+        let mom = &problem.moments[l - 1];
+        let ab = permute_axis(&mom.ab, 1, q)?;
+        let bb = permute_axis(&permute_axis(&mom.bb, 0, q)?, 1, q)?;
+        let g = &mom.aa - &ab - ab.t() + &bb;
+        let m = &problem.wa[l] - &problem.wb[l];
+        out.push(trace_mgmt(&m, &g));
+    }
+    Ok(CommutativityObjective {
+        total: out.iter().sum(),
+        layers: out,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+    use rand::Rng;
+
+    fn random(rng: &mut ChaCha8Rng, r: usize, c: usize) -> Array2<f64> {
+        Array2::from_shape_fn((r, c), |_| rng.random_range(-1.0..1.0))
+    }
+
+    /// Dense `tr(M G Mᵀ)` for a matrix `Q`, with `M = U − V Qᵀ`.
+    fn dense_term(u: &Array2<f64>, v: &Array2<f64>, q: &Array2<f64>, m: &Moments) -> f64 {
+        let mm = u - &v.dot(&q.t());
+        let g = &m.aa - &m.ab.dot(&q.t()) - &q.dot(&m.ab.t()) + &q.dot(&m.bb).dot(&q.t());
+        (&mm.dot(&g) * &mm).sum()
+    }
+
+    #[test]
+    fn frank_wolfe_coefficient_is_the_gradient() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (d_in, d, d_out, n) = (3, 5, 4, 40);
+        let ha = random(&mut rng, n, d).mapv(f64::abs);
+        let hb = random(&mut rng, n, d).mapv(f64::abs);
+        let mut st = CommutativityStats::new(d);
+        st.update(ha.view(), hb.view()).unwrap();
+        let problem = Problem {
+            wa: vec![random(&mut rng, d, d_in), random(&mut rng, d_out, d)],
+            wb: vec![random(&mut rng, d, d_in), random(&mut rng, d_out, d)],
+            moments: vec![st.moments().unwrap()],
+        };
+        let q = vec![2, 0, 4, 1, 3];
+        let qm = Array2::from_shape_fn((d, d), |(i, j)| f64::from(u8::from(q[i] == j)));
+        let coef = problem.frank_wolfe_coefficient(std::slice::from_ref(&q), 0);
+        // Directional derivative of term 1 along a random E: ⟨∇, E⟩ = −2 ⟨coef, E⟩ (S_0 = 0).
+        let e = random(&mut rng, d, d);
+        let (u, v, mom) = (&problem.wa[1], &problem.wb[1], &problem.moments[0]);
+        let h = 1e-5;
+        let fd = (dense_term(u, v, &(&qm + &(&e * h)), mom)
+            - dense_term(u, v, &(&qm - &(&e * h)), mom))
+            / (2.0 * h);
+        let analytic = -2.0 * (&coef * &e).sum();
+        assert!(
+            (fd - analytic).abs() < 1e-6 * analytic.abs().max(1.0),
+            "{fd} vs {analytic}"
+        );
+        // And the term itself agrees with the dense formula.
+        let t = problem.term(std::slice::from_ref(&q), 1);
+        assert!((t - dense_term(u, v, &qm, mom)).abs() < 1e-10 * t.abs().max(1.0));
+        // Term 1 is linear in its output permutation when P_1 is hidden: check S_1 through
+        // a three-layer problem, J_1(P) − J_1(P') = −2 (⟨P, S_1⟩ − ⟨P', S_1⟩).
+        let mut st2 = CommutativityStats::new(d_out);
+        st2.update(
+            random(&mut rng, n, d_out).view(),
+            random(&mut rng, n, d_out).view(),
+        )
+        .unwrap();
+        let three = Problem {
+            wa: [problem.wa.clone(), vec![random(&mut rng, 2, d_out)]].concat(),
+            wb: [problem.wb.clone(), vec![random(&mut rng, 2, d_out)]].concat(),
+            moments: vec![st.moments().unwrap(), st2.moments().unwrap()],
+        };
+        let (p1, p2) = (vec![1, 3, 0, 2], vec![3, 2, 1, 0]);
+        let s = three.layer_coefficient(&[q.clone(), p1.clone()], 1);
+        let lin = |p: &[usize]| p.iter().enumerate().map(|(i, &j)| s[[i, j]]).sum::<f64>();
+        let diff = three.term(&[q.clone(), p1.clone()], 1) - three.term(&[q, p2.clone()], 1);
+        let expect = -2.0 * (lin(&p1) - lin(&p2));
+        assert!(
+            (diff - expect).abs() < 1e-10 * expect.abs().max(1.0),
+            "{diff} vs {expect}"
+        );
+    }
+}
