@@ -100,9 +100,33 @@ pub(super) fn two_smallest<T: Float, const NEG: bool>(
 /// Width of the unrolled scans (independent min chains; SSE2 handles them two at a time).
 const LANES: usize = 4;
 
+/// The smallest tentative distance after a scan, the first position holding it, and whether
+/// another position holds it too (a tie).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct ScanMin {
+    pub best: f64,
+    pub first: usize,
+    pub tie: bool,
+}
+
+/// Block length of the scans: each block's minimum is recorded, so that the first minimum
+/// and its ties are found by looking at `m / BLOCK` block minima and one block, not at `dt`.
+pub(super) const BLOCK: usize = 64;
+
+/// Locate the first minimum and detect ties from the block minima `bm` of `dt`.
+fn locate(dt: &[f64], bm: &[f64]) -> ScanMin {
+    let best = fold_min(bm);
+    let b = bm.iter().position(|&x| x == best).unwrap_or(0);
+    let block = &dt[b * BLOCK..((b + 1) * BLOCK).min(dt.len())];
+    let first = b * BLOCK + find_at(block, best).unwrap_or(0);
+    let tie = block.iter().filter(|&&d| d == best).count() > 1 || bm[b + 1..].contains(&best);
+    ScanMin { best, first, tie }
+}
+
 /// Relax all todo positions from a row (contiguous case: position = column),
-/// `dt_k ← min(dt_k, fl(c_ik − vt_k) + h)`, and return the smallest `dt_k`. Branch-free so that
-/// it vectorises.
+/// `dt_k ← min(dt_k, fl(c_ik − vt_k) + h)`, and return the smallest `dt_k`, its first position
+/// and whether it is tied; `bm` (at least `⌈m / BLOCK⌉` long) receives the block minima.
+/// Branch-free inside a block so that it vectorises.
 // Not inlined: inside `augment` LLVM loses the no-alias facts and stops vectorising it.
 #[inline(never)]
 pub(super) fn scan_contiguous<T: Float, const NEG: bool>(
@@ -110,7 +134,23 @@ pub(super) fn scan_contiguous<T: Float, const NEG: bool>(
     vt: &[f64],
     dt: &mut [f64],
     h: f64,
-) -> f64 {
+    bm: &mut [f64],
+) -> ScanMin {
+    let m = dt.len();
+    let nb = m.div_ceil(BLOCK);
+    for (((rb, vb), db), out) in row[..m]
+        .chunks(BLOCK)
+        .zip(vt[..m].chunks(BLOCK))
+        .zip(dt.chunks_mut(BLOCK))
+        .zip(bm[..nb].iter_mut())
+    {
+        *out = relax_block::<T, NEG>(rb, vb, db, h);
+    }
+    locate(dt, &bm[..nb])
+}
+
+#[inline(always)]
+fn relax_block<T: Float, const NEG: bool>(row: &[T], vt: &[f64], dt: &mut [f64], h: f64) -> f64 {
     let m = dt.len();
     let split = m - m % LANES;
     let mut mins = [f64::INFINITY; LANES];
@@ -138,6 +178,28 @@ pub(super) fn scan_contiguous<T: Float, const NEG: bool>(
 /// [`scan_contiguous`] over a compacted todo list (`row` indexed by column).
 #[inline(never)]
 pub(super) fn scan_indexed<T: Float, const NEG: bool>(
+    row: &[T],
+    todo: &[usize],
+    vt: &[f64],
+    dt: &mut [f64],
+    h: f64,
+    bm: &mut [f64],
+) -> ScanMin {
+    let m = dt.len();
+    let nb = m.div_ceil(BLOCK);
+    for (((tb, vb), db), out) in todo[..m]
+        .chunks(BLOCK)
+        .zip(vt[..m].chunks(BLOCK))
+        .zip(dt.chunks_mut(BLOCK))
+        .zip(bm[..nb].iter_mut())
+    {
+        *out = relax_block_indexed::<T, NEG>(row, tb, vb, db, h);
+    }
+    locate(dt, &bm[..nb])
+}
+
+#[inline(always)]
+fn relax_block_indexed<T: Float, const NEG: bool>(
     row: &[T],
     todo: &[usize],
     vt: &[f64],
@@ -174,16 +236,16 @@ fn fold_min(x: &[f64]) -> f64 {
         .fold(f64::INFINITY, |a, &b| if b < a { b } else { a })
 }
 
-/// The first position `k` with `dt_k == best` (`0` if none).
+/// The first position `k` with `dt_k == best`, if any.
 #[inline]
-pub(super) fn first_at(dt: &[f64], best: f64) -> usize {
+pub(super) fn find_at(dt: &[f64], best: f64) -> Option<usize> {
     for (c, ch) in dt.chunks(LANES).enumerate() {
         // Branch-free test of a whole chunk, then the exact position inside it.
         if ch.iter().fold(false, |a, &d| a | (d == best)) {
-            return c * LANES + ch.iter().position(|&d| d == best).unwrap_or(0);
+            return Some(c * LANES + ch.iter().position(|&d| d == best).unwrap_or(0));
         }
     }
-    0
+    None
 }
 
 #[cfg(test)]
@@ -206,7 +268,65 @@ mod tests {
     }
 
     #[test]
-    fn two_smallest_and_first_at_match_naive() {
+    fn scans_match_naive_relaxation_with_first_minimum_and_ties() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for len in [1usize, 2, 3, 4, 5, 7, 8, 9, 16, 33, 64, 65, 130, 200] {
+            for round in 0..300 {
+                let ints = round % 2 == 0;
+                let val = |rng: &mut rand_chacha::ChaCha8Rng| {
+                    if ints {
+                        f64::from(rng.random_range(0..4u8))
+                    } else {
+                        rng.random::<f64>()
+                    }
+                };
+                let nc = len + 3;
+                let row: Vec<f64> = (0..nc).map(|_| val(&mut rng)).collect();
+                let todo: Vec<usize> = (0..len).map(|k| k + rng.random_range(0..4usize)).collect();
+                let vt: Vec<f64> = (0..len).map(|_| val(&mut rng)).collect();
+                let dt0: Vec<f64> = (0..len)
+                    .map(|_| {
+                        if rng.random::<u8>() % 3 == 0 {
+                            f64::INFINITY
+                        } else {
+                            val(&mut rng)
+                        }
+                    })
+                    .collect();
+                let h = val(&mut rng) - 1.0;
+                for contiguous in [true, false] {
+                    let at = |k: usize| if contiguous { row[k] } else { row[todo[k]] };
+                    let want: Vec<f64> = (0..len)
+                        .map(|k| {
+                            let r = (at(k) - vt[k]) + h;
+                            if r < dt0[k] {
+                                r
+                            } else {
+                                dt0[k]
+                            }
+                        })
+                        .collect();
+                    let mut dt = dt0.clone();
+                    let mut bm = vec![0.0; len.div_ceil(BLOCK)];
+                    let got = if contiguous {
+                        scan_contiguous::<f64, false>(&row[..len], &vt, &mut dt, h, &mut bm)
+                    } else {
+                        scan_indexed::<f64, false>(&row, &todo, &vt, &mut dt, h, &mut bm)
+                    };
+                    assert_eq!(dt, want);
+                    let best = want.iter().copied().fold(f64::INFINITY, f64::min);
+                    let first = want.iter().position(|&d| d == best).unwrap_or(0);
+                    let count = want.iter().filter(|&&d| d == best).count();
+                    assert_eq!(got.best, best);
+                    assert_eq!(got.first, first, "len {len} {want:?}");
+                    assert_eq!(got.tie, count > 1, "len {len} {want:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn two_smallest_and_find_at_match_naive() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
         for len in [1usize, 2, 3, 5, 8, 13, 64] {
             for _ in 0..200 {
@@ -226,7 +346,15 @@ mod tests {
                 if v1 == v2 {
                     assert!(j2 != j1 && red[j2] == v1);
                 }
-                assert_eq!(first_at(&red, v1), j1);
+                assert_eq!(find_at(&red, v1), Some(j1));
+                assert_eq!(
+                    find_at(&red[j1 + 1..], v1).map(|o| o + j1 + 1),
+                    red[j1 + 1..]
+                        .iter()
+                        .position(|&r| r == v1)
+                        .map(|o| o + j1 + 1)
+                );
+                assert_eq!(find_at(&red, 100.0), None);
             }
         }
     }

@@ -10,15 +10,15 @@
 //! the inequality of another row. The shortest-path phase starts from these invariants, so its
 //! result is optimal up to the rounding of the path lengths themselves (as in SciPy).
 
-use super::kernels::{first_at, ld, lowered, scan_contiguous, scan_indexed, two_smallest};
+use super::kernels::{find_at, ld, lowered, scan_contiguous, scan_indexed, two_smallest, BLOCK};
 use crate::error::{Error, Result};
 use crate::float::Float;
 
 /// Cap on augmenting-row-reduction bids, per row (see `augmenting_row_reduction`).
-const ARR_MAX_BIDS_PER_ROW: usize = 16;
+const ARR_MAX_BIDS_PER_ROW: usize = 64;
 
 /// Minimal fraction of the free rows that two windows of `nr` bids must resolve.
-const ARR_MIN_PROGRESS: f64 = 0.03;
+const ARR_MIN_PROGRESS: f64 = 0.005;
 
 /// Marker for "no row" / "no column".
 pub(super) const NONE: usize = usize::MAX;
@@ -83,6 +83,16 @@ pub(super) fn solve<T: Float, const NEG: bool>(
             } else {
                 (0..nr).collect()
             };
+            if free.len() * 10 > nr * 9 {
+                // A few rows own (nearly) all column minima — e.g. activation statistics
+                // with biased units, where some rows dominate every column. The reduced
+                // potentials then mislead the search (measured: ~1.5× more shortest-path
+                // steps than from zero), so start the row reduction from scratch.
+                st.v.fill(0.0);
+                st.col4row.fill(NONE);
+                st.row4col.fill(NONE);
+                free = (0..nr).collect();
+            }
             if !free.is_empty() {
                 free = st.augmenting_row_reduction::<T, NEG>(c, free)?;
             }
@@ -332,6 +342,8 @@ struct Sap {
     sr: Vec<(usize, f64)>,
     /// Visited columns with the row matched to them (at visit time) and their distances.
     sc: Vec<(usize, usize, f64)>,
+    /// Block minima of the last scan (see [`BLOCK`]).
+    bm: Vec<f64>,
 }
 
 impl Sap {
@@ -344,6 +356,7 @@ impl Sap {
             dt: vec![0.0; nc],
             sr: Vec::with_capacity(nc),
             sc: Vec::with_capacity(nc),
+            bm: vec![0.0; nc.div_ceil(BLOCK)],
         }
     }
 
@@ -372,36 +385,50 @@ impl Sap {
             self.sr.push((i, h));
             let row = c.row(i);
             let (vt, dt) = (&self.vt[..m], &mut self.dt[..m]);
-            let best = if contiguous {
-                scan_contiguous::<T, NEG>(&row[..m], vt, dt, h)
+            let sm = if contiguous {
+                scan_contiguous::<T, NEG>(&row[..m], vt, dt, h, &mut self.bm)
             } else {
-                scan_indexed::<T, NEG>(row, &self.todo[..m], vt, dt, h)
+                scan_indexed::<T, NEG>(row, &self.todo[..m], vt, dt, h, &mut self.bm)
             };
+            let (best, k) = (sm.best, sm.first);
             if best == f64::INFINITY {
                 return Err(Error::Infeasible);
             }
             // Prefer an unmatched column among those at the minimal distance (SciPy's rule; it
-            // keeps all-equal matrices linear per augmentation). When unmatched columns are few,
-            // check them directly; otherwise look for ties around the first minimum.
-            let free_hit = if self.free_cols.len() * 4 <= m {
+            // keeps all-equal matrices linear per augmentation). Other positions need looking
+            // at only when the scan saw a tie: then check the unmatched columns directly when
+            // they are few, otherwise the ties after the first minimum.
+            let j = self.todo[k];
+            let free_hit = if st.row4col[j] == NONE {
+                Some(j)
+            } else if !sm.tie {
+                None
+            } else if self.free_cols.len() * 4 <= m {
                 let dt = &self.dt;
                 let pos = &self.pos;
                 self.free_cols
                     .iter()
-                    .position(|&j| dt[if contiguous { j } else { pos[j] }] == best)
+                    .copied()
+                    .find(|&f| dt[if contiguous { f } else { pos[f] }] == best)
             } else {
-                let k = first_at(&self.dt[..m], best);
+                // Other ties at `best` after `k`, found chunk by chunk (branch-free tests).
                 let dt = &self.dt[..m];
-                (k..m)
-                    .find(|&q| dt[q] == best && st.row4col[self.todo[q]] == NONE)
-                    .and_then(|q| self.free_cols.iter().position(|&j| j == self.todo[q]))
+                let mut q = k + 1;
+                let mut hit = None;
+                while let Some(o) = find_at(&dt[q..], best) {
+                    if st.row4col[self.todo[q + o]] == NONE {
+                        hit = Some(self.todo[q + o]);
+                        break;
+                    }
+                    q += o + 1;
+                }
+                hit
             };
-            if let Some(t) = free_hit {
+            if let Some(f) = free_hit {
                 mu = best;
+                let t = self.free_cols.iter().position(|&x| x == f).unwrap_or(0);
                 break self.free_cols.swap_remove(t);
             }
-            let k = first_at(&self.dt[..m], best);
-            let j = self.todo[k];
             debug_assert!(st.row4col[j] != NONE);
             mu = best;
             // Visit column j: record its distance, kill its slot, continue from its row.
