@@ -159,7 +159,8 @@ fn closed_form_objective_in_f32_matches_f64() -> Result<()> {
 
 #[test]
 fn a_planted_permutation_is_recovered() -> Result<()> {
-    for seed in 0..3 {
+    let mut recovered_from_identity = 0;
+    for seed in 0..10 {
         let (a, _, x) = pair::<f64>(&[6, 16, 12, 4], 200, seed);
         let mut rng = ChaCha8Rng::seed_from_u64(100 + seed);
         let planted = random_perms(&a, &mut rng);
@@ -171,24 +172,38 @@ fn a_planted_permutation_is_recovered() -> Result<()> {
         for start in STARTS {
             let m = commutativity_matching(&a, &b, &stats, &options(start))?;
             assert_monotone(&m);
-            // The returned permutations undo the planted ones: π(B) = A.
+            // The returned permutations undo the planted ones when π(B) = A.
             let back = apply_permutations(&PermutationSpec::mlp(3), &m.perms, &b)?;
             if start == CommutativityStart::Identity {
-                // From the identity the descent is local (exact minimisation is a QAP): it
-                // lowers J but need not reach the planted minimum (seed 0: 0.70 → 0.32).
-                assert!(m.objective < scale, "{start:?}: J = {}", m.objective);
+                // From the identity the descent is local (exact minimisation is a QAP): seeds
+                // 0, 1, 5, 6 reach the planted permutation (J = 0), the others stop at 0.6 %
+                // to 12 % of the starting J.
+                assert!(
+                    m.objective < 0.15 * scale,
+                    "seed {seed}: J = {}",
+                    m.objective
+                );
+                if back == a {
+                    assert!(m.objective.abs() <= 1e-12 * scale);
+                    recovered_from_identity += 1;
+                }
                 continue;
             }
+            // From weight or activation matching the start is already the planted permutation,
+            // and it is a fixed point: no candidate is accepted.
             assert_eq!(back, a, "seed {seed}, {start:?}");
             assert!(
                 m.objective.abs() <= 1e-12 * scale,
                 "{start:?}: J = {}",
                 m.objective
             );
-            // The planted permutation is a fixed point: no candidate is accepted from it.
             assert!(m.history.iter().all(|s| !s.accepted));
         }
     }
+    assert!(
+        recovered_from_identity >= 4,
+        "{recovered_from_identity} of 10"
+    );
     Ok(())
 }
 

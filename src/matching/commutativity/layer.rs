@@ -1,0 +1,93 @@
+//! What stays fixed while one hidden permutation `P_ℓ` of commutativity matching changes (the
+//! others held): exact `O(d²)` scoring of any candidate `P_ℓ` and the Frank–Wolfe coefficient.
+//!
+//! With `q = P_ℓ`, the two terms of `J` that depend on it are (see the parent module)
+//!
+//! ```text
+//! J_ℓ     = tr(W_A G_ℓ W_Aᵀ) + tr(W̃ G_ℓ W̃ᵀ) − 2 Σ_i S_ℓ[i, q(i)]      (0 for ℓ = 0)
+//! J_{ℓ+1} = tr(M G Mᵀ) = ⟨G, N⟩,  G = gram(C, q),  N = Mᵀ M = gram(Z, q),
+//! ```
+//!
+//! where `gram(m, q)[a, b] = m_aa[a, b] − m_ab[a, q(b)] − m_ab[b, q(a)] + m_bb[q(a), q(b)]`,
+//! `C` are the feature moments of hidden layer ℓ and `Z = (UᵀU, UᵀV, VᵀV)` the weight moments of
+//! layer ℓ + 1 (`U = W_A^{ℓ+1}`, `V = P_{ℓ+1} W_B^{ℓ+1}`), since `M = U − V Qᵀ` gives
+//! `Mᵀ M = UᵀU − UᵀV Qᵀ − Q VᵀU + Q VᵀV Qᵀ`. Building the cache costs five `d × d × d`
+//! products; scoring a candidate costs `O(d²)`.
+
+use ndarray::Array2;
+
+use super::{gram, matmul, Moments, Problem};
+
+/// The fixed parts of `J_ℓ` and `J_{ℓ+1}` for hidden layer `ℓ`.
+pub(super) struct LayerCache<'a> {
+    /// Feature moments of hidden layer ℓ.
+    pub c: &'a Moments,
+    /// Weight moments `(UᵀU, UᵀV, VᵀV)` of layer ℓ + 1.
+    pub z: Moments,
+    /// `S_ℓ = W_A G_ℓ W̃ᵀ` (`None` for ℓ = 0, where `J_0 = 0`).
+    pub s: Option<Array2<f64>>,
+    /// `tr(W_A G_ℓ W_Aᵀ) + tr(W̃ G_ℓ W̃ᵀ)`.
+    constant: f64,
+}
+
+impl<'a> LayerCache<'a> {
+    /// The cache of hidden layer `l` at `perms` (only `perms[l]` may change while it is used).
+    pub fn new(problem: &'a Problem, perms: &[Vec<usize>], l: usize) -> Self {
+        let (u, wb) = (&problem.wa[l + 1], &problem.wb[l + 1]);
+        let id: Vec<usize> = (0..u.nrows()).collect();
+        let p = problem.out_perm(perms, l + 1, &id);
+        let v = Array2::from_shape_fn(wb.dim(), |(r, c)| wb[[p[r], c]]);
+        let z = Moments {
+            aa: matmul(u.t(), u.view()),
+            ab: matmul(u.t(), v.view()),
+            bb: matmul(v.t(), v.view()),
+        };
+        let (s, constant) = if l == 0 {
+            (None, 0.0)
+        } else {
+            let q = &perms[l - 1];
+            let (wa, wb) = (&problem.wa[l], &problem.wb[l]);
+            let wt = Array2::from_shape_fn(wb.dim(), |(r, c)| wb[[r, q[c]]]);
+            let g = gram(&problem.moments[l - 1], q);
+            let wag = matmul(wa.view(), g.view());
+            let wtg = matmul(wt.view(), g.view());
+            let constant = inner(&wag, wa) + inner(&wtg, &wt);
+            (Some(matmul(wag.view(), wt.t())), constant)
+        };
+        Self {
+            c: &problem.moments[l],
+            z,
+            s,
+            constant,
+        }
+    }
+
+    /// `(J_ℓ, J_{ℓ+1})` at `P_ℓ = q`, in `O(d²)`.
+    pub fn terms(&self, q: &[usize]) -> (f64, f64) {
+        let own = self.s.as_ref().map_or(0.0, |s| {
+            let linear: f64 = q.iter().enumerate().map(|(i, &j)| s[[i, j]]).sum();
+            self.constant - 2.0 * linear
+        });
+        (own, inner(&gram(self.c, q), &gram(&self.z, q)))
+    }
+
+    /// `S_ℓ + T_ℓ` at `P_ℓ = q`: `T_ℓ = G (Mᵀ V) + N (C_AB − Q C_BB)` with
+    /// `Mᵀ V = UᵀV − Q VᵀV` (the negative half-gradient of `J` in `P_ℓ`, see the parent module).
+    pub fn frank_wolfe(&self, q: &[usize]) -> Array2<f64> {
+        let (c, z) = (self.c, &self.z);
+        let (g, n) = (gram(c, q), gram(z, q));
+        let mtv = Array2::from_shape_fn(z.ab.dim(), |(i, j)| z.ab[[i, j]] - z.bb[[q[i], j]]);
+        let d = Array2::from_shape_fn(c.ab.dim(), |(i, j)| c.ab[[i, j]] - c.bb[[q[i], j]]);
+        let mut coef = matmul(g.view(), mtv.view());
+        coef += &matmul(n.view(), d.view());
+        if let Some(s) = &self.s {
+            coef += s;
+        }
+        coef
+    }
+}
+
+/// `Σ_ij x_ij y_ij`, in row order.
+fn inner(x: &Array2<f64>, y: &Array2<f64>) -> f64 {
+    x.iter().zip(y).map(|(a, b)| a * b).sum()
+}

@@ -1,0 +1,236 @@
+//! Exact pairwise-swap (2-opt) rounds for one hidden permutation `P_ℓ` of commutativity
+//! matching: every transposition of two of A's units' matches is scored exactly, all at once,
+//! from two `d × d × d` products.
+//!
+//! With `q = P_ℓ` the part of `J` that depends on `q` is
+//! `−2 Σ_i S_ℓ[i, q(i)] + ⟨G, N⟩`, where `G = G_{ℓ+1}(q)` is the Gram matrix of the features'
+//! moments `C` and `N = Mᵀ M` that of the weight moments `Z = (UᵀU, UᵀV, VᵀV)`
+//! (`U = W_A^{ℓ+1}`, `V = P_{ℓ+1} W_B^{ℓ+1}`): both are [`gram`] matrices,
+//! `G[a, b] = C_AA[a, b] − C_AB[a, q(b)] − C_AB[b, q(a)] + C_BB[q(a), q(b)]`.
+//! Row `a` of `G` when `a` is given B's unit `x` is `x_a + y_x` with
+//! `x_a[k] = C_AA[a, k] − C_AB[a, q(k)]` and `y_x[k] = C_BB[x, q(k)] − C_AB[k, x]`, and likewise
+//! `ẋ_a + ẏ_x` for `N`. So `W[a, x] = Σ_k (x_a + y_x)(ẋ_a + ẏ_x)[k] = ‖…‖ terms + (X Ẏᵀ)[a, x]
+//! + (Ẋ Yᵀ)[a, x]`, and the change of `⟨G, N⟩` when `a = i` and `j` swap their matches is
+//! `2 [W[i, q(j)] − W[i, q(i)] + W[j, q(i)] − W[j, q(j)]]` minus the entries `k ∈ {i, j}`
+//! counted there, plus the change of the `2 × 2` block `{i, j}²`: `O(1)` per pair.
+
+use ndarray::{Array1, Array2, Axis};
+
+use super::layer::LayerCache;
+use super::{gram, matmul, Moments};
+
+/// `G[a, b]` with `a`, `b` matched to B's units `qa`, `qb`.
+fn entry(m: &Moments, a: usize, b: usize, qa: usize, qb: usize) -> f64 {
+    m.aa[[a, b]] - m.ab[[a, qb]] - m.ab[[b, qa]] + m.bb[[qa, qb]]
+}
+
+/// The scan of one round: `x`, `y`, `ẋ`, `ẏ` and `W` of the module docs.
+struct Scan {
+    x: Array2<f64>,
+    y: Array2<f64>,
+    xd: Array2<f64>,
+    yd: Array2<f64>,
+    w: Array2<f64>,
+}
+
+/// The state of one swap round of hidden layer `l`.
+struct SwapState<'a> {
+    c: &'a Moments,
+    z: &'a Moments,
+    s: Option<&'a Array2<f64>>,
+    g: Array2<f64>,
+    n: Array2<f64>,
+    q: Vec<usize>,
+}
+
+impl<'a> SwapState<'a> {
+    fn new(cache: &'a LayerCache<'a>, q: &[usize]) -> Self {
+        Self {
+            g: gram(cache.c, q),
+            n: gram(&cache.z, q),
+            c: cache.c,
+            z: &cache.z,
+            s: cache.s.as_ref(),
+            q: q.to_vec(),
+        }
+    }
+
+    /// Change of the linear term `−2 Σ_i S[i, q(i)]` when `i` and `j` swap.
+    fn linear_delta(&self, i: usize, j: usize) -> f64 {
+        let (qi, qj) = (self.q[i], self.q[j]);
+        self.s.as_ref().map_or(0.0, |s| {
+            -2.0 * (s[[i, qj]] + s[[j, qi]] - s[[i, qi]] - s[[j, qj]])
+        })
+    }
+
+    /// Change of the `{i, j}²` block of `⟨G, N⟩` when `i` and `j` swap.
+    fn block_delta(&self, i: usize, j: usize) -> f64 {
+        let (qi, qj) = (self.q[i], self.q[j]);
+        let mut d = 0.0;
+        for (a, qa) in [(i, qj), (j, qi)] {
+            for (b, qb) in [(i, qj), (j, qi)] {
+                d += entry(self.c, a, b, qa, qb) * entry(self.z, a, b, qa, qb)
+                    - self.g[[a, b]] * self.n[[a, b]];
+            }
+        }
+        d
+    }
+
+    /// Exact change of `J` when `i` and `j` swap, in `O(d)`.
+    fn delta(&self, i: usize, j: usize) -> f64 {
+        let (qi, qj) = (self.q[i], self.q[j]);
+        let mut rows = 0.0;
+        for (k, &qk) in self.q.iter().enumerate() {
+            if k == i || k == j {
+                continue;
+            }
+            rows += entry(self.c, i, k, qj, qk) * entry(self.z, i, k, qj, qk)
+                + entry(self.c, j, k, qi, qk) * entry(self.z, j, k, qi, qk)
+                - self.g[[i, k]] * self.n[[i, k]]
+                - self.g[[j, k]] * self.n[[j, k]];
+        }
+        self.linear_delta(i, j) + 2.0 * rows + self.block_delta(i, j)
+    }
+
+    /// The products that score every pair at once (see the module docs).
+    fn scan(&self) -> Scan {
+        let q = &self.q;
+        // x_a[k] = M_aa[a, k] − M_ab[a, q(k)],  y_x[k] = M_bb[x, q(k)] − M_ab[k, x].
+        let xs = |m: &Moments| &m.aa - &m.ab.select(Axis(1), q);
+        let ys = |m: &Moments| &m.bb.select(Axis(1), q) - &m.ab.t();
+        let (x, y, xd, yd) = (xs(self.c), ys(self.c), xs(self.z), ys(self.z));
+        let dot = |p: &Array2<f64>, r: &Array2<f64>| -> Array1<f64> {
+            p.rows()
+                .into_iter()
+                .zip(r.rows())
+                .map(|(a, b)| a.dot(&b))
+                .collect()
+        };
+        let (t1, t4) = (dot(&x, &xd), dot(&y, &yd));
+        // W[a, x] = Σ_k (x_a + y_x)(ẋ_a + ẏ_x)[k].
+        let mut w = matmul(x.view(), yd.t());
+        w += &matmul(xd.view(), y.t());
+        w += &t1.view().insert_axis(Axis(1));
+        w += &t4.view().insert_axis(Axis(0));
+        Scan { x, y, xd, yd, w }
+    }
+
+    /// The exact change of `J` when `i < j` swap, in `O(1)` from `scan`.
+    fn scan_delta(&self, scan: &Scan, i: usize, j: usize) -> f64 {
+        let (qi, qj) = (self.q[i], self.q[j]);
+        // Row `a` matched to B's unit `b`, summed over k ∉ {i, j}.
+        let row = |a: usize, b: usize| {
+            let h =
+                |k: usize| (scan.x[[a, k]] + scan.y[[b, k]]) * (scan.xd[[a, k]] + scan.yd[[b, k]]);
+            scan.w[[a, b]] - h(i) - h(j)
+        };
+        let rows = row(i, qj) - row(i, qi) + row(j, qi) - row(j, qj);
+        self.linear_delta(i, j) + 2.0 * rows + self.block_delta(i, j)
+    }
+
+    /// Every swap `(ΔJ, i, j)`, `i < j`, with `ΔJ < 0`, scored in parallel over `i` (each
+    /// value is computed alike whatever the thread count).
+    fn improving(&self) -> Vec<(f64, usize, usize)> {
+        let scan = self.scan();
+        let d = self.q.len();
+        let row = |i: usize| -> Vec<(f64, usize, usize)> {
+            (i + 1..d)
+                .filter_map(|j| {
+                    let v = self.scan_delta(&scan, i, j);
+                    (v < 0.0).then_some((v, i, j))
+                })
+                .collect()
+        };
+        #[cfg(feature = "rayon")]
+        {
+            use rayon::prelude::*;
+            (0..d).into_par_iter().flat_map_iter(row).collect()
+        }
+        #[cfg(not(feature = "rayon"))]
+        {
+            (0..d).flat_map(row).collect()
+        }
+    }
+
+    /// Swap the matches of `i` and `j` and update rows and columns `i`, `j` of `G` and `N`.
+    fn apply(&mut self, i: usize, j: usize) {
+        self.q.swap(i, j);
+        for a in [i, j] {
+            for k in 0..self.q.len() {
+                let (qa, qk) = (self.q[a], self.q[k]);
+                let (g, n) = (entry(self.c, a, k, qa, qk), entry(self.z, a, k, qa, qk));
+                self.g[[a, k]] = g;
+                self.g[[k, a]] = g;
+                self.n[[a, k]] = n;
+                self.n[[k, a]] = n;
+            }
+        }
+    }
+}
+
+/// One round of swaps of `P_l`: score every pair, then apply, best first, the improving swaps
+/// of distinct units, each re-scored exactly after the previous ones. `None` if no swap
+/// improves `J`.
+pub(super) fn swap_round(cache: &LayerCache<'_>, q: &[usize]) -> Option<Vec<usize>> {
+    let mut state = SwapState::new(cache, q);
+    let mut improving = state.improving();
+    improving.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    let mut used = vec![false; state.q.len()];
+    let mut swapped = false;
+    for (_, i, j) in improving {
+        if used[i] || used[j] || state.delta(i, j) >= 0.0 {
+            continue;
+        }
+        state.apply(i, j);
+        used[i] = true;
+        used[j] = true;
+        swapped = true;
+    }
+    swapped.then_some(state.q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CommutativityStats, Problem};
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn swap_deltas_are_exact() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let mut rand =
+            |r: usize, c: usize| Array2::from_shape_fn((r, c), |_| rng.random_range(-1.0..1.0));
+        let widths = [3, 6, 5, 2];
+        let wa: Vec<_> = (0..3).map(|l| rand(widths[l + 1], widths[l])).collect();
+        let wb: Vec<_> = (0..3).map(|l| rand(widths[l + 1], widths[l])).collect();
+        let moments = (1..3)
+            .map(|l| {
+                let mut st = CommutativityStats::new(widths[l]);
+                st.update(rand(30, widths[l]).view(), rand(30, widths[l]).view())
+                    .unwrap();
+                st.moments().unwrap()
+            })
+            .collect();
+        let problem = Problem { wa, wb, moments };
+        let perms = vec![vec![2, 0, 5, 1, 4, 3], vec![1, 4, 0, 3, 2]];
+        let total = |p: &[Vec<usize>]| (0..3).map(|l| problem.term(p, l)).sum::<f64>();
+        for l in 0..2 {
+            let cache = LayerCache::new(&problem, &perms, l);
+            let state = SwapState::new(&cache, &perms[l]);
+            let scan = state.scan();
+            let d = perms[l].len();
+            for i in 0..d {
+                for j in i + 1..d {
+                    let mut p = perms.clone();
+                    p[l].swap(i, j);
+                    let exact = total(&p) - total(&perms);
+                    let tol = 1e-9 * exact.abs().max(1.0);
+                    assert!((state.delta(i, j) - exact).abs() < tol, "{l} {i} {j}");
+                    let fast = state.scan_delta(&scan, i, j);
+                    assert!((fast - exact).abs() < tol, "{l} {i} {j}: {fast} vs {exact}");
+                }
+            }
+        }
+    }
+}
