@@ -273,6 +273,8 @@ pub struct PairResult {
     pub curve: Curve,
     /// LLFC, weak additivity and commutativity at the same α grid.
     pub report: LlfcReport,
+    /// The second endpoint (B as trained, π(B), or C).
+    pub second: Params<Real>,
 }
 
 impl PairResult {
@@ -343,12 +345,15 @@ pub fn measure(
         method,
         curve: lmc::mlp_curve(a, b, &data.x_test, &data.y_test, alphas)?,
         report: llfc_report_mlp(a, b, &data.x_test, alphas, CosineVariant::Signed)?,
+        second: b.clone(),
     })
 }
 
 /// Everything [`run`] produces for one setup.
 #[derive(Clone, Debug)]
 pub struct Outcome {
+    /// Model A, the first endpoint of every pair.
+    pub a: Params<Real>,
     /// Test accuracy of A, B and C.
     pub accuracy: [f64; 3],
     /// One result per [`Method`], in [`Method::ALL`] order.
@@ -399,6 +404,7 @@ pub fn run(
         Ok(mlp::evaluate(p, &data.x_test, &data.y_test)?.accuracy)
     };
     Ok(Outcome {
+        a: a.clone(),
         accuracy: [test_accuracy(a)?, test_accuracy(b)?, test_accuracy(c)?],
         pairs,
     })

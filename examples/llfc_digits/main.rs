@@ -11,9 +11,13 @@
 //! Re-Basin), and prints per architecture: the endpoints' test accuracy, the loss and error
 //! barriers of the naive, weight-matched, activation-matched and spawned pairs, the LLFC
 //! distance `E[1 − cos_α]` of every layer next to its baseline, and the weak-additivity and
-//! commutativity residuals (Zhou et al. 2023). SVG plots go to `target/llfc_digits/` (or the
+//! commutativity residuals (Zhou et al. 2023). It then aligns B by commutativity matching
+//! (`llfc::matching::commutativity`, from the identity, weight- and activation-matching
+//! starts) and compares the objective `J`, the residuals, LLFC and the barriers of all the
+//! alignments of B. SVG plots go to `target/llfc_digits/` (or the
 //! directory given as the first argument). Training is seeded and deterministic.
 
+mod commutativity;
 mod experiment;
 mod plots;
 mod progress;
@@ -81,6 +85,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         let outcome = run(&setup, &data, &alphas, &mut progress)?;
         progress.finish();
         table::print_outcome(&setup, &outcome, GRID_POINTS);
+        let rows = commutativity::compare(&setup, &data, &alphas, &outcome)?;
+        commutativity::print(&setup, &rows);
         for path in plots::write_plots(&setup, &outcome, &dir)? {
             println!("plot: {}", path.display());
         }

@@ -1,0 +1,175 @@
+//! Commutativity matching in `llfc_digits`: align the independent B to A by minimising the
+//! commutativity residuals directly (`llfc::matching::commutativity`, the LLFC paper's open
+//! direction, Zhou et al. 2023 §5), from each start, and compare with naive, weight-matched
+//! and activation-matched pairs on `J`, the per-layer residuals, LLFC and the barriers.
+
+use std::time::Instant;
+
+use llfc::data::Dataset;
+use llfc::matching::commutativity::{
+    commutativity_matching, commutativity_objective, mlp_commutativity_stats,
+    CommutativityMatchingOptions, CommutativityStart,
+};
+use llfc::{apply_permutations, Params, PermutationSpec, Result};
+
+use crate::experiment::{measure, Method, Outcome, PairResult, Setup};
+use crate::table::layer_name;
+
+/// The α of the LLFC and weak-additivity columns.
+const MID: f64 = 0.5;
+
+/// One aligned version of B and its measurements.
+pub struct Row {
+    /// Method label.
+    pub label: &'static str,
+    /// `J` (per sample) on the training inputs, where the matchings are computed.
+    pub j_train: f64,
+    /// `J` (per sample) on the test inputs.
+    pub j_test: f64,
+    /// For commutativity matching: `J` at the start (train), sweeps, accepted/scored steps and
+    /// seconds.
+    pub descent: Option<(f64, usize, usize, usize, f64)>,
+    /// The LMC curve and LLFC report of (A, π(B)) on the test set.
+    pub pair: PairResult,
+}
+
+/// The starts of commutativity matching, with their labels.
+const STARTS: [(CommutativityStart, &str); 3] = [
+    (CommutativityStart::Identity, "comm. from identity"),
+    (CommutativityStart::WeightMatching, "comm. from weight"),
+    (CommutativityStart::ActivationMatching, "comm. from activ."),
+];
+
+/// `J` of the pair (A, `b`) on inputs `x` (B already aligned: identity permutations).
+fn objective(
+    spec: &PermutationSpec,
+    a: &Params<f32>,
+    b: &Params<f32>,
+    x: &ndarray::Array2<f32>,
+) -> Result<f64> {
+    let stats = mlp_commutativity_stats(a, b, x.view())?;
+    Ok(commutativity_objective(a, b, &stats, &spec.identity_perms(b)?)?.total)
+}
+
+/// Align the independent B to A by commutativity matching from every start (statistics of
+/// the training inputs) and measure everything next to the naive, weight- and
+/// activation-matched pairs of `outcome`.
+///
+/// # Errors
+/// What the matchings and measurements report.
+pub fn compare(
+    setup: &Setup,
+    data: &Dataset<f32>,
+    alphas: &[f64],
+    outcome: &Outcome,
+) -> Result<Vec<Row>> {
+    let spec = PermutationSpec::mlp(setup.num_layers());
+    let a = &outcome.a;
+    let b = &outcome.pair(Method::Naive).second;
+    let mut rows = Vec::new();
+    for method in [
+        Method::Naive,
+        Method::WeightMatched,
+        Method::ActivationMatched,
+    ] {
+        let pair = outcome.pair(method).clone();
+        rows.push(Row {
+            label: method.label(),
+            j_train: objective(&spec, a, &pair.second, &data.x_train)?,
+            j_test: objective(&spec, a, &pair.second, &data.x_test)?,
+            descent: None,
+            pair,
+        });
+    }
+    let stats = mlp_commutativity_stats(a, b, data.x_train.view())?;
+    for (start, label) in STARTS {
+        let clock = Instant::now();
+        let options = CommutativityMatchingOptions {
+            start,
+            ..CommutativityMatchingOptions::default()
+        };
+        let m = commutativity_matching(a, b, &stats, &options)?;
+        let seconds = clock.elapsed().as_secs_f64();
+        let aligned = apply_permutations(&spec, &m.perms, b)?;
+        let accepted = m.history.iter().filter(|s| s.accepted).count();
+        rows.push(Row {
+            label,
+            j_train: m.objective,
+            j_test: objective(&spec, a, &aligned, &data.x_test)?,
+            descent: Some((
+                m.initial_objective,
+                m.sweeps,
+                accepted,
+                m.history.len(),
+                seconds,
+            )),
+            pair: measure(Method::Naive, a, &aligned, data, alphas)?,
+        });
+    }
+    Ok(rows)
+}
+
+/// Print the comparison: one summary table and per-layer tables.
+pub fn print(setup: &Setup, rows: &[Row]) {
+    let layers = setup.num_layers();
+    println!("Commutativity matching (B onto A; J = Σ_ℓ ‖(H_A − H̃_B)(W_A − W̃_B)ᵀ‖² / N):");
+    println!(
+        "  {:<20} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}  descent: J start → sweeps, accepted/steps, s",
+        "pair", "J train", "J test", "loss b.", "error b.", "loss ½", "error ½", "LLFC ½"
+    );
+    for row in rows {
+        let logits = row.pair.llfc(MID, layers - 1).0;
+        let mid = row.pair.curve.len() / 2;
+        let descent = row
+            .descent
+            .map_or(String::new(), |(j0, sw, acc, steps, s)| {
+                format!("  {j0:.1} → {sw} sweeps, {acc}/{steps}, {s:.2} s")
+            });
+        println!(
+            "  {:<20} {:>9.2} {:>9.2} {:>8.4} {:>6.2} % {:>8.4} {:>6.2} % {:>8.4}{descent}",
+            row.label,
+            row.j_train,
+            row.j_test,
+            row.pair.loss_barrier(),
+            100.0 * row.pair.error_barrier(),
+            row.pair.curve.loss[mid],
+            100.0 * row.pair.curve.error[mid],
+            logits,
+        );
+    }
+    println!(
+        "  (test set: loss/error barriers, loss and error at α = ½, LLFC ½ = E[1 − cos_½] of the logits)\n"
+    );
+    let table =
+        |title: &str, range: std::ops::Range<usize>, value: &dyn Fn(&PairResult, usize) -> f64| {
+            println!("{title}");
+            let header: String = range
+                .clone()
+                .map(|l| format!(" {:>8}", layer_name(l, layers)))
+                .collect();
+            println!("  {:<20}{header}", "pair");
+            for row in rows {
+                let values: String = range
+                    .clone()
+                    .map(|l| format!(" {:>8.4}", value(&row.pair, l)))
+                    .collect();
+                println!("  {:<20}{values}", row.label);
+            }
+        };
+    table(
+        "Commutativity ‖R‖ / ‖W_A H_A + W_B H_B‖ on the test set, per layer (by its output):",
+        1..layers,
+        &PairResult::commutativity,
+    );
+    table(
+        "Weak additivity at α = ½ on the test set, per hidden layer:",
+        0..layers - 1,
+        &|p, l| p.weak_additivity(MID, l),
+    );
+    table(
+        "LLFC E[1 − cos_½] on the test set, per layer:",
+        0..layers,
+        &|p, l| p.llfc(MID, l).0,
+    );
+    println!();
+}
