@@ -37,7 +37,7 @@
 //!
 //! where `C_AB = E[h_A h_Bᵀ]` etc. are the raw second moments of the layer's features (the
 //! paper's `D Dᵀ`). [`CommutativityStats`] streams them (f64, Chan et al.'s update, through
-//! [`ActivationStats`]); memory is `O(d²)` per layer, whatever `N`.
+//! [`ActivationStats`](super::activation::ActivationStats)); memory is `O(d²)` per layer, whatever `N`.
 //!
 //! # Coordinate descent
 //! Visit the hidden permutations in a seeded order; for `P_ℓ` with the others fixed:
@@ -90,18 +90,17 @@
 //! number of threads, so the result does not depend on the thread count.
 
 mod layer;
+mod stats;
 mod swaps;
 
 use std::collections::BTreeMap;
 
-use ndarray::{Array2, ArrayView2, Axis, Ix2};
+use ndarray::{Array2, ArrayView2, Ix2};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::activation::{
-    activation_matching, ActivationMatchingOptions, ActivationStats, Statistic,
-};
+use super::activation::{activation_matching, ActivationMatchingOptions, Statistic};
 use super::weight::{weight_matching, WeightMatchingOptions};
 use super::{lap_max, par_gemm_abt_into, LapWarm};
 use crate::assignment::Solver;
@@ -112,118 +111,8 @@ use crate::permutation::{permute_axis, Permutation};
 use crate::spec::PermutationSpec;
 use crate::{apply_permutations, mlp};
 use layer::LayerCache;
-
-/// Streaming raw second moments of one hidden layer's features in A and B (same samples):
-/// `Σ h_A h_Aᵀ`, `Σ h_A h_Bᵀ`, `Σ h_B h_Bᵀ`, from which [`commutativity_matching`] takes the
-/// means `C_AA`, `C_AB`, `C_BB` (see the [module docs](self)).
-///
-/// Three [`ActivationStats`] (f64, Chan et al.'s pairwise update, mergeable); memory `O(d²)`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CommutativityStats {
-    aa: ActivationStats,
-    ab: ActivationStats,
-    bb: ActivationStats,
-}
-
-impl CommutativityStats {
-    /// Empty statistics of a layer of `units` units (in both models).
-    #[must_use]
-    pub fn new(units: usize) -> Self {
-        Self {
-            aa: ActivationStats::new(units, units),
-            ab: ActivationStats::new(units, units),
-            bb: ActivationStats::new(units, units),
-        }
-    }
-
-    /// Number of units `d`.
-    #[must_use]
-    pub fn units(&self) -> usize {
-        self.ab.dims().0
-    }
-
-    /// Number of samples seen.
-    #[must_use]
-    pub fn count(&self) -> u64 {
-        self.ab.count()
-    }
-
-    /// The cross statistics of A and B (what activation matching uses).
-    #[must_use]
-    pub fn cross(&self) -> &ActivationStats {
-        &self.ab
-    }
-
-    /// Add a batch of features `h_a`, `h_b` (`[batch, d]`, rows are the same samples).
-    /// Costs three `batch × d × d` products.
-    ///
-    /// # Errors
-    /// As [`ActivationStats::update`]: [`Error::ShapeMismatch`], [`Error::EmptyInput`],
-    /// [`Error::NonFinite`].
-    pub fn update<F: Float>(
-        &mut self,
-        h_a: ArrayView2<'_, F>,
-        h_b: ArrayView2<'_, F>,
-    ) -> Result<()> {
-        self.ab.update(h_a, h_b)?;
-        self.aa.update(h_a, h_a)?;
-        self.bb.update(h_b, h_b)
-    }
-
-    /// Merge statistics gathered on other samples.
-    ///
-    /// # Errors
-    /// [`Error::ShapeMismatch`] if the widths differ.
-    pub fn merge(&mut self, other: &Self) -> Result<()> {
-        self.ab.merge(&other.ab)?;
-        self.aa.merge(&other.aa)?;
-        self.bb.merge(&other.bb)
-    }
-
-    /// The means `(C_AA, C_AB, C_BB)` = `E[h_A h_Aᵀ]`, `E[h_A h_Bᵀ]`, `E[h_B h_Bᵀ]`.
-    fn moments(&self) -> Result<Moments> {
-        let m = |s: &ActivationStats| s.statistic(Statistic::InnerProduct);
-        Ok(Moments {
-            aa: m(&self.aa)?,
-            ab: m(&self.ab)?,
-            bb: m(&self.bb)?,
-        })
-    }
-}
-
-/// [`CommutativityStats`] of every hidden layer of two MLPs (`layers.{ℓ}.weight` /
-/// `layers.{ℓ}.bias`, see [`mlp`]) on the inputs `x` (`[N, in]`), streamed over row blocks
-/// of at most 1024 samples. Element ℓ holds the post-activations of hidden layer ℓ.
-///
-/// # Errors
-/// What [`mlp::forward_features`] reports (a malformed MLP, a bad input);
-/// [`Error::ShapeMismatch`] if A and B have different widths; [`Error::EmptyInput`] if `x`
-/// has no rows.
-pub fn mlp_commutativity_stats<F: Float>(
-    a: &Params<F>,
-    b: &Params<F>,
-    x: ArrayView2<'_, F>,
-) -> Result<Vec<CommutativityStats>> {
-    let widths = same_widths(a, b)?;
-    if x.nrows() == 0 {
-        return Err(Error::EmptyInput {
-            what: "inputs x of the commutativity statistics".into(),
-        });
-    }
-    let hidden = &widths[1..widths.len() - 1];
-    let mut stats: Vec<CommutativityStats> =
-        hidden.iter().map(|&d| CommutativityStats::new(d)).collect();
-    for chunk in x.axis_chunks_iter(Axis(0), 1024) {
-        let (fa, fb) = (
-            mlp::forward_features(a, &chunk)?,
-            mlp::forward_features(b, &chunk)?,
-        );
-        for (l, st) in stats.iter_mut().enumerate() {
-            st.update(fa.post[l].view(), fb.post[l].view())?;
-        }
-    }
-    Ok(stats)
-}
+pub use stats::{mlp_commutativity_stats, CommutativityStats};
+use stats::{same_widths, Moments};
 
 /// Where the descent of [`commutativity_matching`] starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -367,31 +256,11 @@ pub struct CommutativityObjective {
     pub layers: Vec<f64>,
 }
 
-/// Raw second moments of one layer.
-struct Moments {
-    aa: Array2<f64>,
-    ab: Array2<f64>,
-    bb: Array2<f64>,
-}
-
 /// The validated problem: f64 weights of every layer and the moments of every hidden layer.
 struct Problem {
     wa: Vec<Array2<f64>>,
     wb: Vec<Array2<f64>>,
     moments: Vec<Moments>,
-}
-
-/// Widths of two MLPs, which must agree.
-fn same_widths<F: Float>(a: &Params<F>, b: &Params<F>) -> Result<Vec<usize>> {
-    let (wa, wb) = (mlp::widths(a)?, mlp::widths(b)?);
-    if wa != wb {
-        return Err(Error::ShapeMismatch {
-            what: "MLP widths of B versus A".into(),
-            expected: wa,
-            found: wb,
-        });
-    }
-    Ok(wa)
 }
 
 impl Problem {
@@ -771,85 +640,4 @@ pub fn commutativity_objective<F: Float>(
         total: out.iter().sum(),
         layers: out,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ndarray::Array2;
-    use rand::Rng;
-
-    fn random(rng: &mut ChaCha8Rng, r: usize, c: usize) -> Array2<f64> {
-        Array2::from_shape_fn((r, c), |_| rng.random_range(-1.0..1.0))
-    }
-
-    /// Dense `tr(M G Mᵀ)` for a matrix `Q`, with `M = U − V Qᵀ`.
-    fn dense_term(u: &Array2<f64>, v: &Array2<f64>, q: &Array2<f64>, m: &Moments) -> f64 {
-        let mm = u - &v.dot(&q.t());
-        let g = &m.aa - &m.ab.dot(&q.t()) - &q.dot(&m.ab.t()) + &q.dot(&m.bb).dot(&q.t());
-        (&mm.dot(&g) * &mm).sum()
-    }
-
-    #[test]
-    fn frank_wolfe_coefficient_is_the_gradient() {
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let (d_in, d, d_out, n) = (3, 5, 4, 40);
-        let ha = random(&mut rng, n, d).mapv(f64::abs);
-        let hb = random(&mut rng, n, d).mapv(f64::abs);
-        let mut st = CommutativityStats::new(d);
-        st.update(ha.view(), hb.view()).unwrap();
-        let problem = Problem {
-            wa: vec![random(&mut rng, d, d_in), random(&mut rng, d_out, d)],
-            wb: vec![random(&mut rng, d, d_in), random(&mut rng, d_out, d)],
-            moments: vec![st.moments().unwrap()],
-        };
-        let q = vec![2, 0, 4, 1, 3];
-        let qm = Array2::from_shape_fn((d, d), |(i, j)| f64::from(u8::from(q[i] == j)));
-        let cache = LayerCache::new(&problem, std::slice::from_ref(&q), 0);
-        let coef = cache.frank_wolfe(&q);
-        // Directional derivative of term 1 along a random E: ⟨∇, E⟩ = −2 ⟨coef, E⟩ (S_0 = 0).
-        let e = random(&mut rng, d, d);
-        let (u, v, mom) = (&problem.wa[1], &problem.wb[1], &problem.moments[0]);
-        let h = 1e-5;
-        let fd = (dense_term(u, v, &(&qm + &(&e * h)), mom)
-            - dense_term(u, v, &(&qm - &(&e * h)), mom))
-            / (2.0 * h);
-        let analytic = -2.0 * (&coef * &e).sum();
-        assert!(
-            (fd - analytic).abs() < 1e-6 * analytic.abs().max(1.0),
-            "{fd} vs {analytic}"
-        );
-        // And the term itself agrees with the dense formula.
-        let t = problem.term(std::slice::from_ref(&q), 1);
-        assert!((t - dense_term(u, v, &qm, mom)).abs() < 1e-10 * t.abs().max(1.0));
-        // Term 1 is linear in its output permutation when P_1 is hidden: check S_1 through
-        // a three-layer problem, J_1(P) − J_1(P') = −2 (⟨P, S_1⟩ − ⟨P', S_1⟩).
-        let mut st2 = CommutativityStats::new(d_out);
-        st2.update(
-            random(&mut rng, n, d_out).view(),
-            random(&mut rng, n, d_out).view(),
-        )
-        .unwrap();
-        let three = Problem {
-            wa: [problem.wa.clone(), vec![random(&mut rng, 2, d_out)]].concat(),
-            wb: [problem.wb.clone(), vec![random(&mut rng, 2, d_out)]].concat(),
-            moments: vec![st.moments().unwrap(), st2.moments().unwrap()],
-        };
-        let (p1, p2) = (vec![1, 3, 0, 2], vec![3, 2, 1, 0]);
-        let perms = [q.clone(), p1.clone()];
-        let cache3 = LayerCache::new(&three, &perms, 1);
-        let s = cache3.s.clone().unwrap();
-        // The cache's O(d²) scores equal the direct terms.
-        let (t1, t2) = cache3.terms(&p2);
-        let p2s = [q.clone(), p2.clone()];
-        assert!((t1 - three.term(&p2s, 1)).abs() < 1e-10 * t1.abs().max(1.0));
-        assert!((t2 - three.term(&p2s, 2)).abs() < 1e-10 * t2.abs().max(1.0));
-        let lin = |p: &[usize]| p.iter().enumerate().map(|(i, &j)| s[[i, j]]).sum::<f64>();
-        let diff = three.term(&[q.clone(), p1.clone()], 1) - three.term(&[q, p2.clone()], 1);
-        let expect = -2.0 * (lin(&p1) - lin(&p2));
-        assert!(
-            (diff - expect).abs() < 1e-10 * expect.abs().max(1.0),
-            "{diff} vs {expect}"
-        );
-    }
 }

@@ -91,3 +91,85 @@ impl<'a> LayerCache<'a> {
 fn inner(x: &Array2<f64>, y: &Array2<f64>) -> f64 {
     x.iter().zip(y).map(|(a, b)| a * b).sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CommutativityStats, Problem};
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(rng: &mut ChaCha8Rng, r: usize, c: usize) -> Array2<f64> {
+        Array2::from_shape_fn((r, c), |_| rng.random_range(-1.0..1.0))
+    }
+
+    /// Dense `tr(M G Mᵀ)` for a matrix `Q`, with `M = U − V Qᵀ`.
+    fn dense_term(u: &Array2<f64>, v: &Array2<f64>, q: &Array2<f64>, m: &Moments) -> f64 {
+        let mm = u - &v.dot(&q.t());
+        let g = &m.aa - &m.ab.dot(&q.t()) - &q.dot(&m.ab.t()) + &q.dot(&m.bb).dot(&q.t());
+        (&mm.dot(&g) * &mm).sum()
+    }
+
+    #[test]
+    fn frank_wolfe_coefficient_is_the_gradient() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (d_in, d, d_out, n) = (3, 5, 4, 40);
+        let ha = random(&mut rng, n, d).mapv(f64::abs);
+        let hb = random(&mut rng, n, d).mapv(f64::abs);
+        let mut st = CommutativityStats::new(d);
+        st.update(ha.view(), hb.view()).unwrap();
+        let problem = Problem {
+            wa: vec![random(&mut rng, d, d_in), random(&mut rng, d_out, d)],
+            wb: vec![random(&mut rng, d, d_in), random(&mut rng, d_out, d)],
+            moments: vec![st.moments().unwrap()],
+        };
+        let q = vec![2, 0, 4, 1, 3];
+        let qm = Array2::from_shape_fn((d, d), |(i, j)| f64::from(u8::from(q[i] == j)));
+        let cache = LayerCache::new(&problem, std::slice::from_ref(&q), 0);
+        let coef = cache.frank_wolfe(&q);
+        // Directional derivative of term 1 along a random E: ⟨∇, E⟩ = −2 ⟨coef, E⟩ (S_0 = 0).
+        let e = random(&mut rng, d, d);
+        let (u, v, mom) = (&problem.wa[1], &problem.wb[1], &problem.moments[0]);
+        let h = 1e-5;
+        let fd = (dense_term(u, v, &(&qm + &(&e * h)), mom)
+            - dense_term(u, v, &(&qm - &(&e * h)), mom))
+            / (2.0 * h);
+        let analytic = -2.0 * (&coef * &e).sum();
+        assert!(
+            (fd - analytic).abs() < 1e-6 * analytic.abs().max(1.0),
+            "{fd} vs {analytic}"
+        );
+        // And the term itself agrees with the dense formula.
+        let t = problem.term(std::slice::from_ref(&q), 1);
+        assert!((t - dense_term(u, v, &qm, mom)).abs() < 1e-10 * t.abs().max(1.0));
+        // Term 1 is linear in its output permutation when P_1 is hidden: check S_1 through
+        // a three-layer problem, J_1(P) − J_1(P') = −2 (⟨P, S_1⟩ − ⟨P', S_1⟩).
+        let mut st2 = CommutativityStats::new(d_out);
+        st2.update(
+            random(&mut rng, n, d_out).view(),
+            random(&mut rng, n, d_out).view(),
+        )
+        .unwrap();
+        let three = Problem {
+            wa: [problem.wa.clone(), vec![random(&mut rng, 2, d_out)]].concat(),
+            wb: [problem.wb.clone(), vec![random(&mut rng, 2, d_out)]].concat(),
+            moments: vec![st.moments().unwrap(), st2.moments().unwrap()],
+        };
+        let (p1, p2) = (vec![1, 3, 0, 2], vec![3, 2, 1, 0]);
+        let perms = [q.clone(), p1.clone()];
+        let cache3 = LayerCache::new(&three, &perms, 1);
+        let s = cache3.s.clone().unwrap();
+        // The cache's O(d²) scores equal the direct terms.
+        let (t1, t2) = cache3.terms(&p2);
+        let p2s = [q.clone(), p2.clone()];
+        assert!((t1 - three.term(&p2s, 1)).abs() < 1e-10 * t1.abs().max(1.0));
+        assert!((t2 - three.term(&p2s, 2)).abs() < 1e-10 * t2.abs().max(1.0));
+        let lin = |p: &[usize]| p.iter().enumerate().map(|(i, &j)| s[[i, j]]).sum::<f64>();
+        let diff = three.term(&[q.clone(), p1.clone()], 1) - three.term(&[q, p2.clone()], 1);
+        let expect = -2.0 * (lin(&p1) - lin(&p2));
+        assert!(
+            (diff - expect).abs() < 1e-10 * expect.abs().max(1.0),
+            "{diff} vs {expect}"
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! Streaming second moments of the hidden features of two MLPs, the only data commutativity
+//! matching needs (f64, Chan et al.'s update through [`ActivationStats`]).
+
+use ndarray::{Array2, ArrayView2, Axis};
+
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::matching::activation::{ActivationStats, Statistic};
+use crate::mlp;
+use crate::params::Params;
+
+/// Streaming raw second moments of one hidden layer's features in A and B (same samples):
+/// `Σ h_A h_Aᵀ`, `Σ h_A h_Bᵀ`, `Σ h_B h_Bᵀ`, from which [`commutativity_matching`](super::commutativity_matching) takes the
+/// means `C_AA`, `C_AB`, `C_BB` (see the [module docs](super)).
+///
+/// Three [`ActivationStats`] (f64, Chan et al.'s pairwise update, mergeable); memory `O(d²)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommutativityStats {
+    aa: ActivationStats,
+    ab: ActivationStats,
+    bb: ActivationStats,
+}
+
+impl CommutativityStats {
+    /// Empty statistics of a layer of `units` units (in both models).
+    #[must_use]
+    pub fn new(units: usize) -> Self {
+        Self {
+            aa: ActivationStats::new(units, units),
+            ab: ActivationStats::new(units, units),
+            bb: ActivationStats::new(units, units),
+        }
+    }
+
+    /// Number of units `d`.
+    #[must_use]
+    pub fn units(&self) -> usize {
+        self.ab.dims().0
+    }
+
+    /// Number of samples seen.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.ab.count()
+    }
+
+    /// The cross statistics of A and B (what activation matching uses).
+    #[must_use]
+    pub fn cross(&self) -> &ActivationStats {
+        &self.ab
+    }
+
+    /// Add a batch of features `h_a`, `h_b` (`[batch, d]`, rows are the same samples).
+    /// Costs three `batch × d × d` products.
+    ///
+    /// # Errors
+    /// As [`ActivationStats::update`]: [`Error::ShapeMismatch`], [`Error::EmptyInput`],
+    /// [`Error::NonFinite`].
+    pub fn update<F: Float>(
+        &mut self,
+        h_a: ArrayView2<'_, F>,
+        h_b: ArrayView2<'_, F>,
+    ) -> Result<()> {
+        self.ab.update(h_a, h_b)?;
+        self.aa.update(h_a, h_a)?;
+        self.bb.update(h_b, h_b)
+    }
+
+    /// Merge statistics gathered on other samples.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if the widths differ.
+    pub fn merge(&mut self, other: &Self) -> Result<()> {
+        self.ab.merge(&other.ab)?;
+        self.aa.merge(&other.aa)?;
+        self.bb.merge(&other.bb)
+    }
+
+    /// The means `(C_AA, C_AB, C_BB)` = `E[h_A h_Aᵀ]`, `E[h_A h_Bᵀ]`, `E[h_B h_Bᵀ]`.
+    pub(super) fn moments(&self) -> Result<Moments> {
+        let m = |s: &ActivationStats| s.statistic(Statistic::InnerProduct);
+        Ok(Moments {
+            aa: m(&self.aa)?,
+            ab: m(&self.ab)?,
+            bb: m(&self.bb)?,
+        })
+    }
+}
+
+/// [`CommutativityStats`] of every hidden layer of two MLPs (`layers.{ℓ}.weight` /
+/// `layers.{ℓ}.bias`, see [`mlp`]) on the inputs `x` (`[N, in]`), streamed over row blocks
+/// of at most 1024 samples. Element ℓ holds the post-activations of hidden layer ℓ.
+///
+/// # Errors
+/// What [`mlp::forward_features`] reports (a malformed MLP, a bad input);
+/// [`Error::ShapeMismatch`] if A and B have different widths; [`Error::EmptyInput`] if `x`
+/// has no rows.
+pub fn mlp_commutativity_stats<F: Float>(
+    a: &Params<F>,
+    b: &Params<F>,
+    x: ArrayView2<'_, F>,
+) -> Result<Vec<CommutativityStats>> {
+    let widths = same_widths(a, b)?;
+    if x.nrows() == 0 {
+        return Err(Error::EmptyInput {
+            what: "inputs x of the commutativity statistics".into(),
+        });
+    }
+    let hidden = &widths[1..widths.len() - 1];
+    let mut stats: Vec<CommutativityStats> =
+        hidden.iter().map(|&d| CommutativityStats::new(d)).collect();
+    for chunk in x.axis_chunks_iter(Axis(0), 1024) {
+        let (fa, fb) = (
+            mlp::forward_features(a, &chunk)?,
+            mlp::forward_features(b, &chunk)?,
+        );
+        for (l, st) in stats.iter_mut().enumerate() {
+            st.update(fa.post[l].view(), fb.post[l].view())?;
+        }
+    }
+    Ok(stats)
+}
+
+/// Raw second moments of one layer.
+pub(super) struct Moments {
+    pub(super) aa: Array2<f64>,
+    pub(super) ab: Array2<f64>,
+    pub(super) bb: Array2<f64>,
+}
+
+/// Widths of two MLPs, which must agree.
+pub(super) fn same_widths<F: Float>(a: &Params<F>, b: &Params<F>) -> Result<Vec<usize>> {
+    let (wa, wb) = (mlp::widths(a)?, mlp::widths(b)?);
+    if wa != wb {
+        return Err(Error::ShapeMismatch {
+            what: "MLP widths of B versus A".into(),
+            expected: wa,
+            found: wb,
+        });
+    }
+    Ok(wa)
+}
