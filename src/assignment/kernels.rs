@@ -60,12 +60,24 @@ pub(super) fn two_smallest<T: Float, const NEG: bool>(
     let split = m - m % W;
     let mut lo = [f64::INFINITY; W];
     let mut hi = [f64::INFINITY; W];
-    for (rc, vc) in row[..split].chunks_exact(W).zip(v[..split].chunks_exact(W)) {
-        for l in 0..W {
-            let x = ld::<T, NEG>(rc[l]) - vc[l];
-            let up = if x < lo[l] { lo[l] } else { x };
-            lo[l] = if x < lo[l] { x } else { lo[l] };
-            hi[l] = if up < hi[l] { up } else { hi[l] };
+    // Running minimum after each block of BLOCK entries (non-increasing): the first block
+    // where it reaches the final minimum holds the first column attaining it.
+    let mut run = [f64::INFINITY; MAX_BLOCKS];
+    for (b, (rb, vb)) in row[..split]
+        .chunks(BLOCK)
+        .zip(v[..split].chunks(BLOCK))
+        .enumerate()
+    {
+        for (rc, vc) in rb.chunks_exact(W).zip(vb.chunks_exact(W)) {
+            for l in 0..W {
+                let x = ld::<T, NEG>(rc[l]) - vc[l];
+                let up = if x < lo[l] { lo[l] } else { x };
+                lo[l] = if x < lo[l] { x } else { lo[l] };
+                hi[l] = if up < hi[l] { up } else { hi[l] };
+            }
+        }
+        if let Some(r) = run.get_mut(b) {
+            *r = fold_min(&lo);
         }
     }
     let (mut v1, mut v2) = (f64::INFINITY, f64::INFINITY);
@@ -78,9 +90,18 @@ pub(super) fn two_smallest<T: Float, const NEG: bool>(
         }
     }
     let red = |k: usize| ld::<T, NEG>(row[k]) - v[k];
-    // Chunked search for the first column at v1: a branch-free test per chunk.
+    // Chunked search for the first column at v1: a branch-free test per chunk, starting at
+    // the first block whose running minimum is v1 (else at the tail).
+    let nb = split.div_ceil(BLOCK);
     let mut j1 = 0;
-    let mut k0 = 0;
+    let mut k0 = if nb <= MAX_BLOCKS {
+        run[..nb]
+            .iter()
+            .position(|&r| r == v1)
+            .map_or(split, |b| b * BLOCK)
+    } else {
+        0
+    };
     while k0 < m {
         let end = (k0 + W).min(m);
         if (k0..end).fold(false, |a, k| a | (red(k) == v1)) {
@@ -96,6 +117,9 @@ pub(super) fn two_smallest<T: Float, const NEG: bool>(
     };
     (v1, j1, v2, j2)
 }
+
+/// Rows up to `MAX_BLOCKS · BLOCK` columns locate their minimum from block summaries.
+const MAX_BLOCKS: usize = 256;
 
 /// Width of the unrolled scans (independent min chains; SSE2 handles them two at a time).
 const LANES: usize = 4;
@@ -328,10 +352,17 @@ mod tests {
     #[test]
     fn two_smallest_and_find_at_match_naive() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
-        for len in [1usize, 2, 3, 5, 8, 13, 64] {
-            for _ in 0..200 {
+        for len in [1usize, 2, 3, 5, 8, 13, 64, 65, 200, 1000, 16_400, 16_500] {
+            for round in 0..if len > 1000 { 20 } else { 200 } {
+                // Small integers (many ties) or floats (the minimum anywhere in the row).
                 let row: Vec<f64> = (0..len)
-                    .map(|_| f64::from(rng.random_range(0..4u8)))
+                    .map(|_| {
+                        if round % 2 == 0 {
+                            f64::from(rng.random_range(0..4u8))
+                        } else {
+                            rng.random::<f64>() * 4.0
+                        }
+                    })
                     .collect();
                 let v: Vec<f64> = (0..len)
                     .map(|_| f64::from(rng.random_range(0..2u8)))

@@ -227,7 +227,7 @@ impl State {
                 }
                 self.col4row[i] = j;
                 self.row4col[j] = i;
-                if bids % n == 0 {
+                if bids.is_multiple_of(n) {
                     let f_now = n_free - current + new_free;
                     #[allow(clippy::cast_precision_loss)]
                     let slow = ((history[1] - f_now.min(history[1])) as f64)
