@@ -100,7 +100,7 @@ pub enum Error {
         context: String,
     },
     /// A spec lists a different number of axes for a parameter than the tensor has.
-    #[error("spec gives {spec_rank} axes for `{param}`, but the tensor has rank {rank}")]
+    #[error("`{param}` is expected to have {spec_rank} axes (by the spec or the model), but the tensor has rank {rank}")]
     RankMismatch {
         /// Parameter name.
         param: String,
