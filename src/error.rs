@@ -99,12 +99,13 @@ pub enum Error {
         /// The set in which it is unexpected.
         context: String,
     },
-    /// A spec lists a different number of axes for a parameter than the tensor has.
+    /// A spec (or a model such as `mlp`) expects a different number of axes for a parameter
+    /// than the tensor has.
     #[error("`{param}` is expected to have {spec_rank} axes (by the spec or the model), but the tensor has rank {rank}")]
     RankMismatch {
         /// Parameter name.
         param: String,
-        /// Number of axes in the spec.
+        /// Number of axes expected.
         spec_rank: usize,
         /// Rank of the tensor.
         rank: usize,
