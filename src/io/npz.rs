@@ -281,6 +281,18 @@ fn add_raw<W: Write + Seek>(
         }
     }
     let (shape, data) = (&tensor.shape[..], &tensor.data[..]);
+    // Every fixed-width integer type: decode little-endian elements, then add the array.
+    macro_rules! le {
+        ($t:ty) => {
+            add(
+                npz,
+                name,
+                shape,
+                le_elements(data, <$t>::from_le_bytes),
+                options,
+            )
+        };
+    }
     match tensor.dtype {
         RawDtype::Bool => add(
             npz,
@@ -290,55 +302,13 @@ fn add_raw<W: Write + Seek>(
             options,
         ),
         RawDtype::U8 => add(npz, name, shape, data.to_vec(), options),
-        RawDtype::I8 => add(
-            npz,
-            name,
-            shape,
-            le_elements(data, i8::from_le_bytes),
-            options,
-        ),
-        RawDtype::U16 => add(
-            npz,
-            name,
-            shape,
-            le_elements(data, u16::from_le_bytes),
-            options,
-        ),
-        RawDtype::I16 => add(
-            npz,
-            name,
-            shape,
-            le_elements(data, i16::from_le_bytes),
-            options,
-        ),
-        RawDtype::U32 => add(
-            npz,
-            name,
-            shape,
-            le_elements(data, u32::from_le_bytes),
-            options,
-        ),
-        RawDtype::I32 => add(
-            npz,
-            name,
-            shape,
-            le_elements(data, i32::from_le_bytes),
-            options,
-        ),
-        RawDtype::U64 => add(
-            npz,
-            name,
-            shape,
-            le_elements(data, u64::from_le_bytes),
-            options,
-        ),
-        RawDtype::I64 => add(
-            npz,
-            name,
-            shape,
-            le_elements(data, i64::from_le_bytes),
-            options,
-        ),
+        RawDtype::I8 => le!(i8),
+        RawDtype::U16 => le!(u16),
+        RawDtype::I16 => le!(i16),
+        RawDtype::U32 => le!(u32),
+        RawDtype::I32 => le!(i32),
+        RawDtype::U64 => le!(u64),
+        RawDtype::I64 => le!(i64),
     }
 }
 
