@@ -31,7 +31,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use clap::{Parser, ValueEnum};
+use cli::{check_writable_dir, temp_sibling, write_error, CliError};
 use llfc::io::{read_checkpoint, read_npz_arrays, write_checkpoint, Checkpoint, Dtype};
 use llfc::matching::activation::{
     activation_matching_from_features, ActivationMatchingOptions, Statistic,
@@ -107,36 +111,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("align: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// A one-line error of the CLI: either the library's or one of its own.
-#[derive(Debug)]
-enum CliError {
-    Lib(Error),
-    Usage(String),
-}
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Lib(e) => write!(f, "{e}"),
-            Self::Usage(s) => f.write_str(s),
-        }
-    }
-}
-
-impl From<Error> for CliError {
-    fn from(e: Error) -> Self {
-        Self::Lib(e)
-    }
+    cli::exit("align", run(&Args::parse()))
 }
 
 fn run(args: &Args) -> Result<(), CliError> {
@@ -238,14 +213,12 @@ fn run(args: &Args) -> Result<(), CliError> {
     // Write both outputs to temporaries first, then rename: never a half-written result.
     let json = perms_json(&perms);
     let perms_tmp = temp_sibling(&perms_path);
-    std::fs::write(&perms_tmp, json)
-        .map_err(|e| CliError::Usage(format!("cannot write `{}`: {e}", perms_path.display())))?;
+    std::fs::write(&perms_tmp, json).map_err(|e| write_error(&perms_path, &e))?;
     if let Err(e) = write_checkpoint(&output, &permuted) {
         let _ = std::fs::remove_file(&perms_tmp);
         return Err(e.into());
     }
-    std::fs::rename(&perms_tmp, &perms_path)
-        .map_err(|e| CliError::Usage(format!("cannot write `{}`: {e}", perms_path.display())))?;
+    std::fs::rename(&perms_tmp, &perms_path).map_err(|e| write_error(&perms_path, &e))?;
 
     println!("method: {:?}", args.method);
     println!("spec: {} ({} permutations)", args.spec, perms.len());
@@ -297,23 +270,6 @@ fn match_weights<F: Float>(
     })
 }
 
-/// Fail before any work if the directory of an output does not exist.
-fn check_writable_dir(path: &Path) -> Result<(), CliError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if dir.is_dir() {
-        Ok(())
-    } else {
-        Err(CliError::Usage(format!(
-            "cannot write `{}`: directory `{}` does not exist",
-            path.display(),
-            dir.display()
-        )))
-    }
-}
-
 fn default_output(b: &Path) -> PathBuf {
     let stem = b.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
     let ext = b
@@ -321,11 +277,6 @@ fn default_output(b: &Path) -> PathBuf {
         .and_then(|s| s.to_str())
         .unwrap_or("safetensors");
     b.with_file_name(format!("{stem}.aligned.{ext}"))
-}
-
-fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("out");
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 fn perms_json(perms: &BTreeMap<String, Permutation>) -> String {

@@ -53,13 +53,16 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+#[path = "common/cli.rs"]
+mod cli;
+
 use clap::{Parser, ValueEnum};
+use cli::{check_writable_dir, temp_sibling, usage, write_error, CliError, Result};
 use llfc::io::{read_checkpoint, read_npz, Checkpoint};
 use llfc::metrics::{
     commutativity, cosine_distances, llfc_layer, weak_additivity, Commutativity, CosineVariant,
     LlfcLayer, SampleStats, WeakAdditivity,
 };
-use llfc::Error;
 use ndarray::{ArrayD, ArrayView2, Ix2};
 use serde_json::{json, Value};
 
@@ -105,44 +108,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // One line, whatever the message holds.
-            let msg = e.to_string().replace(['\n', '\r'], " ");
-            eprintln!("llfc_report: error: {msg}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// A one-line error of the CLI: either the library's (with context) or one of its own.
-#[derive(Debug)]
-enum CliError {
-    Lib(Error),
-    Usage(String),
-}
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Lib(e) => write!(f, "{e}"),
-            Self::Usage(s) => f.write_str(s),
-        }
-    }
-}
-
-impl From<Error> for CliError {
-    fn from(e: Error) -> Self {
-        Self::Lib(e)
-    }
-}
-
-type Result<T, E = CliError> = std::result::Result<T, E>;
-
-fn usage<T>(msg: impl Into<String>) -> Result<T> {
-    Err(CliError::Usage(msg.into()))
+    cli::exit("llfc_report", run(&Args::parse()))
 }
 
 /// Prefix a library error with where it happened.
@@ -779,35 +745,15 @@ fn table(path: &Path, variant: CosineVariant, alphas: &[f64], reports: &[LayerRe
     s
 }
 
-/// Fail before any work if the directory of an output does not exist.
-fn check_writable_dir(path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if dir.is_dir() {
-        Ok(())
-    } else {
-        usage(format!(
-            "cannot write `{}`: directory `{}` does not exist",
-            path.display(),
-            dir.display()
-        ))
-    }
-}
-
 /// Write `text` to a temporary sibling of `path`, then rename it into place.
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("out");
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let fail =
-        |e: std::io::Error| CliError::Usage(format!("cannot write `{}`: {e}", path.display()));
+    let tmp = temp_sibling(path);
     if let Err(e) = std::fs::write(&tmp, text) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(fail(e));
+        return Err(write_error(path, &e));
     }
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        fail(e)
+        write_error(path, &e)
     })
 }
