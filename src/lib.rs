@@ -76,6 +76,7 @@ pub mod float;
 pub mod io;
 pub mod lmc;
 pub mod matching;
+mod matmul;
 pub mod metrics;
 pub mod mlp;
 pub mod params;

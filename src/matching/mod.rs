@@ -11,12 +11,12 @@ pub mod activation;
 pub mod commutativity;
 pub mod weight;
 
-use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 
 use crate::assignment::{linear_sum_assignment_warm, solve_with, Assignment, LapOptions, Solver};
 use crate::error::{Error, Result};
 use crate::float::Float;
+use crate::matmul::mat_mul_into;
 use crate::permutation::Permutation;
 
 /// A previous LAP solution used to warm-start the next one.
@@ -32,7 +32,14 @@ pub(crate) fn lap_max(
         (Solver::Native, Some(prev)) if prev.duals.is_some() => {
             linear_sum_assignment_warm(s, true, prev)?
         }
-        _ => solve_with(s, true, &LapOptions { solver })?,
+        _ => solve_with(
+            s,
+            true,
+            &LapOptions {
+                solver,
+                ..LapOptions::default()
+            },
+        )?,
     };
     let perm = sol.permutation().ok_or_else(|| Error::InvalidArgument {
         name: "similarity",
@@ -50,7 +57,7 @@ fn block_rows(n: usize) -> usize {
 }
 
 /// `out ← β·out + X Yᵀ` for `X: [n, k]`, `Y: [m, k]`, `out: [n, m]`, multiplied in `F` with
-/// ndarray's GEMM straight into `out` (no temporary, no copy of `Y`): fixed blocks of
+/// the crate's GEMM (`crate::matmul`) straight into `out` (no temporary, no copy of `Y`): fixed blocks of
 /// [`block_rows`] rows of `X` and `out` run in parallel with the `rayon` feature.
 pub(crate) fn par_gemm_abt_into<F: Float>(
     x: ArrayView2<'_, F>,
@@ -70,8 +77,8 @@ fn par_gemm_rows<F: Float>(
 ) {
     debug_assert_eq!(out.dim(), (l.nrows(), r.ncols()));
     debug_assert_eq!(l.ncols(), r.nrows());
-    let block = |(mut o, ls): (ArrayViewMut2<'_, F>, ArrayView2<'_, F>)| {
-        general_mat_mul(F::one(), &ls, &r, beta, &mut o);
+    let block = |(o, ls): (ArrayViewMut2<'_, F>, ArrayView2<'_, F>)| {
+        mat_mul_into(ls, r, beta, o);
     };
     let rows = block_rows(l.nrows());
     let pairs = out
