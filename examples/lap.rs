@@ -2,31 +2,37 @@
 //!
 //! ```text
 //! cargo run --release --example lap -- COST.npy [--maximize] [--solver native|kuhn-munkres]
+//!     [--presolve auto|always|never]
 //! ```
 //!
 //! `COST.npy` holds a 2-D `f64` or `f32` array (C or Fortran order). The output is one line,
 //! `{"total": …, "assignment": [col of row 0, …], "seconds": …}`, where `total` is printed with
 //! round-trip precision, an unassigned row (more rows than columns) is `null`, and `seconds`
 //! times the solve alone (not reading the file). Errors (missing file, not 2-D, NaN, infeasible,
-//! bad arguments) go to stderr with a non-zero exit status. `benches/compare_lap.py` drives it.
+//! bad arguments) go to stderr with a non-zero exit status. `--presolve` chooses the native
+//! solver's f32 presolve ([`llfc::assignment::Presolve`], default `auto`).
+//! `benches/compare_lap.py` drives it.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use llfc::assignment::{solve_with, Assignment, LapOptions, Solver};
+use llfc::assignment::{solve_with, Assignment, LapOptions, Presolve, Solver};
 use ndarray::Array2;
 use ndarray_npy::ReadNpyExt;
 
-const USAGE: &str = "usage: lap COST.npy [--maximize] [--solver native|kuhn-munkres]";
+const USAGE: &str =
+    "usage: lap COST.npy [--maximize] [--solver native|kuhn-munkres] [--presolve auto|always|never]";
 
 struct Args {
     path: String,
     maximize: bool,
     solver: Solver,
+    presolve: Presolve,
 }
 
 fn parse_args() -> Result<Args, String> {
     let (mut path, mut maximize, mut solver) = (None, false, Solver::Native);
+    let mut presolve = Presolve::Auto;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -36,6 +42,14 @@ fn parse_args() -> Result<Args, String> {
                     Some("native") => Solver::Native,
                     Some("kuhn-munkres") => Solver::KuhnMunkres,
                     other => return Err(format!("unknown solver {other:?}\n{USAGE}")),
+                }
+            }
+            "--presolve" => {
+                presolve = match it.next().as_deref() {
+                    Some("auto") => Presolve::Auto,
+                    Some("always") => Presolve::Always,
+                    Some("never") => Presolve::Never,
+                    other => return Err(format!("unknown presolve {other:?}\n{USAGE}")),
                 }
             }
             "-h" | "--help" => return Err(USAGE.into()),
@@ -48,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
         path: path.ok_or_else(|| USAGE.to_string())?,
         maximize,
         solver,
+        presolve,
     })
 }
 
@@ -55,6 +70,7 @@ fn parse_args() -> Result<Args, String> {
 fn timed<F: llfc::Float>(cost: &Array2<F>, args: &Args) -> llfc::Result<(Assignment, f64)> {
     let options = LapOptions {
         solver: args.solver,
+        presolve: args.presolve,
     };
     let t0 = Instant::now();
     let a = solve_with(cost.view(), args.maximize, &options)?;

@@ -8,7 +8,8 @@
 
 use approx::assert_relative_eq;
 use llfc::assignment::{
-    linear_sum_assignment, linear_sum_assignment_warm, solve_with, Assignment, LapOptions, Solver,
+    linear_sum_assignment, linear_sum_assignment_warm, solve_with, Assignment, LapOptions,
+    Presolve, Solver,
 };
 use llfc::Error;
 use ndarray::{array, Array2};
@@ -18,6 +19,13 @@ use rand_chacha::ChaCha8Rng;
 
 const KM: LapOptions = LapOptions {
     solver: Solver::KuhnMunkres,
+    presolve: Presolve::Never,
+};
+
+/// The native solver with its f32 presolve forced on every f64 matrix, whatever its size.
+const ALWAYS: LapOptions = LapOptions {
+    solver: Solver::Native,
+    presolve: Presolve::Always,
 };
 
 /// Brute force over all injections of the smaller side into the larger one.
@@ -104,6 +112,9 @@ proptest! {
         let k = solve_with(c.view(), maximize, &KM).unwrap();
         check_structure(&k, &c);
         prop_assert!((k.total - expected).abs() <= tol(expected));
+        let p = solve_with(c.view(), maximize, &ALWAYS).unwrap();
+        check_structure(&p, &c);
+        prop_assert!((p.total - expected).abs() <= tol(expected));
     }
 
     #[test]
@@ -114,7 +125,7 @@ proptest! {
             if rng.random_bool(0.3) { forbidden } else { f64::from(rng.random_range(0..10u8)) }
         });
         let expected = brute_force(&c, maximize);
-        for opts in [LapOptions::default(), KM] {
+        for opts in [LapOptions::default(), KM, ALWAYS] {
             match solve_with(c.view(), maximize, &opts) {
                 Ok(a) => {
                     check_structure(&a, &c);
@@ -235,9 +246,14 @@ fn agrees_with_kuhn_munkres_on_floats_within_its_bound() -> Result<(), Error> {
 #[test]
 fn optimality_certificate_1000() -> Result<(), Error> {
     let mut rng = ChaCha8Rng::seed_from_u64(13);
-    for (n, maximize) in [(1000, false), (1000, true)] {
+    for (n, maximize, opts) in [
+        (1000, false, LapOptions::default()),
+        (1000, true, LapOptions::default()),
+        (1000, false, ALWAYS),
+        (1000, true, ALWAYS),
+    ] {
         let c = Array2::from_shape_fn((n, n), |_| rng.random::<f64>());
-        let a = linear_sum_assignment(c.view(), maximize)?;
+        let a = solve_with(c.view(), maximize, &opts)?;
         let d = a.duals.as_ref().expect("native solver returns duals");
         let t = 1e-10;
         let s = if maximize { -1.0 } else { 1.0 };
@@ -400,7 +416,7 @@ fn bad_inputs_are_errors() {
 fn empty_matrices_give_empty_assignments() -> Result<(), Error> {
     for (r, n) in [(0, 0), (0, 3), (3, 0)] {
         let c = Array2::<f64>::zeros((r, n));
-        for opts in [LapOptions::default(), KM] {
+        for opts in [LapOptions::default(), KM, ALWAYS] {
             let a = solve_with(c.view(), false, &opts)?;
             assert!(a.row_ind.is_empty() && a.col_ind.is_empty());
             assert_eq!(a.total, 0.0);
@@ -448,6 +464,8 @@ fn degenerate_values_never_panic_or_hang() -> Result<(), Error> {
         let c = Array2::from_elem((n, n), value);
         let a = linear_sum_assignment(c.view(), false)?;
         assert!(a.permutation().is_some());
+        // f64::MAX overflows f32 (the presolve is skipped); 1e-300 rounds to 0 in f32.
+        assert!(solve_with(c.view(), true, &ALWAYS)?.permutation().is_some());
         let b = linear_sum_assignment(Array2::from_elem((n / 2, n), value).view(), true)?;
         assert_eq!(b.row_ind.len(), n / 2);
     }
@@ -455,12 +473,14 @@ fn degenerate_values_never_panic_or_hang() -> Result<(), Error> {
     let mut rng = ChaCha8Rng::seed_from_u64(16);
     for scale in [1e300, 1e-300, 5e305] {
         let c = matrix(&mut rng, 6, 6, 2).mapv(|x| x * scale);
-        let a = linear_sum_assignment(c.view(), false)?;
         let expected = brute_force(&c, false);
-        assert!(
-            (a.total - expected).abs() <= 1e-9 * expected.abs(),
-            "scale {scale}"
-        );
+        for opts in [LapOptions::default(), ALWAYS] {
+            let a = solve_with(c.view(), false, &opts)?;
+            assert!(
+                (a.total - expected).abs() <= 1e-9 * expected.abs(),
+                "scale {scale}, {opts:?}"
+            );
+        }
     }
     let extreme = array![[f64::MAX, -f64::MAX], [-f64::MAX, f64::MAX]];
     assert_eq!(
@@ -471,6 +491,50 @@ fn degenerate_values_never_panic_or_hang() -> Result<(), Error> {
         linear_sum_assignment(extreme.view(), true)?.col_ind,
         vec![0, 1]
     );
+    Ok(())
+}
+
+/// Integers plus perturbations of `1e-9` that f32 cannot represent (half an ulp of 1 in f32 is
+/// `6e-8`): the f32 presolve sees only ties, and the exact phase must still find the optimum
+/// of the perturbations. Optimal totals agree to `1e-12` (sums of 120 terms below 4, rounded
+/// in f64 to ~1e-13), while missing the optimum costs a multiple of `~1e-10`.
+#[test]
+fn the_f32_presolve_never_changes_the_optimum() -> Result<(), Error> {
+    let mut rng = ChaCha8Rng::seed_from_u64(18);
+    for (r, n) in [(120, 120), (60, 120), (120, 60)] {
+        for maximize in [false, true] {
+            let c = Array2::from_shape_fn((r, n), |_| {
+                f64::from(rng.random_range(0..4u8)) + 1e-9 * rng.random::<f64>()
+            });
+            let never = LapOptions {
+                presolve: Presolve::Never,
+                ..LapOptions::default()
+            };
+            let exact = solve_with(c.view(), maximize, &never)?;
+            let presolved = solve_with(c.view(), maximize, &ALWAYS)?;
+            check_structure(&presolved, &c);
+            assert!(
+                (presolved.total - exact.total).abs() <= 1e-12,
+                "{r}x{n}, maximize {maximize}: {} vs {}",
+                presolved.total,
+                exact.total
+            );
+        }
+    }
+    // `Presolve::Auto` at its threshold (2^23 entries), rectangular: same optimum as without.
+    let c = Array2::from_shape_fn((1024, 8192), |_| rng.random::<f64>());
+    assert_eq!(c.len(), Presolve::AUTO_MIN_ENTRIES);
+    let auto = linear_sum_assignment(c.view(), false)?;
+    let never = solve_with(
+        c.view(),
+        false,
+        &LapOptions {
+            presolve: Presolve::Never,
+            ..LapOptions::default()
+        },
+    )?;
+    check_structure(&auto, &c);
+    assert_relative_eq!(auto.total, never.total, max_relative = 1e-12);
     Ok(())
 }
 

@@ -12,7 +12,7 @@
 use ndarray::ArrayView2;
 
 use super::native::{self, Costs, Start, NONE};
-use super::{kuhn_munkres, Assignment, Duals};
+use super::{kuhn_munkres, Assignment, Duals, Presolve};
 use crate::error::{Error, Result};
 use crate::float::Float;
 
@@ -105,7 +105,11 @@ impl<'a, F: Float> Prepared<'a, F> {
     }
 
     /// Run the native solver (cold, or warm from `previous`, whose shape was checked).
-    pub(super) fn solve_native(&self, previous: Option<&Assignment>) -> Result<Assignment> {
+    pub(super) fn solve_native(
+        &self,
+        previous: Option<&Assignment>,
+        presolve: Presolve,
+    ) -> Result<Assignment> {
         if self.nr == 0 {
             return Ok(self.finish(Vec::new(), Some((vec![0.0; self.nr], vec![0.0; self.nc]))));
         }
@@ -131,6 +135,17 @@ impl<'a, F: Float> Prepared<'a, F> {
             },
             None => Start::Cold,
         };
+        let presolved = match (&warm, presolve.wanted(self.nr * self.nc)) {
+            (None, true) => self.presolve_f32(),
+            _ => None,
+        };
+        let start = match &presolved {
+            Some(s) => Start::Warm {
+                v: &s.v,
+                col4row: Some(&s.col4row),
+            },
+            None => start,
+        };
         let sol = match (&self.owned, self.maximize) {
             (Some(d), false) => native::solve::<f64, false>(self.costs(d), start)?,
             (Some(d), true) => native::solve::<f64, true>(self.costs(d), start)?,
@@ -142,6 +157,24 @@ impl<'a, F: Float> Prepared<'a, F> {
         let v: Vec<f64> = sol.v.iter().map(|&x| x * f).collect();
         let duals = if self.transposed { (v, u) } else { (u, v) };
         Ok(self.finish(sol.col4row, Some(duals)))
+    }
+
+    /// Cold-solve the internal matrix rounded to f32; its potentials and matching then
+    /// warm-start the exact solve. `None` when the matrix is already f32, or when rounding
+    /// would turn a finite entry infinite, or when the rounded problem has no finite solution
+    /// (the exact solve then starts cold and reports what it finds).
+    fn presolve_f32(&self) -> Option<native::Solution> {
+        let data: Vec<f32> = match &self.owned {
+            Some(d) => round_f32(d.iter().copied())?,
+            None if F::DTYPE == "float64" => round_f32(self.slice().iter().map(|&x| x.as_f64()))?,
+            None => return None,
+        };
+        let c = self.costs(&data[..]);
+        if self.maximize {
+            native::solve::<f32, true>(c, Start::Cold).ok()
+        } else {
+            native::solve::<f32, false>(c, Start::Cold).ok()
+        }
     }
 
     /// Run the Kuhn–Munkres backend.
@@ -195,6 +228,20 @@ impl<'a, F: Float> Prepared<'a, F> {
             shape: self.cost.dim(),
         }
     }
+}
+
+/// The entries rounded to f32, or `None` if a finite entry overflows f32's range.
+fn round_f32(entries: impl Iterator<Item = f64>) -> Option<Vec<f32>> {
+    let mut overflow = false;
+    #[allow(clippy::cast_possible_truncation)] // rounding to f32 is the point
+    let data = entries
+        .map(|x| {
+            let y = x as f32;
+            overflow |= y.is_infinite() && x.is_finite();
+            y
+        })
+        .collect();
+    (!overflow).then_some(data)
 }
 
 /// Whether `y` is NaN, infinite or larger in magnitude than [`MAX_MAGNITUDE`].
