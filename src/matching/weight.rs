@@ -322,6 +322,7 @@ pub fn weight_matching_with_progress<F: Float>(
     let mut cache: BTreeMap<&str, Array2<f64>> = BTreeMap::new();
     let mut warm: BTreeMap<&str, LapWarm> = BTreeMap::new();
     let mut solved: BTreeSet<&str> = BTreeSet::new();
+    let mut ahead_changed: BTreeSet<&str> = BTreeSet::new();
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let initial_objective = objective.value(&terms, &perms);
     let mut history = Vec::new();
@@ -338,8 +339,9 @@ pub fn weight_matching_with_progress<F: Float>(
             }
         };
         let mut any_progress = false;
-        for &name in &order {
-            let mut changed = false;
+        for (pos, &name) in order.iter().enumerate() {
+            // A term refreshed ahead of time (below) may have changed `S_p` already.
+            let mut changed = ahead_changed.remove(name);
             for &t in &by_perm[name] {
                 changed |= terms[t].refresh(&perms);
             }
@@ -363,7 +365,31 @@ pub fn weight_matching_with_progress<F: Float>(
                 } else {
                     None
                 };
-                let (new, state) = lap_max(s.view(), options.solver, prior)?;
+                // While the LAP runs, refresh the terms of the next permutation that do not
+                // depend on this one (their column maps involve other permutations only):
+                // same arithmetic whatever the timing, so results stay thread-independent.
+                let next = order.get(pos + 1).copied().filter(|&x| x != name);
+                let ahead: Vec<usize> = next.map_or_else(Vec::new, |x| {
+                    by_perm[x]
+                        .iter()
+                        .copied()
+                        .filter(|&t| terms[t].others.iter().all(|(p, _, _)| p != name))
+                        .collect()
+                });
+                let (lap, refreshed) = join(
+                    || lap_max(s.view(), options.solver, prior),
+                    || {
+                        let mut any = false;
+                        for &t in &ahead {
+                            any |= terms[t].refresh(&perms);
+                        }
+                        any
+                    },
+                );
+                if let (true, Some(x)) = (refreshed, next) {
+                    ahead_changed.insert(x);
+                }
+                let (new, state) = lap?;
                 warm.insert(name, state);
                 solved.insert(name);
                 let after = linear_objective(s, &new);
@@ -404,17 +430,36 @@ pub fn weight_matching_with_progress<F: Float>(
 }
 
 /// `S_p = Σ_terms A_w · B̃_wᵀ` from the terms' cached products, summed in f64 in the terms'
-/// fixed order, into `s` (reused between sweeps).
+/// fixed order, into `s` (reused between sweeps): one pass over `s`, rows in parallel.
 fn sum_terms_into<F: Float>(terms: &[Term<F>], list: &[usize], s: &mut Array2<f64>) {
-    for (k, &t) in list.iter().enumerate() {
-        let (_, prod) = terms[t].cache.as_ref().expect("refreshed before use");
-        let zip = ndarray::Zip::from(&mut *s).and(prod);
-        let add = |s: &mut f64, p: &F| *s = if k == 0 { p.as_f64() } else { *s + p.as_f64() };
-        #[cfg(feature = "rayon")]
-        zip.par_for_each(add);
-        #[cfg(not(feature = "rayon"))]
-        zip.for_each(add);
+    let prods: Vec<&Array2<F>> = list
+        .iter()
+        .map(|&t| &terms[t].cache.as_ref().expect("refreshed before use").1)
+        .collect();
+    let row = |(i, mut out): (usize, ndarray::ArrayViewMut1<'_, f64>)| {
+        let out = out.as_slice_mut().expect("row of a standard-layout matrix");
+        let mut first = true;
+        for p in &prods {
+            let p = p.row(i);
+            let p = p.as_slice().expect("row of a standard-layout matrix");
+            if first {
+                out.iter_mut().zip(p).for_each(|(o, &x)| *o = x.as_f64());
+                first = false;
+            } else {
+                out.iter_mut().zip(p).for_each(|(o, &x)| *o += x.as_f64());
+            }
+        }
+    };
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        s.axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .enumerate()
+            .for_each(row);
     }
+    #[cfg(not(feature = "rayon"))]
+    s.axis_iter_mut(Axis(0)).enumerate().for_each(row);
 }
 
 /// How to evaluate `⟨θ_A, π(θ_B)⟩` cheaply: every parameter with a permuted axis through one of
@@ -478,6 +523,14 @@ impl Objective {
     }
 }
 
+/// Run `a` and `b`, in parallel with the `rayon` feature.
+fn join<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+    #[cfg(feature = "rayon")]
+    return rayon::join(a, b);
+    #[cfg(not(feature = "rayon"))]
+    (a(), b())
+}
+
 /// `Σ_i S[i, p(i)]`.
 pub(crate) fn linear_objective(s: &Array2<f64>, p: &Permutation) -> f64 {
     p.as_slice()
@@ -488,17 +541,36 @@ pub(crate) fn linear_objective(s: &Array2<f64>, p: &Permutation) -> f64 {
 }
 
 /// Move `axis` first and reshape to `[n, −1]` (row-major copy).
+///
+/// Viewing `w` as `[pre, n, post]` (the axes before and after `axis` flattened), the result is
+/// `out[i, a·post + k] = w[a, i, k]`: runs of `post` contiguous entries copied in tiles of
+/// `32 × 32` runs, so that both sides stay in cache (a plain strided iteration over a
+/// transposed `2048 × 2048` view costs a cache miss per entry).
 pub(crate) fn flatten_axis_first<F: Float>(
     w: &ndarray::ArrayViewD<'_, F>,
     axis: usize,
 ) -> Array2<F> {
-    let n = w.len_of(Axis(axis));
-    let rest = w.len().checked_div(n).unwrap_or(0);
-    let mut order: Vec<usize> = vec![axis];
-    order.extend((0..w.ndim()).filter(|&k| k != axis));
-    let moved = w.view().permuted_axes(order);
-    let data: Vec<F> = moved.iter().copied().collect();
-    Array2::from_shape_vec((n, rest), data).expect("length n·rest by construction")
+    const TILE: usize = 32;
+    let shape = w.shape();
+    let n = shape[axis];
+    let pre: usize = shape[..axis].iter().product();
+    let post: usize = shape[axis + 1..].iter().product();
+    let standard = w.as_standard_layout();
+    let src = standard.as_slice().expect("standard layout");
+    let mut out = Array2::<F>::zeros((n, pre * post));
+    let dst = out.as_slice_mut().expect("freshly allocated");
+    for a0 in (0..pre).step_by(TILE) {
+        for i0 in (0..n).step_by(TILE) {
+            for a in a0..(a0 + TILE).min(pre) {
+                for i in i0..(i0 + TILE).min(n) {
+                    let from = (a * n + i) * post;
+                    let to = (i * pre + a) * post;
+                    dst[to..to + post].copy_from_slice(&src[from..from + post]);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn check_inputs<F: Float>(
@@ -598,4 +670,44 @@ pub fn single_step_gain<F: Float>(
     sum_terms_into(&terms, &(0..terms.len()).collect::<Vec<_>>(), &mut s);
     let (best, _) = lap_max(s.view(), Solver::default(), None)?;
     Ok(linear_objective(&s, &best) - linear_objective(&s, &perms[perm]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flatten_axis_first;
+    use ndarray::{ArrayD, Dimension, IxDyn};
+
+    #[test]
+    fn flatten_axis_first_equals_a_permuted_iteration() {
+        // Shapes with axes shorter and longer than the 32-run tiles, conv-like and linear.
+        for shape in [
+            vec![70, 45],
+            vec![3, 40, 5, 2],
+            vec![33, 1, 65],
+            vec![0, 4],
+            vec![5],
+        ] {
+            let w = ArrayD::from_shape_fn(IxDyn(&shape), |ix| {
+                ix.as_array_view()
+                    .iter()
+                    .fold(0.0, |acc, &k| acc * 97.0 + k as f64)
+            });
+            for axis in 0..shape.len() {
+                let mut order = vec![axis];
+                order.extend((0..shape.len()).filter(|&k| k != axis));
+                let want: Vec<f64> = w.view().permuted_axes(order).iter().copied().collect();
+                let got = flatten_axis_first(&w.view(), axis);
+                assert_eq!(got.nrows(), shape[axis]);
+                assert_eq!(
+                    got.iter().copied().collect::<Vec<_>>(),
+                    want,
+                    "{shape:?} axis {axis}"
+                );
+                // A transposed (non-standard) input gives the same result.
+                let t = w.t().to_owned();
+                let back = t.t();
+                assert_eq!(flatten_axis_first(&back, axis), got);
+            }
+        }
+    }
 }
