@@ -278,18 +278,29 @@ impl State {
         for round in 0.. {
             self.col4row.fill(NONE);
             self.row4col.fill(NONE);
-            for i in 0..c.nr {
+            // Per row, independently (in parallel with `rayon`): the minimal reduced cost, its
+            // first column, and whether the previous column attains it exactly.
+            let v = &self.v;
+            let scan = |i: usize| {
                 let row = c.row(i);
-                let (best, arg, _, _) = two_smallest::<T, NEG>(row, &self.v);
+                let (best, arg, _, _) = two_smallest::<T, NEG>(row, v);
+                let p = prev.map_or(NONE, |p| p[i]);
+                let keep = p < c.nc && ld::<T, NEG>(row[p]) - v[p] == best;
+                (best, arg, if keep { p } else { NONE })
+            };
+            #[cfg(feature = "rayon")]
+            let rows: Vec<(f64, usize, usize)> = {
+                use rayon::prelude::*;
+                (0..c.nr).into_par_iter().map(scan).collect()
+            };
+            #[cfg(not(feature = "rayon"))]
+            let rows: Vec<(f64, usize, usize)> = (0..c.nr).map(scan).collect();
+            for (i, (best, arg, p)) in rows.into_iter().enumerate() {
                 if best == f64::INFINITY {
                     return Err(Error::Infeasible);
                 }
                 self.u[i] = best;
-                let p = prev.map_or(NONE, |p| p[i]);
-                let j = if p < c.nc
-                    && ld::<T, NEG>(row[p]) - self.v[p] == best
-                    && self.row4col[p] == NONE
-                {
+                let j = if p != NONE && self.row4col[p] == NONE {
                     p
                 } else {
                     arg

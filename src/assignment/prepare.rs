@@ -51,8 +51,15 @@ impl<'a, F: Float> Prepared<'a, F> {
             return Ok(prep);
         }
         // Fast path: one vectorisable pass detects anything unusual (NaN, ±∞, huge).
+        let any_unusual = |s: &[F]| s.iter().fold(false, |acc, &x| acc | unusual(x.as_f64()));
         let unusual = match cost.as_slice() {
-            Some(s) => s.iter().fold(false, |acc, &x| acc | unusual(x.as_f64())),
+            #[cfg(feature = "rayon")]
+            Some(s) => {
+                use rayon::prelude::*;
+                s.par_chunks(1 << 16).any(any_unusual)
+            }
+            #[cfg(not(feature = "rayon"))]
+            Some(s) => any_unusual(s),
             None => cost.iter().any(|&x| unusual(x.as_f64())),
         };
         if unusual {
