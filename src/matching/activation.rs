@@ -20,6 +20,7 @@
 //! Conv feature maps `[N, c, h, w]` are viewed as `[N·h·w, c]` (every spatial position is a
 //! sample of the channel), as in Git Re-Basin.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, Axis, Ix2};
@@ -141,7 +142,8 @@ impl ActivationStats {
         let rows = nb.min(CHUNK_ROWS);
         let mut ca = Array2::<F>::zeros((rows, d_a));
         let mut cb = Array2::<F>::zeros((rows, d_b));
-        let mut prod = Array2::<F>::zeros((d_a, d_b));
+        let f64_input = F::DTYPE == f64::DTYPE;
+        let mut prod = Array2::<F>::zeros(if f64_input { (0, 0) } else { (d_a, d_b) });
         let mut start = 0;
         while start < nb {
             let end = (start + CHUNK_ROWS).min(nb);
@@ -149,18 +151,23 @@ impl ActivationStats {
             let rows = ndarray::s![start..end, ..];
             center_into(&a.slice(rows), &fa, &mut m_a, &mut ca);
             center_into(&b.slice(rows), &fb, &mut m_b, &mut cb);
-            par_gemm_abt_into(
-                ca.slice(ndarray::s![..len, ..]).t(),
-                cb.slice(ndarray::s![..len, ..]).t(),
-                F::zero(),
-                &mut prod,
+            let (ca_t, cb_t) = (
+                ca.slice(ndarray::s![..len, ..]).reversed_axes(),
+                cb.slice(ndarray::s![..len, ..]).reversed_axes(),
             );
-            let add = |m: &mut f64, p: &F| *m += p.as_f64();
-            let zip = ndarray::Zip::from(&mut m_ab).and(&prod);
-            #[cfg(feature = "rayon")]
-            zip.par_for_each(add);
-            #[cfg(not(feature = "rayon"))]
-            zip.for_each(add);
+            // f64 features accumulate straight into the f64 moment (`β = 1`); f32 products
+            // are computed in f32 per chunk and added in f64.
+            if let Some(acc) = (&mut m_ab as &mut dyn Any).downcast_mut::<Array2<F>>() {
+                par_gemm_abt_into(ca_t, cb_t, F::one(), acc);
+            } else {
+                par_gemm_abt_into(ca_t, cb_t, F::zero(), &mut prod);
+                let add = |m: &mut f64, p: &F| *m += p.as_f64();
+                let zip = ndarray::Zip::from(&mut m_ab).and(&prod);
+                #[cfg(feature = "rayon")]
+                zip.par_for_each(add);
+                #[cfg(not(feature = "rayon"))]
+                zip.for_each(add);
+            }
             start = end;
         }
         let batch = Self {
