@@ -64,6 +64,29 @@
 //!   damped vertices `max_P ⟨P, S_ℓ + T_ℓ + λ P_ℓ^{cur}⟩` are tried with growing `λ` (a bonus
 //!   for keeping each current match, so fewer units move) until one is accepted or nothing
 //!   moves. Then the exact minimiser of term ℓ alone (`max_P ⟨P, S_ℓ⟩`, `ℓ > 0`) is tried.
+//! - **Bound candidates** ([`StepKind::FeatureBound`], [`StepKind::WeightBound`]), tried
+//!   after the Frank–Wolfe candidates and before the swaps, each from the state the previous
+//!   one left. Write `E_ℓ = W_A^ℓ − P_ℓ W_B^ℓ P_{ℓ−1}ᵀ` and `D_ℓ = H_A^ℓ − P_ℓ H_B^ℓ` (paper
+//!   layout), so `J_{ℓ+1} = ‖E_{ℓ+1} D_ℓ‖² ≤ ‖E_{ℓ+1}‖² ‖D_ℓ‖²` (the Frobenius norm is
+//!   submultiplicative). Each factor alone is minimised exactly by a LAP in `P_ℓ`: not a local
+//!   model of `J` but a factor of an upper bound, so these moves can jump out of the basins
+//!   where the linearisation and the swaps stall:
+//!   - the **feature factor**: `‖D_ℓ‖²/N = tr C_AA + tr C_BB − 2⟨P_ℓ, C_AB⟩` is minimised by
+//!     `max_P ⟨P, C_AB⟩` (activation matching with the inner-product statistic, on the moments
+//!     already held). It depends on layer ℓ's moments only, so it is solved once per layer;
+//!     where `D_ℓ` can vanish (B a permuted copy of A) it makes `J_{ℓ+1} = 0` whatever the
+//!     other permutations; since `J_0 = 0`, the first hidden layer's move then lowers `J`
+//!     unless `J_1` is already 0, and the deeper layers' moves follow;
+//!   - the **weight factors**, with the feature factors frozen at the current `P_ℓ`: minimise
+//!     `‖D_{ℓ−1}‖² ‖E_ℓ‖² + ‖D_ℓ‖² ‖E_{ℓ+1}‖²`, i.e. `max_P ⟨P, ‖D_{ℓ−1}‖² W_A^ℓ W̃ᵀ +
+//!     ‖D_ℓ‖² UᵀV⟩` (Git Re-Basin's weight-matching step for `P_ℓ`, each layer weighted by
+//!     the feature error it multiplies; `‖D‖²/N = tr G`; for ℓ = 0, `D_{−1} = 0` and only
+//!     `E_1` counts).
+//!
+//!   Like every candidate they are kept only if the exact `J` decreases, so they cannot undo
+//!   the monotone descent. On planted problems the descent from the identity now reaches
+//!   `J = 0` (up to the matches of units that are dead on every sample, which `J` cannot
+//!   see); without them it stopped in a local minimum on most seeds.
 //! - **Exact pairwise swaps** (2-opt, [`CommutativityMatchingOptions::max_swap_rounds`]). The
 //!   linearisation alone stalls quickly: on trained digits MLPs every vertex it proposes raises
 //!   `J`, because the quadratic part dominates. So each layer visit ends with rounds of swaps
@@ -84,9 +107,9 @@
 //! `max_iter` sweeps. Exact minimisation is a quadratic assignment problem (NP-hard): the
 //! result is a local minimum for these moves, and the start matters ([`CommutativityStart`]).
 //!
-//! Cost: per layer visit about five `d × d × d` products for the cache, two for the
-//! Frank–Wolfe coefficient and two per swap round, in f64 (the weights are converted), plus
-//! the LAPs. Products run in fixed row blocks and the swap scores are computed alike on any
+//! Cost: per layer visit about six `d × d × d` products for the cache (one for the weight
+//! bound), two for the Frank–Wolfe coefficient and two per swap round, in f64 (the weights are
+//! converted), plus the LAPs (the feature bound's once per layer). Products run in fixed row blocks and the swap scores are computed alike on any
 //! number of threads, so the result does not depend on the thread count.
 
 mod layer;
@@ -153,10 +176,9 @@ pub struct CommutativityMatchingOptions {
     /// accepted or moves nothing. Default 0 (off: on the digits MLPs, with the swap rounds,
     /// they changed no result and cost a quarter of the time); 8 is a sensible value.
     pub max_backtracks: usize,
-    /// Rounds of exact pairwise swaps ([`StepKind::Swaps`]) after the Frank–Wolfe candidates
-    /// of each layer, until a round finds no improving swap. Each round costs two
-    /// `d × d × d` products and `O(d²)` scoring. Default 50; 0 gives the linearised descent
-    /// alone.
+    /// Rounds of exact pairwise swaps ([`StepKind::Swaps`]) after the Frank–Wolfe and bound
+    /// candidates of each layer, until a round finds no improving swap. Each round costs two
+    /// `d × d × d` products and `O(d²)` scoring. Default 50; 0 gives the LAP candidates alone.
     pub max_swap_rounds: usize,
 }
 
@@ -188,6 +210,14 @@ pub enum StepKind {
     /// The exact minimiser of term ℓ alone: LAP of `S_ℓ` (tried when the Frank–Wolfe vertex
     /// is rejected).
     LayerTerm,
+    /// The minimiser of the feature factor `‖D_ℓ‖² = ‖H_A^ℓ − P_ℓ H_B^ℓ‖²` of the bound
+    /// `J_{ℓ+1} ≤ ‖E_{ℓ+1}‖² ‖D_ℓ‖²`: LAP of the cross moment `C_AB` of hidden layer ℓ
+    /// (activation matching with the inner-product statistic).
+    FeatureBound,
+    /// The minimiser of the weight factors of the bounds with the feature factors frozen:
+    /// LAP of `‖D_{ℓ−1}‖² W_A^ℓ W̃ᵀ + ‖D_ℓ‖² UᵀV` (weight matching of `P_ℓ`'s two layers,
+    /// weighted by what each error multiplies).
+    WeightBound,
     /// A round of exact pairwise swaps (2-opt): every transposition of two units' matches is
     /// scored exactly, and the improving ones of distinct units are applied best first.
     Swaps,
@@ -459,6 +489,7 @@ pub fn commutativity_matching<F: Float>(
     let initial_objective: f64 = terms.iter().sum();
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let mut warm: Vec<Option<LapWarm>> = vec![None; hidden];
+    let mut bound_laps: Vec<BoundLaps> = (0..hidden).map(|_| BoundLaps::default()).collect();
     let (mut history, mut sweeps, mut converged) = (Vec::new(), 0, false);
     while sweeps < options.max_iter {
         let order = options.order.clone().unwrap_or_else(|| {
@@ -516,6 +547,14 @@ pub fn commutativity_matching<F: Float>(
                 }
                 damped_done |= kind == StepKind::Damped && moved == 0;
             }
+            let state = (&mut perms[..], &mut terms[..]);
+            for step in bound_steps(&cache, state, l, options, &mut bound_laps[l])? {
+                accepted_any |= step.accepted;
+                history.push(CommutativityStep {
+                    sweep: sweeps,
+                    ..step
+                });
+            }
             for _ in 0..options.max_swap_rounds {
                 let Some(cand) = swaps::swap_round(&cache, &perms[l]) else {
                     break;
@@ -567,6 +606,46 @@ fn mean_gap(coef: &Array2<f64>, p: &[usize]) -> f64 {
     #[allow(clippy::cast_precision_loss)]
     let n = p.len().max(1) as f64;
     total / n
+}
+
+/// What the bound candidates of one layer keep across sweeps.
+#[derive(Default)]
+struct BoundLaps {
+    /// The feature-bound permutation (it depends on the layer's moments only: solved once).
+    features: Option<Vec<usize>>,
+    /// The last weight-bound LAP, to warm-start the next.
+    weights: Option<LapWarm>,
+}
+
+/// The bound candidates of `P_l` ([`StepKind::FeatureBound`], then
+/// [`StepKind::WeightBound`]), each scored exactly from the state the previous one left and
+/// kept only if `J` decreases; returns their steps (sweep 0, set by the caller).
+fn bound_steps(
+    cache: &LayerCache<'_>,
+    (perms, terms): (&mut [Vec<usize>], &mut [f64]),
+    l: usize,
+    options: &CommutativityMatchingOptions,
+    laps: &mut BoundLaps,
+) -> Result<[CommutativityStep; 2]> {
+    let features = match laps.features.take() {
+        Some(p) => p,
+        None => lap_max(cache.c.ab.view(), options.solver, None)?
+            .0
+            .into_vec(),
+    };
+    laps.features = Some(features.clone());
+    let first = CommutativityStep {
+        kind: StepKind::FeatureBound,
+        ..try_step(cache, perms, terms, l, features, options)
+    };
+    let coef = cache.weight_bound(&perms[l]);
+    let (vertex, sol) = lap_max(coef.view(), options.solver, laps.weights.as_ref())?;
+    laps.weights = Some(sol);
+    let second = CommutativityStep {
+        kind: StepKind::WeightBound,
+        ..try_step(cache, perms, terms, l, vertex.into_vec(), options)
+    };
+    Ok([first, second])
 }
 
 /// Score `P_l ← cand` exactly (terms `l` and `l + 1`) and keep it if `J` decreases enough.

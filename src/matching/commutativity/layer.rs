@@ -11,8 +11,8 @@
 //! where `gram(m, q)[a, b] = m_aa[a, b] − m_ab[a, q(b)] − m_ab[b, q(a)] + m_bb[q(a), q(b)]`,
 //! `C` are the feature moments of hidden layer ℓ and `Z = (UᵀU, UᵀV, VᵀV)` the weight moments of
 //! layer ℓ + 1 (`U = W_A^{ℓ+1}`, `V = P_{ℓ+1} W_B^{ℓ+1}`), since `M = U − V Qᵀ` gives
-//! `Mᵀ M = UᵀU − UᵀV Qᵀ − Q VᵀU + Q VᵀV Qᵀ`. Building the cache costs five `d × d × d`
-//! products; scoring a candidate costs `O(d²)`.
+//! `Mᵀ M = UᵀU − UᵀV Qᵀ − Q VᵀU + Q VᵀV Qᵀ`. Building the cache costs six `d × d × d`
+//! products (one for the weight-bound coefficient); scoring a candidate costs `O(d²)`.
 
 use ndarray::Array2;
 
@@ -28,6 +28,9 @@ pub(super) struct LayerCache<'a> {
     pub s: Option<Array2<f64>>,
     /// `tr(W_A G_ℓ W_Aᵀ) + tr(W̃ G_ℓ W̃ᵀ)`.
     constant: f64,
+    /// `‖D_{ℓ−1}‖² = tr G_ℓ` times `W_A^ℓ W̃ᵀ` (`None` for ℓ = 0, where `D_{−1} = 0`): the
+    /// layer-ℓ half of the weight-bound coefficient.
+    own_weights: Option<Array2<f64>>,
 }
 
 impl<'a> LayerCache<'a> {
@@ -42,8 +45,8 @@ impl<'a> LayerCache<'a> {
             ab: matmul(u.t(), v.view()),
             bb: matmul(v.t(), v.view()),
         };
-        let (s, constant) = if l == 0 {
-            (None, 0.0)
+        let (s, constant, own_weights) = if l == 0 {
+            (None, 0.0, None)
         } else {
             let q = &perms[l - 1];
             let (wa, wb) = (&problem.wa[l], &problem.wb[l]);
@@ -52,13 +55,20 @@ impl<'a> LayerCache<'a> {
             let wag = matmul(wa.view(), g.view());
             let wtg = matmul(wt.view(), g.view());
             let constant = inner(&wag, wa) + inner(&wtg, &wt);
-            (Some(matmul(wag.view(), wt.t())), constant)
+            let mut own_weights = matmul(wa.view(), wt.t());
+            own_weights *= g.diag().sum();
+            (
+                Some(matmul(wag.view(), wt.t())),
+                constant,
+                Some(own_weights),
+            )
         };
         Self {
             c: &problem.moments[l],
             z,
             s,
             constant,
+            own_weights,
         }
     }
 
@@ -82,6 +92,25 @@ impl<'a> LayerCache<'a> {
         coef += &matmul(n.view(), d.view());
         if let Some(s) = &self.s {
             coef += s;
+        }
+        coef
+    }
+
+    /// The weight-bound coefficient at `P_ℓ = q`:
+    /// `‖D_{ℓ−1}‖² W_A^ℓ W̃ᵀ + ‖D_ℓ(q)‖² UᵀV`, whose LAP minimises
+    /// `‖D_{ℓ−1}‖² ‖E_ℓ(P)‖² + ‖D_ℓ(q)‖² ‖E_{ℓ+1}(P)‖²`, the Cauchy–Schwarz bound
+    /// `J_ℓ + J_{ℓ+1} ≤ ‖E_ℓ‖² ‖D_{ℓ−1}‖² + ‖E_{ℓ+1}‖² ‖D_ℓ‖²` with the feature factors frozen
+    /// (`‖D‖² = tr G`, per sample; see the parent module).
+    pub fn weight_bound(&self, q: &[usize]) -> Array2<f64> {
+        let c = self.c;
+        let d_sq: f64 = q
+            .iter()
+            .enumerate()
+            .map(|(i, &j)| c.aa[[i, i]] - 2.0 * c.ab[[i, j]] + c.bb[[j, j]])
+            .sum();
+        let mut coef = &self.z.ab * d_sq;
+        if let Some(own) = &self.own_weights {
+            coef += own;
         }
         coef
     }
@@ -164,6 +193,29 @@ mod tests {
         let p2s = [q.clone(), p2.clone()];
         assert!((t1 - three.term(&p2s, 1)).abs() < 1e-10 * t1.abs().max(1.0));
         assert!((t2 - three.term(&p2s, 2)).abs() < 1e-10 * t2.abs().max(1.0));
+        // The weight bound: ‖D_0‖² ‖E_1(P)‖² + ‖D_1(p1)‖² ‖E_2(P)‖² + 2 ⟨P, coef⟩ is the same
+        // for every P, so the coefficient's LAP minimises the bound.
+        let coef = cache3.weight_bound(&p1);
+        let tr = |m: &Moments, q: &[usize]| gram(m, q).diag().sum();
+        let (d0, d1) = (tr(&three.moments[0], &q), tr(&three.moments[1], &p1));
+        let bound = |p: &[usize]| {
+            let e1 = Array2::from_shape_fn(three.wa[1].dim(), |(r, c)| {
+                three.wa[1][[r, c]] - three.wb[1][[p[r], q[c]]]
+            });
+            let e2 = Array2::from_shape_fn(three.wa[2].dim(), |(r, c)| {
+                three.wa[2][[r, c]] - three.wb[2][[r, p[c]]]
+            });
+            let lin: f64 = p.iter().enumerate().map(|(i, &j)| coef[[i, j]]).sum();
+            d0 * inner(&e1, &e1) + d1 * inner(&e2, &e2) + 2.0 * lin
+        };
+        let reference = bound(&p1);
+        for p in [&p2, &vec![0, 1, 2, 3], &vec![2, 0, 3, 1]] {
+            let b = bound(p);
+            assert!(
+                (b - reference).abs() < 1e-10 * reference.abs().max(1.0),
+                "{b} vs {reference}"
+            );
+        }
         let lin = |p: &[usize]| p.iter().enumerate().map(|(i, &j)| s[[i, j]]).sum::<f64>();
         let diff = three.term(&[q.clone(), p1.clone()], 1) - three.term(&[q, p2.clone()], 1);
         let expect = -2.0 * (lin(&p1) - lin(&p2));
