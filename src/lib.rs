@@ -55,7 +55,9 @@
 //!   sequentially with identical results.
 //! - `io` (default): `.npz` and `.safetensors` reading and writing, pure Rust.
 //! - `serde`: JSON (de)serialisation of [`PermutationSpec`] and [`Permutation`].
-//! - `blas`: passes through `ndarray/blas`; the user links a BLAS implementation of their choice.
+//! - `blas`: passes through `ndarray/blas`; the user links a BLAS implementation of their choice,
+//!   and the matching modules' products go through it. Without it they run on the pure-Rust
+//!   `gemm` crate, which picks AVX-512, AVX2 or NEON kernels at run time.
 //!
 //! ## Papers
 //! - Zhou, Yang, Yang, Yan, Hu. *Going Beyond Linear Mode Connectivity: The Layerwise Linear

@@ -291,7 +291,13 @@ impl State {
             #[cfg(feature = "rayon")]
             let rows: Vec<(f64, usize, usize)> = {
                 use rayon::prelude::*;
-                (0..c.nr).into_par_iter().map(scan).collect()
+                // At least ~64 Ki entries per task, so small problems stay cheap.
+                let min_rows = (1usize << 16).div_ceil(c.nc.max(1));
+                (0..c.nr)
+                    .into_par_iter()
+                    .with_min_len(min_rows)
+                    .map(scan)
+                    .collect()
             };
             #[cfg(not(feature = "rayon"))]
             let rows: Vec<(f64, usize, usize)> = (0..c.nr).map(scan).collect();
