@@ -86,6 +86,40 @@ fn check_structure(a: &Assignment, c: &Array2<f64>) {
     assert_eq!(a.total, total, "total is the sum of the original entries");
 }
 
+/// LP duality certificate of an optimal assignment (see `Assignment`): dual feasibility,
+/// complementary slackness, and on the side that may stay unassigned potentials of the right
+/// sign, zero where unassigned; all within `t` (the solver keeps them exactly up to the
+/// rounding of path lengths, far below `t` for entries of order 1).
+fn check_duals(a: &Assignment, c: &Array2<f64>, maximize: bool, t: f64) {
+    let d = a.duals.as_ref().expect("native solver returns duals");
+    let s = if maximize { -1.0 } else { 1.0 };
+    for ((i, j), &x) in c.indexed_iter() {
+        assert!(
+            s * (x - d.u[i] - d.v[j]) >= -t,
+            "dual feasibility at ({i}, {j})"
+        );
+    }
+    for (&i, &j) in a.row_ind.iter().zip(&a.col_ind) {
+        assert!(
+            (c[[i, j]] - d.u[i] - d.v[j]).abs() <= t,
+            "slackness at ({i}, {j})"
+        );
+    }
+    let (pots, assigned) = if c.nrows() <= c.ncols() {
+        (&d.v, &a.col_ind)
+    } else {
+        (&d.u, &a.row_ind)
+    };
+    if c.nrows() != c.ncols() {
+        for (k, &p) in pots.iter().enumerate() {
+            assert!(s * p <= t, "sign of the potential {k} of the larger side");
+            if !assigned.contains(&k) {
+                assert_eq!(p, 0.0, "unassigned {k} has a zero potential");
+            }
+        }
+    }
+}
+
 fn tol(x: f64) -> f64 {
     1e-9 * x.abs().max(1.0)
 }
@@ -326,6 +360,7 @@ fn warm_start_is_exact_on_perturbed_matrices() -> Result<(), Error> {
             let warm = linear_sum_assignment_warm(c2.view(), maximize, &prev)?;
             let cold = linear_sum_assignment(c2.view(), maximize)?;
             check_structure(&warm, &c2);
+            check_duals(&warm, &c2, maximize, 1e-12);
             assert!(
                 (warm.total - cold.total).abs() <= tol(cold.total),
                 "eps {eps}"
@@ -513,6 +548,7 @@ fn the_f32_presolve_never_changes_the_optimum() -> Result<(), Error> {
             let exact = solve_with(c.view(), maximize, &never)?;
             let presolved = solve_with(c.view(), maximize, &ALWAYS)?;
             check_structure(&presolved, &c);
+            check_duals(&presolved, &c, maximize, 1e-12);
             assert!(
                 (presolved.total - exact.total).abs() <= 1e-12,
                 "{r}x{n}, maximize {maximize}: {} vs {}",

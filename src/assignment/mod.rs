@@ -45,8 +45,9 @@
 //! [`linear_sum_assignment_warm`] re-solves a slightly changed matrix from the dual potentials
 //! (and matching) of a previous [`Assignment`]: the row potentials are recomputed as
 //! `u_i = min_j (c_ij − v_j)`, the pairs of the previous matching that are still *exactly*
-//! tight are kept, and only the remaining rows are augmented. The result is exactly as optimal
-//! as a cold solve; only the work changes.
+//! tight are kept, and only the remaining rows are augmented (by the augmenting row reduction
+//! first when more than 2 % of the rows are left, then by shortest augmenting paths). The result
+//! is exactly as optimal as a cold solve; only the work changes.
 //!
 //! ## References
 //! - R. Jonker and A. Volgenant. *A shortest augmenting path algorithm for dense and sparse
@@ -272,7 +273,8 @@ pub fn solve_with<F: Float>(
 /// Let `v` be the potentials of the side that is assigned completely on the other side (the
 /// columns when `rows <= cols`). The solver sets `u_i = min_j fl(c_ij − v_j)` (one pass over the
 /// matrix), keeps row `i`'s previous pair — else its arg-min — if it attains that minimum exactly
-/// and its column is still untaken, and runs shortest augmenting paths for the other rows only.
+/// and its column is still untaken, and augments the other rows only (JV's augmenting row
+/// reduction first when more than 2 % of the rows are left, then shortest augmenting paths).
 /// The reduced costs of this start are non-negative and its pairs tight *exactly* in floating
 /// point, so the result is optimal for `cost` whatever `previous` was (a stale or unrelated
 /// warm start only costs time). When the matrix changed a little, few rows need augmenting.
