@@ -14,7 +14,7 @@
 //! # The features file
 //! Arrays `[samples, …]` (rows are samples; each sample is flattened, so conv maps
 //! `[samples, channels, h, w]` are fine), float16/32/64 (read exactly, computed in f64), stored
-//! by `numpy.savez` (not `savez_compressed`) under these keys, `{layer}` being any name
+//! by `numpy.savez` or `numpy.savez_compressed` under these keys, `{layer}` being any name
 //! (a PyTorch module name such as `layers.0` or `features.3`, `/` allowed):
 //!
 //! | key | array | needed for |

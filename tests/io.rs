@@ -584,12 +584,61 @@ fn python_files_with_wrong_dtypes_are_refused() {
         }
         _ => panic!("unexpected error {e}"),
     }
-    let e = io::read_npz::<f64>(fixture("python_compressed.npz")).unwrap_err();
+}
+
+/// `numpy.savez_compressed` (deflated entries) is read exactly; forged headers — an
+/// unsupported compression method, an uncompressed size that disagrees with the data, or one
+/// the stored bytes cannot produce — are errors naming the entry, never a panic.
+#[test]
+fn compressed_npz_from_numpy() {
+    let path = fixture("python_compressed.npz");
+    let p = io::read_npz::<f32>(&path).unwrap();
+    assert_eq!(p.names().collect::<Vec<_>>(), vec!["w"]);
+    assert_eq!(p["w"], formula(&[2, 2], 0));
+    let bytes = std::fs::read(&path).unwrap();
+    // Offsets of the zip headers: local file header (method at +8, uncompressed size at +22)
+    // and central directory header (method at +10, uncompressed size at +24).
+    let find = |sig: &[u8]| bytes.windows(4).position(|w| w == sig).unwrap();
+    let (local, central) = (find(b"PK\x03\x04"), find(b"PK\x01\x02"));
+    assert_eq!(
+        u16::from_le_bytes([bytes[local + 8], bytes[local + 9]]),
+        8,
+        "deflated"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let forged = |name: &str, patch: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = bytes.clone();
+        patch(&mut b);
+        let out = dir.path().join(name);
+        std::fs::write(&out, b).unwrap();
+        io::read_npz::<f32>(&out).unwrap_err()
+    };
+    let put_u16 =
+        |b: &mut Vec<u8>, at: usize, v: u16| b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    let put_u32 =
+        |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    // Method 12 (bzip2) in both headers.
+    let e = forged("bzip2.npz", &|b| {
+        put_u16(b, local + 8, 12);
+        put_u16(b, central + 10, 12);
+    });
     assert!(
         matches!(&e, Error::Format { key: Some(k), .. } if k == "w"),
         "{e}"
     );
-    assert!(e.to_string().contains("savez_compressed"), "{e}");
+    assert!(e.to_string().contains("compression method"), "{e}");
+    // A claimed size smaller than the data: the reader stops, it does not truncate silently.
+    let size = u32::from_le_bytes(bytes[central + 24..central + 28].try_into().unwrap());
+    for (name, claimed) in [("short.npz", size - 1), ("huge.npz", u32::MAX)] {
+        let e = forged(name, &|b| {
+            put_u32(b, local + 22, claimed);
+            put_u32(b, central + 24, claimed);
+        });
+        assert!(
+            matches!(&e, Error::Format { key: Some(k), .. } if k == "w"),
+            "{name}: {e}"
+        );
+    }
 }
 
 #[test]

@@ -170,6 +170,22 @@ pub enum Solver {
 /// the hardest family of `BENCHMARKS.md` (`activation_stats_biased`) and is neutral on the
 /// others; at `n = 2048` it gains nothing (the f64 rows still come from the cache) and costs up
 /// to 40 % on the easy families. It needs an extra `4 · rows · cols` bytes.
+///
+/// # Examples
+/// ```
+/// use ndarray::Array2;
+/// use llfc::assignment::{solve_with, LapOptions, Presolve};
+/// // Small integers plus differences of 1e-9 that f32 rounds away: the presolve sees ties
+/// // only, the exact phase still finds the optimum.
+/// let c = Array2::from_shape_fn((60, 60), |(i, j)| {
+///     ((i * 7 + j * 13) % 5) as f64 + 1e-9 * ((i * 31 + j * 17) % 11) as f64
+/// });
+/// let with = |presolve| LapOptions { presolve, ..LapOptions::default() };
+/// let exact = solve_with(c.view(), false, &with(Presolve::Never))?;
+/// let presolved = solve_with(c.view(), false, &with(Presolve::Always))?;
+/// assert!((exact.total - presolved.total).abs() < 1e-12);
+/// # Ok::<(), llfc::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Presolve {
     /// Presolve when the matrix has at least [`Presolve::AUTO_MIN_ENTRIES`] entries (the default).

@@ -48,9 +48,10 @@
 //! followed; a process killed mid-write can leave a hidden `.NAME.PID.N.tmp` file).
 //!
 //! # Limitations
-//! Compressed `.npz` archives (`numpy.savez_compressed`) are rejected with a clear
-//! [`Error::Format`]: the pure-Rust build carries no deflate decoder. Use `numpy.savez`.
-//! Whole files are read into memory (no memory mapping).
+//! `.npz` archives are read whether stored (`numpy.savez`) or deflated
+//! (`numpy.savez_compressed`, decoded in pure Rust); other zip compression methods are rejected
+//! with a clear [`Error::Format`]. Archives are always written uncompressed. Whole files are
+//! read into memory (no memory mapping).
 //!
 //! # Examples
 //! ```
@@ -107,7 +108,8 @@ pub const MEMORY_PATH: &str = "<memory>";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FileFormat {
-    /// A NumPy `.npz` archive (uncompressed zip of `.npy` arrays, as `numpy.savez` writes).
+    /// A NumPy `.npz` archive (zip of `.npy` arrays, as `numpy.savez` or
+    /// `numpy.savez_compressed` write; written uncompressed).
     Npz,
     /// A `.safetensors` file (Hugging Face format).
     Safetensors,

@@ -37,8 +37,9 @@ const MAX_NESTING: usize = 8;
 ///
 /// # Errors
 /// [`Error::Io`] naming the path if the file cannot be read; [`Error::Format`] naming the path
-/// and the entry if the archive is malformed or compressed (`numpy.savez_compressed`), an entry
-/// is not a valid `.npy` array, holds a non-float dtype, or two entries share a name.
+/// and the entry if the archive is malformed, uses a compression method other than none
+/// (`numpy.savez`) or deflate (`numpy.savez_compressed`), an entry is not a valid `.npy` array,
+/// holds a non-float dtype, or two entries share a name.
 pub fn read_npz<F: Float>(path: impl AsRef<Path>) -> Result<Params<F>> {
     let path = path.as_ref();
     parse_npz(&read_file(path)?, path, false).map(|p| p.params)
@@ -312,6 +313,9 @@ fn add_raw<W: Write + Seek>(
     }
 }
 
+/// Deflate's largest expansion (a run of one byte costs at least ~1/1032 of its length).
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
 /// Parse a `.npz` archive held in memory, with the stored dtype of each array; errors name
 /// `path`.
 /// With `keep_raw`, integer and boolean arrays are returned as raw tensors instead of refused.
@@ -326,29 +330,52 @@ pub(super) fn parse_npz<F: Float>(bytes: &[u8], path: &Path, keep_raw: bool) -> 
             .unwrap_or(&raw_name)
             .to_string();
         let err = |reason: String| format_error(path, Some(&key), reason);
-        let method = zip
-            .by_index_raw(index)
-            .map_err(|e| err(format!("unreadable archive entry: {e}")))?
-            .compression();
-        if method != CompressionMethod::Stored {
+        let (method, stored_size) = {
+            let raw = zip
+                .by_index_raw(index)
+                .map_err(|e| err(format!("unreadable archive entry: {e}")))?;
+            (raw.compression(), raw.compressed_size())
+        };
+        if !matches!(
+            method,
+            CompressionMethod::Stored | CompressionMethod::Deflated
+        ) {
             return Err(err(format!(
-                "the entry is compressed ({method}); only uncompressed archives \
-                 (numpy.savez, not numpy.savez_compressed) are supported"
+                "the entry uses the compression method {method}; only stored entries \
+                 (numpy.savez) and deflated ones (numpy.savez_compressed) are supported"
             )));
         }
-        let mut entry = zip
+        let entry = zip
             .by_index(index)
             .map_err(|e| err(format!("unreadable archive entry: {e}")))?;
         if entry.is_dir() {
             return Err(err("the entry is a directory, not an array".into()));
         }
-        // The claimed size only sizes the buffer when the archive can actually hold it.
-        let claimed = usize::try_from(entry.size()).unwrap_or(usize::MAX);
-        let mut data = Vec::with_capacity(claimed.min(bytes.len()));
+        // The claimed size bounds what is read, and it must be one the stored bytes can
+        // produce (deflate expands at most ~1032×), so a forged header cannot make the reader
+        // allocate without limit.
+        let claimed = entry.size();
+        if claimed
+            > stored_size
+                .saturating_mul(MAX_DEFLATE_RATIO)
+                .saturating_add(1024)
+        {
+            return Err(err(format!(
+                "the entry claims {claimed} bytes from {stored_size} stored bytes"
+            )));
+        }
+        let claimed = usize::try_from(claimed).unwrap_or(usize::MAX);
+        let mut data = Vec::with_capacity(claimed.min(bytes.len().saturating_mul(4)));
         entry
+            .take(claimed as u64 + 1)
             .read_to_end(&mut data)
             .map_err(|e| err(format!("cannot read the entry: {e}")))?;
-        drop(entry);
+        if data.len() != claimed {
+            return Err(err(format!(
+                "the entry holds {} bytes, not the {claimed} its header claims",
+                data.len()
+            )));
+        }
         let entry = parse_npy_entry(&data, keep_raw).map_err(err)?;
         if out.contains(&key) {
             return Err(err("two entries have this name".into()));
