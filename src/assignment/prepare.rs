@@ -171,10 +171,12 @@ impl<'a, F: Float> Prepared<'a, F> {
     /// would turn a finite entry infinite, or when the rounded problem has no finite solution
     /// (the exact solve then starts cold and reports what it finds).
     fn presolve_f32(&self) -> Option<native::Solution> {
+        if F::DTYPE != f64::DTYPE {
+            return None; // f32 input (even when copied to f64 for a transpose) is f32 already
+        }
         let data: Vec<f32> = match &self.owned {
             Some(d) => round_f32(d.iter().copied())?,
-            None if F::DTYPE == "float64" => round_f32(self.slice().iter().map(|&x| x.as_f64()))?,
-            None => return None,
+            None => round_f32(self.slice().iter().map(|&x| x.as_f64()))?,
         };
         let c = self.costs(&data[..]);
         if self.maximize {
