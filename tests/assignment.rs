@@ -28,6 +28,12 @@ const ALWAYS: LapOptions = LapOptions {
     presolve: Presolve::Always,
 };
 
+/// The native solver without its f32 presolve.
+const NEVER: LapOptions = LapOptions {
+    solver: Solver::Native,
+    presolve: Presolve::Never,
+};
+
 /// Brute force over all injections of the smaller side into the larger one.
 fn brute_force(c: &Array2<f64>, maximize: bool) -> f64 {
     let t = if c.nrows() > c.ncols() {
@@ -541,11 +547,7 @@ fn the_f32_presolve_never_changes_the_optimum() -> Result<(), Error> {
             let c = Array2::from_shape_fn((r, n), |_| {
                 f64::from(rng.random_range(0..4u8)) + 1e-9 * rng.random::<f64>()
             });
-            let never = LapOptions {
-                presolve: Presolve::Never,
-                ..LapOptions::default()
-            };
-            let exact = solve_with(c.view(), maximize, &never)?;
+            let exact = solve_with(c.view(), maximize, &NEVER)?;
             let presolved = solve_with(c.view(), maximize, &ALWAYS)?;
             check_structure(&presolved, &c);
             check_duals(&presolved, &c, maximize, 1e-12);
@@ -561,14 +563,7 @@ fn the_f32_presolve_never_changes_the_optimum() -> Result<(), Error> {
     let c = Array2::from_shape_fn((1024, 8192), |_| rng.random::<f64>());
     assert_eq!(c.len(), Presolve::AUTO_MIN_ENTRIES);
     let auto = linear_sum_assignment(c.view(), false)?;
-    let never = solve_with(
-        c.view(),
-        false,
-        &LapOptions {
-            presolve: Presolve::Never,
-            ..LapOptions::default()
-        },
-    )?;
+    let never = solve_with(c.view(), false, &NEVER)?;
     check_structure(&auto, &c);
     assert_relative_eq!(auto.total, never.total, max_relative = 1e-12);
     Ok(())

@@ -25,8 +25,8 @@
 //!   an auction with zero increment whose number of bids is capped (at `64 · rows`, and stopped
 //!   earlier when it stalls) because on matrices full of near-ties — activation statistics —
 //!   it degenerates into long price wars. Column reduction is skipped when it leaves more than
-//!   90 % of the rows free (a few dominant rows own every column minimum). The scans keep the unvisited columns in a compact,
-//!   increasing list, relax a whole row branch-free (so that it vectorises), prefer an
+//!   90 % of the rows free (a few dominant rows own every column minimum). The scans keep the
+//!   unvisited columns in a compact, increasing list, relax a whole row branch-free (so that it vectorises), prefer an
 //!   unmatched column among those at the minimal distance (SciPy's tie rule), and allocate
 //!   nothing. Complexity `O(r² c)` in the worst case, `O(r + c)` memory besides the matrix.
 //!   The matrix is read in place (no copy) when it is in standard (row-major) layout with

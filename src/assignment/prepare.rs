@@ -135,23 +135,21 @@ impl<'a, F: Float> Prepared<'a, F> {
             }
             (v, col4row)
         });
-        let start = match &warm {
-            Some((v, col4row)) => Start::Warm {
+        let presolved = if warm.is_none() && presolve.wanted(self.nr * self.nc) {
+            self.presolve_f32()
+        } else {
+            None
+        };
+        let start = match (&warm, &presolved) {
+            (Some((v, col4row)), _) => Start::Warm {
                 v,
                 col4row: Some(col4row),
             },
-            None => Start::Cold,
-        };
-        let presolved = match (&warm, presolve.wanted(self.nr * self.nc)) {
-            (None, true) => self.presolve_f32(),
-            _ => None,
-        };
-        let start = match &presolved {
-            Some(s) => Start::Warm {
+            (None, Some(s)) => Start::Warm {
                 v: &s.v,
                 col4row: Some(&s.col4row),
             },
-            None => start,
+            (None, None) => Start::Cold,
         };
         let sol = match (&self.owned, self.maximize) {
             (Some(d), false) => native::solve::<f64, false>(self.costs(d), start)?,

@@ -364,13 +364,13 @@ pub(super) fn parse_npz<F: Float>(bytes: &[u8], path: &Path, keep_raw: bool) -> 
                 "the entry claims {claimed} bytes from {stored_size} stored bytes"
             )));
         }
-        let claimed = usize::try_from(claimed).unwrap_or(usize::MAX);
-        let mut data = Vec::with_capacity(claimed.min(bytes.len().saturating_mul(4)));
+        let capacity = usize::try_from(claimed).unwrap_or(usize::MAX);
+        let mut data = Vec::with_capacity(capacity.min(bytes.len().saturating_mul(4)));
         entry
-            .take(claimed as u64 + 1)
+            .take(claimed + 1)
             .read_to_end(&mut data)
             .map_err(|e| err(format!("cannot read the entry: {e}")))?;
-        if data.len() != claimed {
+        if data.len() as u64 != claimed {
             return Err(err(format!(
                 "the entry holds {} bytes, not the {claimed} its header claims",
                 data.len()

@@ -142,8 +142,7 @@ impl ActivationStats {
         let rows = nb.min(CHUNK_ROWS);
         let mut ca = Array2::<F>::zeros((rows, d_a));
         let mut cb = Array2::<F>::zeros((rows, d_b));
-        let f64_input = F::DTYPE == f64::DTYPE;
-        let mut prod = Array2::<F>::zeros(if f64_input { (0, 0) } else { (d_a, d_b) });
+        let mut prod: Option<Array2<F>> = None; // f32 input only
         let mut start = 0;
         while start < nb {
             let end = (start + CHUNK_ROWS).min(nb);
@@ -160,9 +159,10 @@ impl ActivationStats {
             if let Some(acc) = (&mut m_ab as &mut dyn Any).downcast_mut::<Array2<F>>() {
                 par_gemm_abt_into(ca_t, cb_t, F::one(), acc);
             } else {
-                par_gemm_abt_into(ca_t, cb_t, F::zero(), &mut prod);
+                let prod = prod.get_or_insert_with(|| Array2::zeros((d_a, d_b)));
+                par_gemm_abt_into(ca_t, cb_t, F::zero(), prod);
                 let add = |m: &mut f64, p: &F| *m += p.as_f64();
-                let zip = ndarray::Zip::from(&mut m_ab).and(&prod);
+                let zip = ndarray::Zip::from(&mut m_ab).and(&*prod);
                 #[cfg(feature = "rayon")]
                 zip.par_for_each(add);
                 #[cfg(not(feature = "rayon"))]

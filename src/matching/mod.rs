@@ -57,8 +57,8 @@ fn block_rows(n: usize) -> usize {
 }
 
 /// `out ← β·out + X Yᵀ` for `X: [n, k]`, `Y: [m, k]`, `out: [n, m]`, multiplied in `F` with
-/// the crate's GEMM (`crate::matmul`) straight into `out` (no temporary, no copy of `Y`): fixed blocks of
-/// [`block_rows`] rows of `X` and `out` run in parallel with the `rayon` feature.
+/// the crate's GEMM (`crate::matmul`) straight into `out` (no temporary, no copy of `Y`): fixed
+/// blocks of [`block_rows`] rows of `X` and `out` run in parallel with the `rayon` feature.
 pub(crate) fn par_gemm_abt_into<F: Float>(
     x: ArrayView2<'_, F>,
     y: ArrayView2<'_, F>,

@@ -432,21 +432,26 @@ pub fn weight_matching_with_progress<F: Float>(
 /// `S_p = Σ_terms A_w · B̃_wᵀ` from the terms' cached products, summed in f64 in the terms'
 /// fixed order, into `s` (reused between sweeps): one pass over `s`, rows in parallel.
 fn sum_terms_into<F: Float>(terms: &[Term<F>], list: &[usize], s: &mut Array2<f64>) {
+    fn row_slice<F: Float>(p: &Array2<F>, i: usize) -> &[F] {
+        p.row(i)
+            .to_slice()
+            .expect("row of a standard-layout matrix")
+    }
     let prods: Vec<&Array2<F>> = list
         .iter()
         .map(|&t| &terms[t].cache.as_ref().expect("refreshed before use").1)
         .collect();
+    let Some((first, rest)) = prods.split_first() else {
+        return; // a permutation always has at least one term
+    };
     let row = |(i, mut out): (usize, ndarray::ArrayViewMut1<'_, f64>)| {
         let out = out.as_slice_mut().expect("row of a standard-layout matrix");
-        let mut first = true;
-        for p in &prods {
-            let p = p.row(i);
-            let p = p.as_slice().expect("row of a standard-layout matrix");
-            if first {
-                out.iter_mut().zip(p).for_each(|(o, &x)| *o = x.as_f64());
-                first = false;
-            } else {
-                out.iter_mut().zip(p).for_each(|(o, &x)| *o += x.as_f64());
+        for (o, &x) in out.iter_mut().zip(row_slice(first, i)) {
+            *o = x.as_f64();
+        }
+        for p in rest {
+            for (o, &x) in out.iter_mut().zip(row_slice(p, i)) {
+                *o += x.as_f64();
             }
         }
     };
