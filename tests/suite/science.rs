@@ -11,7 +11,7 @@
 //! seen over them are stated next to every assertion.
 
 #[allow(dead_code)]
-#[path = "../examples/llfc_digits/experiment.rs"]
+#[path = "../../examples/llfc_digits/experiment.rs"]
 mod experiment;
 
 use std::sync::OnceLock;

@@ -1,0 +1,16 @@
+//! The integration test suite, through the public API only: one test binary (one link) for
+//! every area, each area a module of its own.
+
+mod align_cli;
+mod assignment;
+mod commutativity_matching;
+mod io;
+mod llfc_report_cli;
+mod lmc;
+mod matching;
+mod metrics;
+mod mlp;
+mod params;
+mod permutation;
+mod science;
+mod spec;
