@@ -39,13 +39,27 @@
 //! # Errors and robustness
 //! Every error names the file ([`Error::Io`] for operating-system errors, [`Error::Format`]
 //! for malformed content, with the entry name where there is one); in-memory readers name
-//! [`MEMORY_PATH`] instead. Readers never panic on malformed input and never allocate more
-//! than the input justifies: `.npy` headers are checked (length, nesting, shape against the
-//! bytes actually present) before any array is allocated, and safetensors data offsets are
-//! checked against the file size before the `safetensors` crate sees them. Writers are atomic:
-//! they write a temporary file in the target directory and rename it over the target, so an
-//! error never leaves a partial file behind (a symbolic link at the target is replaced, not
-//! followed; a process killed mid-write can leave a hidden `.NAME.PID.N.tmp` file).
+//! [`MEMORY_PATH`] instead. Errors are one line and quote at most ~200 characters of what the
+//! file contains (longer names and headers are clipped, control characters escaped).
+//! Readers never panic on malformed input and never allocate more than the input justifies:
+//! `.npy` headers are checked (length, nesting, shape against the bytes actually present) before
+//! any array is allocated, every size read from a file is checked arithmetic, zip entries must
+//! fit in the archive, and safetensors data offsets are checked against the file size before
+//! the `safetensors` crate sees them.
+//!
+//! # Files: what is refused and what is never modified
+//! - Only **regular files** are read (after resolving symbolic links): a directory, FIFO,
+//!   device (`/dev/zero`) or socket is an [`Error::Io`], and no more than the size the file had
+//!   when opened is ever read ([`read_regular_file`]).
+//! - An `.npz` whose central directory lists **two entries with the same name** is refused
+//!   (the `zip` crate would silently keep the last one).
+//! - Writers are **atomic**: they write a temporary sibling `.llfc-<hash>.tmp` (a short name,
+//!   so any legal target name works) in the target's directory, sync it and rename it over the
+//!   target, so an error never leaves a partial or modified file behind (a symbolic link at the
+//!   target is replaced, not followed; a process killed mid-write can leave the temporary
+//!   file). [`OutputSet`] commits several outputs together: all are written first, then renamed;
+//!   on any error every temporary is removed and no existing file is touched.
+//! - A failing `.npz` write (a full disk, say) returns one [`Error::Io`] and prints nothing.
 //!
 //! # Limitations
 //! `.npz` archives are read whether stored (`numpy.savez`) or deflated
@@ -77,15 +91,12 @@
 
 mod checkpoint;
 mod dtype;
+mod files;
 mod npz;
 mod safetensors;
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -94,9 +105,11 @@ use crate::params::Params;
 pub use self::checkpoint::{read_checkpoint, write_checkpoint, Checkpoint};
 use self::dtype::{checked_sizes, decode, to_f32, to_f64};
 pub use self::dtype::{Dtype, RawDtype, RawTensor};
+use self::files::{read_regular_file as read_file, write_atomically};
+pub use self::files::{read_regular_file, OutputSet};
 pub use self::npz::{
-    array_from_npy_bytes, array_to_npy_bytes, read_npy, read_npz, read_npz_arrays, write_npy,
-    write_npz, write_npz_arrays,
+    array_from_npy_bytes, array_to_npy_bytes, read_npy, read_npy_with_dtype, read_npz,
+    read_npz_arrays, write_npy, write_npz, write_npz_arrays,
 };
 pub use self::safetensors::{read_safetensors, write_safetensors, SAFETENSORS_ORDER_KEY};
 
@@ -252,12 +265,35 @@ pub fn params_to_bytes<F: Float>(params: &Params<F>, format: FileFormat) -> Resu
 // Shared internals: errors, element types, conversions, file access.
 // ---------------------------------------------------------------------------------------------
 
-/// An [`Error::Format`] for `path` (and `key`).
+/// Most characters of a file's content (a name, a header) that an error quotes.
+const QUOTE_CHARS: usize = 200;
+
+/// `text` fit for a one-line message: control characters escaped, at most `max` characters
+/// kept (then `…` and the number of characters left out).
+fn clip(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(max) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    let rest = chars.count();
+    if rest > 0 {
+        out.push_str(&format!("… ({rest} more characters)"));
+    }
+    out
+}
+
+/// An [`Error::Format`] for `path` (and `key`): the key is quoted on one line and clipped to
+/// [`QUOTE_CHARS`] characters, the reason (which may quote the file too) to twice that.
 fn format_error(path: &Path, key: Option<&str>, reason: impl Into<String>) -> Error {
     Error::Format {
         path: path.to_path_buf(),
-        key: key.map(str::to_string),
-        reason: reason.into(),
+        key: key.map(|k| clip(k, QUOTE_CHARS)),
+        reason: clip(&reason.into(), 2 * QUOTE_CHARS),
     }
 }
 
@@ -293,68 +329,6 @@ impl<F: Float> Parsed<F> {
     fn contains(&self, name: &str) -> bool {
         self.params.contains(name) || self.others.iter().any(|(k, _)| k == name)
     }
-}
-
-/// Read a whole file.
-fn read_file(path: &Path) -> Result<Vec<u8>> {
-    fs::read(path).map_err(|e| io_error(path, e))
-}
-
-/// Distinguishes the temporary files of concurrent writes within one process.
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Removes the temporary file on drop unless it has been renamed into place.
-struct TempFile(Option<PathBuf>);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            // Best effort: the original error is the one worth reporting.
-            let _ = fs::remove_file(path);
-        }
-    }
-}
-
-/// Write `path` atomically: `write` fills a new temporary file in the same directory, which is
-/// flushed, synced and renamed over `path`. On any error (or panic) the temporary file is
-/// removed and `path` is left as it was.
-fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
-) -> Result<()> {
-    let name = path.file_name().ok_or_else(|| Error::InvalidArgument {
-        name: "path",
-        reason: format!("`{}` does not name a file", path.display()),
-    })?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut temp_name = OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(
-        ".{}.{}.tmp",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let temp_path = dir.join(temp_name);
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temp_path)
-        .map_err(|e| io_error(path, e))?;
-    let mut guard = TempFile(Some(temp_path.clone()));
-    let mut writer = BufWriter::new(file);
-    write(&mut writer)?;
-    writer.flush().map_err(|e| io_error(path, e))?;
-    let file = writer
-        .into_inner()
-        .map_err(|e| io_error(path, e.into_error()))?;
-    file.sync_all().map_err(|e| io_error(path, e))?;
-    drop(file);
-    fs::rename(&temp_path, path).map_err(|e| io_error(path, e))?;
-    guard.0 = None;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -408,23 +382,5 @@ mod tests {
                 };
             }
         }
-    }
-
-    #[test]
-    fn atomic_write_leaves_nothing_on_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("out.bin");
-        let err = write_atomically(&target, |w| {
-            w.write_all(b"partial").unwrap();
-            Err(format_error(&target, None, "simulated failure"))
-        });
-        assert!(err.is_err());
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
-        write_atomically(&target, |w| {
-            w.write_all(b"ok").map_err(|e| io_error(&target, e))
-        })
-        .unwrap();
-        assert_eq!(fs::read(&target).unwrap(), b"ok");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

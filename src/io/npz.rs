@@ -16,6 +16,7 @@ use zip::result::ZipError;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipArchive};
 
+use super::files::Sticky;
 use super::{
     checked_sizes, decode, format_error, io_error, read_file, to_f32, to_f64, write_atomically,
     Dtype, Parsed, RawDtype, RawTensor, MEMORY_PATH,
@@ -108,6 +109,27 @@ pub fn read_npy<F: Float>(path: impl AsRef<Path>) -> Result<ArrayD<F>> {
     parse_npy(&read_file(path)?)
         .map(|(a, _)| a)
         .map_err(|reason| format_error(path, None, reason))
+}
+
+/// Read a single `.npy` array as [`read_npy`] does, with the dtype it is stored with (so that a
+/// tool can read `float32` data exactly as f64 and still know it was single precision).
+///
+/// # Errors
+/// As [`read_npy`].
+///
+/// # Examples
+/// ```
+/// use llfc::io::{read_npy_with_dtype, write_npy, Dtype};
+/// let path = std::env::temp_dir().join(format!("llfc-dtype-{}.npy", std::process::id()));
+/// write_npy(&path, &ndarray::arr1(&[0.1f32]))?;
+/// let (x, dtype) = read_npy_with_dtype::<f64>(&path)?;
+/// assert_eq!((x[0], dtype), (f64::from(0.1f32), Dtype::F32));
+/// # std::fs::remove_file(&path).unwrap();
+/// # Ok::<(), llfc::Error>(())
+/// ```
+pub fn read_npy_with_dtype<F: Float>(path: impl AsRef<Path>) -> Result<(ArrayD<F>, Dtype)> {
+    let path = path.as_ref();
+    parse_npy(&read_file(path)?).map_err(|reason| format_error(path, None, reason))
 }
 
 /// Parse a single `.npy` array from memory. Errors name [`MEMORY_PATH`].
@@ -211,7 +233,10 @@ where
     I: IntoIterator<Item = (K, &'a ArrayBase<S, D>)>,
     W: Write + Seek,
 {
-    let mut npz = NpzWriter::new(writer);
+    // Through a sticky writer: after an I/O error the zip writer sees only successes, so that
+    // neither it nor its `Drop` (which would print "ZipWriter drop failed") reports a second
+    // error; the first one is returned below.
+    let mut npz = NpzWriter::new(Sticky::new(writer));
     let mut seen = HashSet::new();
     for (name, array) in arrays {
         let name = name.as_ref();
@@ -251,7 +276,10 @@ where
             .large_file(tensor.data.len() as u64 + (1 << 16) >= zip::ZIP64_BYTES_THR);
         add_raw(&mut npz, name, tensor, options).map_err(|e| npz_write_error(path, e))?;
     }
-    npz.finish().map_err(|e| npz_write_error(path, e))
+    npz.finish()
+        .map_err(|e| npz_write_error(path, e))?
+        .finish()
+        .map_err(|e| io_error(path, e))
 }
 
 /// Little-endian elements of `N` bytes.
@@ -322,6 +350,7 @@ const MAX_DEFLATE_RATIO: u64 = 1032;
 pub(super) fn parse_npz<F: Float>(bytes: &[u8], path: &Path, keep_raw: bool) -> Result<Parsed<F>> {
     let mut zip = ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| format_error(path, None, format!("not a valid .npz (zip) archive: {e}")))?;
+    check_unique_names(bytes, &zip, path)?;
     let mut out = Parsed::default();
     for index in 0..zip.len() {
         let raw_name = zip.name_for_index(index).unwrap_or_default().to_string();
@@ -336,6 +365,12 @@ pub(super) fn parse_npz<F: Float>(bytes: &[u8], path: &Path, keep_raw: bool) -> 
                 .map_err(|e| err(format!("unreadable archive entry: {e}")))?;
             (raw.compression(), raw.compressed_size())
         };
+        if stored_size > bytes.len() as u64 {
+            return Err(err(format!(
+                "the entry claims {stored_size} stored bytes, more than the archive's {}",
+                bytes.len()
+            )));
+        }
         if !matches!(
             method,
             CompressionMethod::Stored | CompressionMethod::Deflated
@@ -367,7 +402,7 @@ pub(super) fn parse_npz<F: Float>(bytes: &[u8], path: &Path, keep_raw: bool) -> 
         let capacity = usize::try_from(claimed).unwrap_or(usize::MAX);
         let mut data = Vec::with_capacity(capacity.min(bytes.len().saturating_mul(4)));
         entry
-            .take(claimed + 1)
+            .take(claimed.saturating_add(1))
             .read_to_end(&mut data)
             .map_err(|e| err(format!("cannot read the entry: {e}")))?;
         if data.len() as u64 != claimed {
@@ -389,6 +424,61 @@ pub(super) fn parse_npz<F: Float>(bytes: &[u8], path: &Path, keep_raw: bool) -> 
         }
     }
     Ok(out)
+}
+
+/// Signature of a central directory file header.
+const CENTRAL_HEADER: u32 = 0x0201_4b50;
+/// Bytes of a central directory file header before its name.
+const CENTRAL_HEADER_LEN: usize = 46;
+
+/// Refuse an archive whose central directory lists two entries with the same name: the `zip`
+/// crate keeps only one of them (the last), so a second copy would silently replace the first.
+/// The central directory is walked here, from where the `zip` crate found it.
+fn check_unique_names(bytes: &[u8], zip: &ZipArchive<Cursor<&[u8]>>, path: &Path) -> Result<()> {
+    let u16_at = |at: usize| -> Option<usize> {
+        bytes
+            .get(at..at.checked_add(2)?)
+            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+    };
+    let mut at = usize::try_from(zip.central_directory_start()).unwrap_or(usize::MAX);
+    let mut names: HashSet<&[u8]> = HashSet::new();
+    let mut count = 0usize;
+    while let Some(&[a, b, c, d]) = at.checked_add(4).and_then(|end| bytes.get(at..end)) {
+        if u32::from_le_bytes([a, b, c, d]) != CENTRAL_HEADER || count == zip.len() {
+            break;
+        }
+        let lengths = (u16_at(at + 28), u16_at(at + 30), u16_at(at + 32));
+        let (Some(name_len), Some(extra_len), Some(comment_len)) = lengths else {
+            break;
+        };
+        let start = at + CENTRAL_HEADER_LEN;
+        let Some(name) = bytes.get(start..start + name_len) else {
+            break;
+        };
+        if !names.insert(name) {
+            let name = String::from_utf8_lossy(name);
+            let key = name.strip_suffix(".npy").unwrap_or(&name);
+            return Err(format_error(
+                path,
+                Some(key),
+                "two entries have this name (the archive holds two arrays under one key)",
+            ));
+        }
+        count += 1;
+        at = start + name_len + extra_len + comment_len;
+    }
+    // Also catches names that differ as bytes but not once decoded (the zip crate's map).
+    if count != zip.len() {
+        return Err(format_error(
+            path,
+            None,
+            format!(
+                "the central directory lists {count} entries where {} distinct names were read",
+                zip.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A decoded `.npy` array.
