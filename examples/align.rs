@@ -23,8 +23,16 @@
 //! array per permutation, keyed by the permutation's name, `[samples, units]` or
 //! `[samples, channels, h, w]`, rows of A and B computed on the same inputs.
 //!
-//! Errors print one line on stderr and exit with status 1; nothing is written then (outputs
-//! are written to temporary files and renamed into place only when everything succeeded).
+//! With `--json PATH` a summary is also written as JSON (method, spec, objectives, sweeps,
+//! `converged`, time, output paths). Weight matching that stops at `--max-iter` without
+//! converging keeps the best iterate it saw, says so on stderr (`warning: … did not converge`)
+//! and records `"converged": false`.
+//!
+//! Errors print one line on stderr and exit with status 1; nothing is written then: every
+//! output is written to a temporary sibling first and all are renamed into place only when
+//! everything succeeded. Before any work, an output that is the same file as an input or as
+//! another output (same path after resolving links, or same device and inode) is refused, and
+//! inputs must be regular files. `--help` prints the options and exits with status 0.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,8 +43,11 @@ use std::time::Instant;
 mod cli;
 
 use clap::{Parser, ValueEnum};
-use cli::{check_writable_dir, temp_sibling, write_error, CliError};
-use llfc::io::{read_checkpoint, read_npz_arrays, write_checkpoint, Checkpoint, Dtype};
+use cli::{check_outputs, CliError, Named};
+use llfc::io::{
+    checkpoint_to_bytes, read_checkpoint, read_npz_arrays, read_regular_file, Checkpoint, Dtype,
+    FileFormat, OutputSet,
+};
 use llfc::matching::activation::{
     activation_matching_from_features, ActivationMatchingOptions, Statistic,
 };
@@ -87,6 +98,9 @@ struct Args {
     /// Where to write the permutations as JSON (default: `<output stem>.perms.json`).
     #[arg(long)]
     perms: Option<PathBuf>,
+    /// Where to write a JSON summary (objectives, sweeps, `converged`, time, outputs).
+    #[arg(long)]
+    json: Option<PathBuf>,
     /// Seed of the permutation order in each weight-matching sweep.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -111,15 +125,18 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    cli::exit("align", run(&Args::parse()))
+    match cli::parse_args::<Args>("align") {
+        Ok(args) => cli::exit("align", run(&args)),
+        Err(code) => code,
+    }
+}
+
+/// Whether `--spec` names a builtin rather than a file.
+fn is_builtin(spec: &str) -> bool {
+    matches!(spec, "mlp" | "vgg" | "resnet20")
 }
 
 fn run(args: &Args) -> Result<(), CliError> {
-    let a = read_checkpoint(&args.a)?;
-    let b = read_checkpoint(&args.b)?;
-    let spec = load_spec(&args.spec, &a)?;
-    let validation = spec.validate(&a.params)?;
-    spec.validate(&b.params)?;
     let output = args
         .output
         .clone()
@@ -128,11 +145,34 @@ fn run(args: &Args) -> Result<(), CliError> {
         .perms
         .clone()
         .unwrap_or_else(|| output.with_extension("perms.json"));
-    for path in [&output, &perms_path] {
-        check_writable_dir(path)?;
+    let format = FileFormat::from_path(&output)?;
+    // Every output apart from every input, before anything is read or computed.
+    let spec_path = Path::new(&args.spec);
+    let mut inputs: Vec<Named<'_>> = vec![("--a", &args.a), ("--b", &args.b)];
+    if !is_builtin(&args.spec) {
+        inputs.push(("--spec", spec_path));
     }
+    for (flag, path) in [
+        ("--features-a", &args.features_a),
+        ("--features-b", &args.features_b),
+    ] {
+        if let Some(p) = path {
+            inputs.push((flag, p));
+        }
+    }
+    let mut outputs: Vec<Named<'_>> = vec![("--output", &output), ("--perms", &perms_path)];
+    if let Some(j) = &args.json {
+        outputs.push(("--json", j));
+    }
+    check_outputs(&inputs, &outputs)?;
+
+    let a = read_checkpoint(&args.a)?;
+    let b = read_checkpoint(&args.b)?;
+    let spec = load_spec(&args.spec, &a)?;
+    let validation = spec.validate(&a.params)?;
+    spec.validate(&b.params)?;
     let start = Instant::now();
-    let (perms, before, after, sweeps) = match args.method {
+    let (perms, before, after, sweeps, converged) = match args.method {
         Method::Weight => {
             let options = WeightMatchingOptions {
                 max_iter: args.max_iter,
@@ -148,7 +188,20 @@ fn run(args: &Args) -> Result<(), CliError> {
             } else {
                 match_weights(&spec, &a.params, &b.params, &options, args.quiet)?
             };
-            (m.perms, m.initial_objective, m.objective, Some(m.sweeps))
+            if !m.converged {
+                eprintln!(
+                    "align: warning: weight matching did not converge in {} sweeps (--max-iter); \
+                     the best permutations seen are used (objective {:.10e})",
+                    m.sweeps, m.objective
+                );
+            }
+            (
+                m.perms,
+                m.initial_objective,
+                m.objective,
+                Some(m.sweeps),
+                m.converged,
+            )
         }
         Method::Activation => {
             let (Some(fa), Some(fb)) = (&args.features_a, &args.features_b) else {
@@ -202,7 +255,7 @@ fn run(args: &Args) -> Result<(), CliError> {
             let after = a
                 .params
                 .inner(&apply_permutations(&spec, &perms, &b.params)?)?;
-            (perms, before, after, None)
+            (perms, before, after, None, true)
         }
     };
     let seconds = start.elapsed().as_secs_f64();
@@ -210,21 +263,33 @@ fn run(args: &Args) -> Result<(), CliError> {
         params: apply_permutations(&spec, &perms, &b.params)?,
         ..b.clone()
     };
-    // Write both outputs to temporaries first, then rename: never a half-written result.
-    let json = perms_json(&perms);
-    let perms_tmp = temp_sibling(&perms_path);
-    std::fs::write(&perms_tmp, json).map_err(|e| write_error(&perms_path, &e))?;
-    if let Err(e) = write_checkpoint(&output, &permuted) {
-        let _ = std::fs::remove_file(&perms_tmp);
-        return Err(e.into());
+    // Every output to a temporary first, then all renamed: never a half-written result.
+    let mut staged = OutputSet::new();
+    staged.stage_bytes(&output, &checkpoint_to_bytes(&permuted, format)?)?;
+    staged.stage_bytes(&perms_path, perms_json(&perms).as_bytes())?;
+    if let Some(json_path) = &args.json {
+        let summary = serde_json::json!({
+            "method": format!("{:?}", args.method).to_lowercase(),
+            "spec": args.spec,
+            "permutations": perms.len(),
+            "objective_before": before,
+            "objective_after": after,
+            "sweeps": sweeps,
+            "converged": converged,
+            "seconds": seconds,
+            "output": output.display().to_string(),
+            "perms": perms_path.display().to_string(),
+        });
+        staged.stage_bytes(json_path, format!("{summary:#}\n").as_bytes())?;
     }
-    std::fs::rename(&perms_tmp, &perms_path).map_err(|e| write_error(&perms_path, &e))?;
+    staged.commit()?;
 
     println!("method: {:?}", args.method);
     println!("spec: {} ({} permutations)", args.spec, perms.len());
     println!("objective <theta_A, pi(theta_B)>: before {before:.10e}, after {after:.10e}");
     if let Some(s) = sweeps {
-        println!("sweeps: {s}");
+        let note = if converged { "" } else { " (did not converge)" };
+        println!("sweeps: {s}{note}");
     }
     println!("time: {seconds:.3} s");
     println!("permuted B: {}", output.display());
@@ -295,13 +360,7 @@ fn load_spec(name: &str, a: &Checkpoint) -> Result<PermutationSpec, CliError> {
     let has = |k: &str| a.params.contains(k);
     let count = |f: &dyn Fn(usize) -> String| (0..).take_while(|&i| has(&f(i))).count();
     match name {
-        "mlp" => {
-            let layers = count(&|i| format!("layers.{i}.weight"));
-            if layers < 2 {
-                return Err(CliError::Usage("spec `mlp` expects parameters `layers.0.weight`, `layers.1.weight`, … (at least two layers)".into()));
-            }
-            Ok(PermutationSpec::mlp(layers))
-        }
+        "mlp" => Ok(PermutationSpec::mlp_from_params(&a.params)?),
         "vgg" => {
             let num_conv = count(&|i| format!("conv{i}.weight"));
             let num_linear = count(&|j| format!("fc{j}.weight"));
@@ -334,7 +393,10 @@ fn load_spec(name: &str, a: &Checkpoint) -> Result<PermutationSpec, CliError> {
             Ok(PermutationSpec::resnet_cifar(&blocks, shortcut))
         }
         path => {
-            let text = std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("unknown spec `{path}`: not a builtin (mlp, vgg, resnet20) and not a readable JSON file ({e})")))?;
+            let bytes = read_regular_file(path).map_err(|e| CliError::Usage(format!("unknown spec `{path}`: not a builtin (mlp, vgg, resnet20) and not a readable JSON file ({e})")))?;
+            let text = String::from_utf8(bytes).map_err(|e| {
+                CliError::Usage(format!("spec file `{path}` is not UTF-8 text: {e}"))
+            })?;
             Ok(PermutationSpec::from_json(&text)?)
         }
     }

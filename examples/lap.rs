@@ -5,20 +5,29 @@
 //!     [--presolve auto|always|never]
 //! ```
 //!
-//! `COST.npy` holds a 2-D `f64` or `f32` array (C or Fortran order). The output is one line,
+//! `COST.npy` holds a 2-D `f64` or `f32` (or `f16`) array (C or Fortran order, either
+//! endianness), read by the crate's hardened reader ([`llfc::io::read_npy_with_dtype`]: a
+//! forged header or a non-regular file is an error, never a large allocation); `f32` and `f16`
+//! data are solved in `f32`. The output is one line,
 //! `{"total": …, "assignment": [col of row 0, …], "seconds": …}`, where `total` is printed with
-//! round-trip precision, an unassigned row (more rows than columns) is `null`, and `seconds`
-//! times the solve alone (not reading the file). Errors (missing file, not 2-D, NaN, infeasible,
-//! bad arguments) go to stderr with a non-zero exit status. `--presolve` chooses the native
-//! solver's f32 presolve ([`llfc::assignment::Presolve`], default `auto`).
+//! round-trip precision (`0` for an empty matrix, never `-0.0`), an unassigned row (more rows
+//! than columns) is `null`, and `seconds` times the solve alone (not reading the file). Errors
+//! (missing file, not 2-D, NaN, infeasible, bad arguments) are one line `lap: error: …` on
+//! stderr with exit status 1; `--help` prints the usage and exits with status 0.
+//! `--presolve` chooses the native solver's f32 presolve ([`llfc::assignment::Presolve`],
+//! default `auto`).
 //! `benches/compare_lap.py` drives it.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
+#[path = "common/cli.rs"]
+mod cli;
+
+use cli::{usage, CliError};
 use llfc::assignment::{solve_with, Assignment, LapOptions, Presolve, Solver};
-use ndarray::Array2;
-use ndarray_npy::ReadNpyExt;
+use llfc::io::{read_npy_with_dtype, Dtype};
+use ndarray::{Array2, ArrayD, Ix2};
 
 const USAGE: &str =
     "usage: lap COST.npy [--maximize] [--solver native|kuhn-munkres] [--presolve auto|always|never]";
@@ -30,7 +39,8 @@ struct Args {
     presolve: Presolve,
 }
 
-fn parse_args() -> Result<Args, String> {
+/// The arguments, or `None` for `--help` (usage printed).
+fn parse_args() -> cli::Result<Option<Args>> {
     let (mut path, mut maximize, mut solver) = (None, false, Solver::Native);
     let mut presolve = Presolve::Auto;
     let mut it = std::env::args().skip(1);
@@ -41,7 +51,7 @@ fn parse_args() -> Result<Args, String> {
                 solver = match it.next().as_deref() {
                     Some("native") => Solver::Native,
                     Some("kuhn-munkres") => Solver::KuhnMunkres,
-                    other => return Err(format!("unknown solver {other:?}\n{USAGE}")),
+                    other => return usage(format!("unknown solver {other:?} ({USAGE})")),
                 }
             }
             "--presolve" => {
@@ -49,21 +59,27 @@ fn parse_args() -> Result<Args, String> {
                     Some("auto") => Presolve::Auto,
                     Some("always") => Presolve::Always,
                     Some("never") => Presolve::Never,
-                    other => return Err(format!("unknown presolve {other:?}\n{USAGE}")),
+                    other => return usage(format!("unknown presolve {other:?} ({USAGE})")),
                 }
             }
-            "-h" | "--help" => return Err(USAGE.into()),
-            _ if a.starts_with("--") => return Err(format!("unknown option {a}\n{USAGE}")),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            _ if a.starts_with('-') => return usage(format!("unknown option {a} ({USAGE})")),
             _ if path.is_none() => path = Some(a),
-            _ => return Err(format!("unexpected argument {a}\n{USAGE}")),
+            _ => return usage(format!("unexpected argument {a} ({USAGE})")),
         }
     }
-    Ok(Args {
-        path: path.ok_or_else(|| USAGE.to_string())?,
+    let Some(path) = path else {
+        return usage(USAGE);
+    };
+    Ok(Some(Args {
+        path,
         maximize,
         solver,
         presolve,
-    })
+    }))
 }
 
 /// Time the solve of an already loaded matrix.
@@ -77,50 +93,53 @@ fn timed<F: llfc::Float>(cost: &Array2<F>, args: &Args) -> llfc::Result<(Assignm
     Ok((a, t0.elapsed().as_secs_f64()))
 }
 
-fn run() -> Result<String, String> {
-    let args = parse_args()?;
-    let open =
-        || std::fs::File::open(&args.path).map_err(|e| format!("cannot open {}: {e}", args.path));
-    // Try f64 first, then f32; report the f64 error if neither matches.
-    let result = match Array2::<f64>::read_npy(open()?) {
-        Ok(c) => timed(&c, &args),
-        Err(e64) => match Array2::<f32>::read_npy(open()?) {
-            Ok(c) => timed(&c, &args),
-            Err(_) => {
-                return Err(format!(
-                    "{}: not a 2-D f64 or f32 .npy array: {e64}",
-                    args.path
-                ))
-            }
-        },
+/// A 2-D cost matrix, or a one-line error naming the file.
+fn matrix<F: llfc::Float>(a: ArrayD<F>, path: &str) -> cli::Result<Array2<F>> {
+    let shape = a.shape().to_vec();
+    a.into_dimensionality::<Ix2>().map_err(|_| {
+        CliError::Usage(format!(
+            "{path}: the cost must be a 2-D array, found shape {shape:?}"
+        ))
+    })
+}
+
+/// The output line, or `None` after `--help`.
+fn run() -> cli::Result<Option<String>> {
+    let Some(args) = parse_args()? else {
+        return Ok(None);
     };
-    let (a, seconds) = result.map_err(|e| format!("{}: {e}", args.path))?;
+    // f64 reading is exact for every stored float type; narrower data is solved in f32.
+    let (cost, dtype) = read_npy_with_dtype::<f64>(&args.path)?;
+    let cost = matrix(cost, &args.path)?;
+    let result = if matches!(dtype, Dtype::F64) {
+        timed(&cost, &args)
+    } else {
+        timed(&cost.mapv(|x| x as f32), &args)
+    };
+    let (a, seconds) = result.map_err(|e| CliError::Usage(format!("{}: {e}", args.path)))?;
     let cols: Vec<String> = a
         .row_to_col()
         .iter()
         .map(|c| c.map_or_else(|| "null".to_string(), |c| c.to_string()))
         .collect();
-    // `{:?}` prints the shortest representation that round-trips (full precision).
+    // `{:?}` prints the shortest representation that round-trips (full precision); `+ 0.0`
+    // turns the −0 of an empty sum into 0.
     let total = if a.total.is_finite() {
-        format!("{:?}", a.total)
+        format!("{:?}", a.total + 0.0)
     } else {
         "null".into()
     };
-    Ok(format!(
+    Ok(Some(format!(
         "{{\"total\": {total}, \"assignment\": [{}], \"seconds\": {seconds:?}}}",
         cols.join(", ")
-    ))
+    )))
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(line) => {
+    let result = run().map(|line| {
+        if let Some(line) = line {
             println!("{line}");
-            ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    });
+    cli::exit("lap", result)
 }

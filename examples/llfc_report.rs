@@ -47,6 +47,9 @@
 //!
 //! Errors print one line on stderr and exit with status 1; nothing is written then (the JSON
 //! goes to a temporary sibling file and is renamed into place only when everything succeeded).
+//! Before any work, a `--json` that is the same file as an input (the features, `--a`, `--b`;
+//! same path after resolving links, or same device and inode) is refused, and inputs must be
+//! regular files. `--help` prints the options and exits with status 0.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -57,8 +60,8 @@ use std::process::ExitCode;
 mod cli;
 
 use clap::{Parser, ValueEnum};
-use cli::{check_writable_dir, temp_sibling, usage, write_error, CliError, Result};
-use llfc::io::{read_checkpoint, read_npz, Checkpoint};
+use cli::{check_outputs, one_line, usage, CliError, Named, Result};
+use llfc::io::{read_checkpoint, read_npz, Checkpoint, OutputSet};
 use llfc::metrics::{
     commutativity, cosine_distances, llfc_layer, weak_additivity, Commutativity, CosineVariant,
     LlfcLayer, SampleStats, WeakAdditivity,
@@ -108,7 +111,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    cli::exit("llfc_report", run(&Args::parse()))
+    match cli::parse_args::<Args>("llfc_report") {
+        Ok(args) => cli::exit("llfc_report", run(&args)),
+        Err(code) => code,
+    }
 }
 
 /// Prefix a library error with where it happened.
@@ -214,8 +220,9 @@ fn read_features(path: &Path) -> Result<Features> {
                 String::new()
             };
             usage(format!(
-                "features file `{}`: array `{key}` {why}{hint}",
-                path.display()
+                "features file `{}`: array `{}` {why}{hint}",
+                path.display(),
+                one_line(&key, 200)
             ))
         };
         let Some((kind, who, layer)) = parse_key(&key) else {
@@ -440,9 +447,14 @@ fn matrix<'a>(a: &'a ArrayD<f64>, what: &str, layout: &str) -> Result<ArrayView2
 
 fn run(args: &Args) -> Result<()> {
     let path = &args.features;
-    if let Some(json) = &args.json {
-        check_writable_dir(json)?;
+    let mut inputs: Vec<Named<'_>> = vec![("features", path)];
+    for (flag, p) in [("--a", &args.a), ("--b", &args.b)] {
+        if let Some(p) = p {
+            inputs.push((flag, p));
+        }
     }
+    let outputs: Vec<Named<'_>> = args.json.iter().map(|j| ("--json", j.as_path())).collect();
+    check_outputs(&inputs, &outputs)?;
     let variant = match args.variant {
         VariantArg::Signed => CosineVariant::Signed,
         VariantArg::Absolute => CosineVariant::Absolute,
@@ -552,7 +564,9 @@ fn run(args: &Args) -> Result<()> {
         let doc = report_json(path, variant, &alpha_values, &reports);
         let text = serde_json::to_string_pretty(&doc)
             .map_err(|e| CliError::Usage(format!("cannot encode the JSON report: {e}")))?;
-        write_atomic(json_path, &(text + "\n"))?;
+        let mut staged = OutputSet::new();
+        staged.stage_bytes(json_path, (text + "\n").as_bytes())?;
+        staged.commit()?;
     }
     print!("{}", table(path, variant, &alpha_values, &reports));
     if let Some(json_path) = &args.json {
@@ -743,17 +757,4 @@ fn table(path: &Path, variant: CosineVariant, alphas: &[f64], reports: &[LayerRe
         }
     }
     s
-}
-
-/// Write `text` to a temporary sibling of `path`, then rename it into place.
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = temp_sibling(path);
-    if let Err(e) = std::fs::write(&tmp, text) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(write_error(path, &e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        write_error(path, &e)
-    })
 }

@@ -1,5 +1,6 @@
-//! Pieces shared by the command-line examples (`align`, `llfc_report`): a one-line error type,
-//! the exit report, and the checks and temporary names behind their atomic outputs.
+//! Pieces shared by the command-line examples (`align`, `llfc_report`, `lap`): a one-line error
+//! type, argument parsing with one-line errors, the exit report, and the checks that keep every
+//! output apart from every input before any work is done.
 // Each example uses a subset of these helpers.
 #![allow(dead_code)]
 
@@ -40,42 +41,158 @@ pub fn usage<T>(msg: impl Into<String>) -> Result<T> {
     Err(CliError::Usage(msg.into()))
 }
 
+/// Longest error line printed (a safety net: messages quote at most ~200 characters of a file).
+const MAX_LINE: usize = 2000;
+
+/// `text` on one line: control characters escaped, at most `max` characters (then `…`).
+pub fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(max) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// The exit status of `result`; an error is printed as one line `NAME: error: …` on stderr.
 pub fn exit(name: &str, result: Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let msg = e.to_string().replace(['\n', '\r'], " ");
-            eprintln!("{name}: error: {msg}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(name, &e.to_string()),
     }
 }
 
-/// Fail before any work if the directory of an output does not exist.
-pub fn check_writable_dir(path: &Path) -> Result<()> {
+/// Print `NAME: error: MSG` on one line and return the failure status (1).
+fn fail(name: &str, msg: &str) -> ExitCode {
+    eprintln!("{name}: error: {}", one_line(msg, MAX_LINE));
+    ExitCode::FAILURE
+}
+
+/// Parse the command line: `--help` and `--version` print and exit 0; any other problem is one
+/// line on stderr and exit status 1 (clap's own report spans several lines).
+pub fn parse_args<T: clap::Parser>(name: &str) -> std::result::Result<T, ExitCode> {
+    T::try_parse().map_err(|e| {
+        use clap::error::ErrorKind;
+        if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        let first = first.strip_prefix("error: ").unwrap_or(first);
+        fail(name, &format!("{first} (see `{name} --help`)"))
+    })
+}
+
+/// Where a file comes from on the command line, for messages: `(flag, path)`.
+pub type Named<'a> = (&'a str, &'a Path);
+
+/// What identifies a file: its canonical path (for a file yet to be written, the canonical
+/// directory joined with the name) and, where it exists, its device and inode.
+#[derive(Debug, PartialEq, Eq)]
+struct FileId {
+    canonical: Option<PathBuf>,
+    node: Option<(u64, u64)>,
+}
+
+impl FileId {
+    fn of(path: &Path) -> Self {
+        let canonical = std::fs::canonicalize(path).ok().or_else(|| {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
+        });
+        Self {
+            canonical,
+            node: std::fs::metadata(path).ok().and_then(|m| node(&m)),
+        }
+    }
+
+    /// Whether both name the same file, by canonical path or by device and inode (hard links).
+    fn same(&self, other: &Self) -> bool {
+        (self.canonical.is_some() && self.canonical == other.canonical)
+            || (self.node.is_some() && self.node == other.node)
+    }
+}
+
+#[cfg(unix)]
+fn node(m: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn node(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None // canonical paths only
+}
+
+/// Check, before any work, that every output can be written and is none of the inputs and no
+/// other output: same canonical path, or same device and inode (symbolic and hard links are
+/// caught), is refused. An output must be in an existing directory and, if it exists, be a
+/// regular file (not a directory or device).
+pub fn check_outputs(inputs: &[Named<'_>], outputs: &[Named<'_>]) -> Result<()> {
+    let ins: Vec<FileId> = inputs.iter().map(|(_, p)| FileId::of(p)).collect();
+    let mut outs: Vec<FileId> = Vec::with_capacity(outputs.len());
+    for &(flag, path) in outputs {
+        check_writable(flag, path)?;
+        let id = FileId::of(path);
+        for (&(in_flag, in_path), other) in inputs.iter().zip(&ins) {
+            if id.same(other) {
+                return usage(format!(
+                    "output `{}` ({flag}) is the same file as input `{}` ({in_flag}): refusing to overwrite an input",
+                    path.display(),
+                    in_path.display()
+                ));
+            }
+        }
+        for (&(o_flag, o_path), other) in outputs.iter().zip(&outs) {
+            if id.same(other) {
+                return usage(format!(
+                    "outputs `{}` ({o_flag}) and `{}` ({flag}) are the same file",
+                    o_path.display(),
+                    path.display()
+                ));
+            }
+        }
+        outs.push(id);
+    }
+    Ok(())
+}
+
+/// An output must name a file in an existing directory, and be a regular file if it exists.
+fn check_writable(flag: &str, path: &Path) -> Result<()> {
+    if path.file_name().is_none() {
+        return usage(format!("{flag} `{}` does not name a file", path.display()));
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    if dir.is_dir() {
-        Ok(())
-    } else {
-        usage(format!(
-            "cannot write `{}`: directory `{}` does not exist",
+    if !dir.is_dir() {
+        return usage(format!(
+            "cannot write `{}` ({flag}): directory `{}` does not exist",
             path.display(),
             dir.display()
-        ))
+        ));
     }
-}
-
-/// The temporary sibling an output is written to before it is renamed over `path`.
-pub fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("out");
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
-/// The error of a failed write of `path`.
-pub fn write_error(path: &Path, e: &std::io::Error) -> CliError {
-    CliError::Usage(format!("cannot write `{}`: {e}", path.display()))
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => usage(format!(
+            "cannot write `{}` ({flag}): it is a directory",
+            path.display()
+        )),
+        Ok(m) if !m.is_file() => usage(format!(
+            "cannot write `{}` ({flag}): it exists and is not a regular file",
+            path.display()
+        )),
+        _ => Ok(()),
+    }
 }

@@ -82,6 +82,29 @@ pub fn read_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
     })
 }
 
+/// The bytes of the file [`write_checkpoint`] writes for `checkpoint` in `format` (to stage an
+/// output with [`OutputSet`](super::OutputSet), say).
+///
+/// # Errors
+/// As [`write_checkpoint`], less the I/O errors.
+pub fn checkpoint_to_bytes(checkpoint: &Checkpoint, format: FileFormat) -> Result<Vec<u8>> {
+    let params = &checkpoint.params;
+    let dtype_of = |name: &str| checkpoint.dtype(name);
+    match format {
+        FileFormat::Npz => npz::write_npz_to(
+            std::io::Cursor::new(Vec::new()),
+            params.iter(),
+            dtype_of,
+            &checkpoint.others,
+            Path::new(super::MEMORY_PATH),
+        )
+        .map(std::io::Cursor::into_inner),
+        FileFormat::Safetensors => {
+            safetensors::serialize_params(params, dtype_of, &checkpoint.others)
+        }
+    }
+}
+
 /// Write a checkpoint (`.npz` or `.safetensors`, by extension): the float tensors, each in its
 /// recorded dtype ([`Checkpoint::dtype`]), then [`Checkpoint::others`] unchanged. Rounding to nearest where a value does not fit (values read
 /// from that dtype are written back exactly). NumPy has no bfloat16 and this writer no float16

@@ -102,7 +102,7 @@ use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::params::Params;
 
-pub use self::checkpoint::{read_checkpoint, write_checkpoint, Checkpoint};
+pub use self::checkpoint::{checkpoint_to_bytes, read_checkpoint, write_checkpoint, Checkpoint};
 use self::dtype::{checked_sizes, decode, to_f32, to_f64};
 pub use self::dtype::{Dtype, RawDtype, RawTensor};
 use self::files::{read_regular_file as read_file, write_atomically};

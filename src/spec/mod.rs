@@ -464,4 +464,92 @@ impl PermutationSpec {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a map of strings always serialises")
     }
+
+    /// The MLP spec of a checkpoint whose linear layers are named `layers.{i}.weight`
+    /// (`[out, in]`, optional `layers.{i}.bias`), as PyTorch names the modules of an
+    /// `nn.Sequential`: **every** such weight is taken, in increasing `i`, gaps allowed
+    /// (`nn.Sequential(Linear, ReLU, Linear, ReLU, Linear)` saves `layers.0`, `layers.2`,
+    /// `layers.4`), provided the widths chain (each layer's `in` is the previous one's `out`).
+    /// The result is [`PermutationSpec::mlp_with_names`] over those layers: hidden permutations
+    /// `P_0, P_1, …` in layer order, biases included where present.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] saying what is missing or which layer does not fit (and what to do
+    /// instead) if fewer than two `layers.{i}.weight` exist, one is not a matrix, or the widths
+    /// do not chain. Never a silently shorter MLP.
+    ///
+    /// # Examples
+    /// ```
+    /// use llfc::{Params, PermutationSpec};
+    /// use ndarray::{Array1, Array2};
+    /// let mut p = Params::<f32>::new();
+    /// for (i, (o, n)) in [(0, (8, 4)), (2, (8, 8)), (4, (3, 8))] {
+    ///     p.insert(format!("layers.{i}.weight"), Array2::zeros((o, n)).into_dyn());
+    ///     p.insert(format!("layers.{i}.bias"), Array1::zeros(o).into_dyn());
+    /// }
+    /// let spec = PermutationSpec::mlp_from_params(&p)?;
+    /// assert_eq!(spec.perm_names(), ["P_0", "P_1"]);
+    /// assert_eq!(spec.axes("layers.4.weight").unwrap(), [None, Some("P_1".to_string())]);
+    /// p.insert("layers.5.weight", Array2::zeros((3, 7)).into_dyn()); // 7 ≠ 3
+    /// assert!(PermutationSpec::mlp_from_params(&p).unwrap_err().to_string().contains("layers.5.weight"));
+    /// # Ok::<(), llfc::Error>(())
+    /// ```
+    pub fn mlp_from_params<F: Float>(params: &Params<F>) -> Result<Self> {
+        let mut layers: Vec<(usize, &str)> = params
+            .names()
+            .filter_map(|k| {
+                let i = k.strip_prefix("layers.")?.strip_suffix(".weight")?;
+                let n: usize = i.parse().ok()?;
+                (n.to_string() == i).then_some((n, k))
+            })
+            .collect();
+        layers.sort_unstable();
+        let advice = "name the linear layers `layers.{i}.weight` ([out, in]) and \
+                      `layers.{i}.bias`, or pass a JSON spec file";
+        if layers.len() < 2 {
+            let found = layers
+                .first()
+                .map_or_else(|| "none".to_string(), |(_, k)| format!("only `{k}`"));
+            return Err(Error::InvalidSpec {
+                reason: format!(
+                    "the `mlp` spec needs at least two linear layers `layers.{{i}}.weight`, \
+                     found {found}: {advice}"
+                ),
+            });
+        }
+        let mut prev: Option<(&str, usize)> = None;
+        for &(_, name) in &layers {
+            let shape = params[name].shape();
+            let &[out, inp] = shape else {
+                return Err(Error::InvalidSpec {
+                    reason: format!(
+                        "`{name}` has shape {shape:?}, not [out, in]: the `mlp` spec takes every \
+                         `layers.{{i}}.weight` as a linear layer; for other layers (norms, convs) \
+                         pass a JSON spec file"
+                    ),
+                });
+            };
+            if let Some((p, p_out)) = prev {
+                if inp != p_out {
+                    return Err(Error::InvalidSpec {
+                        reason: format!(
+                            "`{name}` ([{out}, {inp}]) does not follow `{p}` ({p_out} outputs): \
+                             the `mlp` spec chains every `layers.{{i}}.weight` in index order; \
+                             for another architecture pass a JSON spec file"
+                        ),
+                    });
+                }
+            }
+            prev = Some((name, out));
+        }
+        let names: Vec<(String, Option<String>)> = layers
+            .iter()
+            .map(|&(_, w)| {
+                let bias = format!("{}.bias", w.strip_suffix(".weight").unwrap_or(w));
+                let bias = params.contains(&bias).then_some(bias);
+                (w.to_string(), bias)
+            })
+            .collect();
+        Ok(Self::mlp_with_names(&names))
+    }
 }
