@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, Axis, Ix2};
 
-use super::{lap_max, par_gemm_abt_into};
+use super::{lap_max, max_abs, par_gemm_abt_into, products_may_overflow};
 use crate::assignment::Solver;
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -131,6 +131,23 @@ impl ActivationStats {
             }
         }
         let nb = a.nrows();
+        // Centred values are at most twice the largest magnitude: if their chunk products
+        // could overflow `F` (f32 features beyond ~1e17), accumulate in f64.
+        let (max_a, max_b) = (2.0 * max_abs(a.iter()), 2.0 * max_abs(b.iter()));
+        if products_may_overflow::<F>(max_a, max_b, nb.min(CHUNK_ROWS), 1) {
+            if products_may_overflow::<f64>(max_a, max_b, nb, 1) {
+                return Err(Error::InvalidArgument {
+                    name: "features",
+                    reason: format!(
+                        "activations up to {:e} (A) and {:e} (B) make their cross moments \
+                         overflow even in f64",
+                        max_a / 2.0,
+                        max_b / 2.0
+                    ),
+                });
+            }
+            return self.update(a.mapv(|v| v.as_f64()).view(), b.mapv(|v| v.as_f64()).view());
+        }
         let mu_a = column_means(&a);
         let mu_b = column_means(&b);
         let (fa, fb): (Array1<F>, Array1<F>) = (mu_a.mapv(F::from_f64), mu_b.mapv(F::from_f64));

@@ -93,3 +93,25 @@ fn par_gemm_rows<F: Float>(
     #[cfg(not(feature = "rayon"))]
     pairs.for_each(block);
 }
+
+/// Whether sums of `terms` products of `inner` pairwise products of values bounded by `max_a`
+/// and `max_b` in magnitude can overflow `F` (with a factor 4 of headroom for the differences
+/// and partial sums the matching loops form). Such inputs are computed in f64 instead, or
+/// refused when even f64 overflows: a finite model never yields a NaN cost.
+pub(crate) fn products_may_overflow<F: Float>(
+    max_a: f64,
+    max_b: f64,
+    inner: usize,
+    terms: usize,
+) -> bool {
+    #[allow(clippy::cast_precision_loss)]
+    let bound = max_a * max_b * (inner.max(1) as f64) * (terms.max(1) as f64) * 4.0;
+    !(bound < F::max_value().as_f64())
+}
+
+/// The largest magnitude in `values`, as f64 (0 for none).
+pub(crate) fn max_abs<'a, F: Float + 'a>(values: impl IntoIterator<Item = &'a F>) -> f64 {
+    values
+        .into_iter()
+        .fold(0.0, |m: f64, v| m.max(v.as_f64().abs()))
+}

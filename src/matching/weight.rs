@@ -27,7 +27,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{lap_max, par_gemm_abt_into, LapWarm};
+use super::{lap_max, max_abs, par_gemm_abt_into, products_may_overflow, LapWarm};
 use crate::assignment::Solver;
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -110,7 +110,10 @@ pub struct WeightMatching {
     pub sweeps: usize,
     /// `⟨θ_A, π(θ_B)⟩` after each sweep.
     pub history: Vec<f64>,
-    /// Whether the last sweep made no progress (false if `max_iter` stopped the loop).
+    /// Whether the last sweep made no progress. `false` if `max_iter` stopped the loop: then
+    /// `perms` and `objective` are the **best** iterate seen (largest objective after a sweep,
+    /// or the initial permutations), not necessarily the last, which may oscillate (a spec with
+    /// one permutation on two axes of a tensor, say).
     pub converged: bool,
 }
 
@@ -290,6 +293,10 @@ pub fn weight_matching_with_progress<F: Float>(
     let sizes = spec.perm_sizes(a)?;
     let sizes_b = spec.perm_sizes(b)?;
     check_inputs(spec, a, b, &sizes, &sizes_b, options)?;
+    if let Some(wide) = overflow_guard(spec, a, b)? {
+        // Products of these weights overflow `F` (f32 beyond ~1e19): match in f64.
+        return weight_matching_with_progress(spec, &wide.0, &wide.1, options, progress);
+    }
     let names: Vec<String> = sizes.keys().cloned().collect();
     let mut perms = match &options.init {
         Some(init) => init.clone(),
@@ -328,6 +335,9 @@ pub fn weight_matching_with_progress<F: Float>(
     let mut history = Vec::new();
     let mut converged = false;
     let mut sweeps = 0;
+
+    // The best iterate seen, returned if the loop stops without converging.
+    let mut best = (initial_objective, perms.clone());
 
     while sweeps < options.max_iter {
         let order: Vec<&str> = match &options.order {
@@ -418,15 +428,59 @@ pub fn weight_matching_with_progress<F: Float>(
             converged = true;
             break;
         }
+        if value >= best.0 {
+            best = (value, perms.clone());
+        }
     }
+    let (objective, perms) = if converged {
+        (history.last().copied().unwrap_or(initial_objective), perms)
+    } else {
+        best
+    };
     Ok(WeightMatching {
-        objective: history.last().copied().unwrap_or(initial_objective),
+        objective,
         perms,
         initial_objective,
         sweeps,
         history,
         converged,
     })
+}
+
+/// `Some((a, b))` in f64 if the products `A_w · B̃_wᵀ` (and their sums) could overflow `F`,
+/// `None` if `F` holds them.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] if they overflow even f64.
+#[allow(clippy::type_complexity)]
+fn overflow_guard<F: Float>(
+    spec: &PermutationSpec,
+    a: &Params<F>,
+    b: &Params<F>,
+) -> Result<Option<(Params<f64>, Params<f64>)>> {
+    let (mut max_a, mut max_b, mut inner, mut terms) = (0.0f64, 0.0f64, 0, 0);
+    for list in spec.perm_to_axes().values() {
+        terms = terms.max(list.len());
+        for (param, axis) in list {
+            let shape = a[param.as_str()].shape();
+            inner = inner.max(shape.iter().product::<usize>() / shape[*axis].max(1));
+            max_a = max_a.max(max_abs(a[param.as_str()].iter()));
+            max_b = max_b.max(max_abs(b[param.as_str()].iter()));
+        }
+    }
+    if !products_may_overflow::<F>(max_a, max_b, inner, terms) {
+        return Ok(None);
+    }
+    if products_may_overflow::<f64>(max_a, max_b, inner, terms) {
+        return Err(Error::InvalidArgument {
+            name: "params",
+            reason: format!(
+                "weights up to {max_a:e} (A) and {max_b:e} (B) make the similarity products \
+                 overflow even in f64"
+            ),
+        });
+    }
+    Ok(Some((a.cast::<f64>(), b.cast::<f64>())))
 }
 
 /// `S_p = Σ_terms A_w · B̃_wᵀ` from the terms' cached products, summed in f64 in the terms'
