@@ -53,6 +53,13 @@ impl Float for f64 {
     }
 }
 
+/// The largest magnitude of `values`, in f64 (0 for none).
+pub(crate) fn max_abs<'a, F: Float + 'a>(values: impl IntoIterator<Item = &'a F>) -> f64 {
+    values
+        .into_iter()
+        .fold(0.0, |m: f64, v| m.max(v.as_f64().abs()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::Float;

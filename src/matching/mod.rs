@@ -15,6 +15,7 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 
 use crate::assignment::{linear_sum_assignment_warm, solve_with, Assignment, LapOptions, Solver};
 use crate::error::{Error, Result};
+pub(crate) use crate::float::max_abs;
 use crate::float::Float;
 use crate::matmul::mat_mul_into;
 use crate::permutation::Permutation;
@@ -107,11 +108,4 @@ pub(crate) fn products_may_overflow<F: Float>(
     #[allow(clippy::cast_precision_loss)]
     let bound = max_a * max_b * (inner.max(1) as f64) * (terms.max(1) as f64) * 4.0;
     !(bound < F::max_value().as_f64())
-}
-
-/// The largest magnitude in `values`, as f64 (0 for none).
-pub(crate) fn max_abs<'a, F: Float + 'a>(values: impl IntoIterator<Item = &'a F>) -> f64 {
-    values
-        .into_iter()
-        .fold(0.0, |m: f64, v| m.max(v.as_f64().abs()))
 }

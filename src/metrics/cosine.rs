@@ -2,6 +2,7 @@
 
 use ndarray::{ArrayBase, Axis, Data, RemoveAxis, Zip};
 
+use super::scaled::{exponent, max_abs, pow2};
 use super::{check_features, check_same};
 use crate::error::Result;
 use crate::float::Float;
@@ -106,7 +107,9 @@ pub(super) fn cosine_from_sums(dot: f64, nu: f64, nv: f64) -> Option<f64> {
     Some((dot / denom).clamp(-1.0, 1.0))
 }
 
-/// Per-sample `(⟨u, v⟩, ‖u‖², ‖v‖²)` of two validated arrays of equal shape, in f64.
+/// Per-sample `(⟨u, v⟩, ‖u‖², ‖v‖²)` of two validated arrays of equal shape, in f64, each
+/// vector divided first by a power of two near its largest magnitude (the cosine does not
+/// depend on it; see [`scaled`](super::scaled)).
 fn per_sample_sums<F: Float, S1: Data<Elem = F>, S2: Data<Elem = F>, D: RemoveAxis>(
     a: &ArrayBase<S1, D>,
     b: &ArrayBase<S2, D>,
@@ -114,9 +117,11 @@ fn per_sample_sums<F: Float, S1: Data<Elem = F>, S2: Data<Elem = F>, D: RemoveAx
     a.axis_iter(Axis(0))
         .zip(b.axis_iter(Axis(0)))
         .map(|(ra, rb)| {
+            let sa = pow2(-exponent(max_abs(&ra)));
+            let sb = pow2(-exponent(max_abs(&rb)));
             let (mut dot, mut na, mut nb) = (0.0, 0.0, 0.0);
             Zip::from(&ra).and(&rb).for_each(|&x, &y| {
-                let (x, y) = (x.as_f64(), y.as_f64());
+                let (x, y) = (x.as_f64() * sa, y.as_f64() * sb);
                 dot += x * y;
                 na += x * x;
                 nb += y * y;
@@ -156,8 +161,11 @@ pub(super) fn cosine_distances_unchecked<
 ///
 /// with their mean and population standard deviation ([`SampleStats`]). A sample with
 /// `‖a_i‖ = 0` or `‖b_i‖ = 0` has no cosine: it is skipped (`None`) and counted in
-/// [`SampleStats::skipped`]. Sums are accumulated in f64 and the cosine is clamped to
-/// `[−1, 1]`, so `d(u, s u) = 0` up to rounding for `s > 0` and `d(u, u) = 0` exactly.
+/// [`SampleStats::skipped`]. Sums are accumulated in f64, each vector first divided by a power
+/// of two near its largest magnitude (as BLAS `nrm2` scales), so features of any finite
+/// magnitude work (1e-300 or 1e300 alike: `d(s a, s b) = d(a, b)` for every finite `s ≠ 0`);
+/// the cosine is clamped to `[−1, 1]`, so `d(u, s u) = 0` up to rounding for `s > 0` and
+/// `d(u, u) = 0` exactly.
 /// Accepts any dimension (`Array2`, `ArrayD`, owned or views). Costs `O(len)`.
 ///
 /// This is the LLFC paper's baseline `1 − cos⟨f(θ_A; x), f(θ_B; x)⟩` when given the features

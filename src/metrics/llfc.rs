@@ -3,6 +3,7 @@
 use ndarray::{ArrayBase, ArrayView2, Axis, Data, Ix2, RemoveAxis, Zip};
 
 use super::cosine::{cosine_distances_unchecked, cosine_from_sums};
+use super::scaled::{common, exponent, ldexp, max_abs, pow2};
 use super::{
     check_alpha, check_features, check_same, commutativity, par_join, par_map, weak_additivity,
     Commutativity, CosineVariant, SampleStats, WeakAdditivity,
@@ -47,14 +48,36 @@ pub struct LlfcLayer {
     pub scale: Scale,
 }
 
-/// Per-sample `(⟨f_α, f_int⟩, ‖f_α‖², ‖f_int‖²)` with `f_int = α f_a + (1 − α) f_b` formed in
-/// f64 (so α = 1 gives `f_int = f_a` exactly).
+/// Per-sample sums of `f_α` and `f_int = α f_a + (1 − α) f_b` formed in f64 (so α = 1 gives
+/// `f_int = f_a` exactly), each side divided first by a power of two near its largest
+/// magnitude (see [`scaled`](super::scaled)).
+#[derive(Clone, Copy, Debug)]
+struct InterpolationSums {
+    /// `⟨f_α', f_int'⟩` of the scaled vectors.
+    dot: f64,
+    /// `‖f_α'‖²`.
+    n_alpha: f64,
+    /// `‖f_int'‖²`.
+    n_int: f64,
+    /// `f_α' = f_α · 2^−e_alpha`.
+    e_alpha: i32,
+    /// `f_int' = f_int · 2^−e_int`.
+    e_int: i32,
+}
+
+impl InterpolationSums {
+    /// `coef = ⟨f_α, f_int⟩ / ‖f_int‖²` (undone scales), `None` if `f_int = 0`.
+    fn coef(&self) -> Option<f64> {
+        (self.n_int > 0.0).then(|| ldexp(self.dot / self.n_int, self.e_alpha - self.e_int))
+    }
+}
+
 fn interpolation_sums<F, S1, S2, S3, D>(
     f_alpha: &ArrayBase<S1, D>,
     f_a: &ArrayBase<S2, D>,
     f_b: &ArrayBase<S3, D>,
     alpha: f64,
-) -> Vec<(f64, f64, f64)>
+) -> Vec<InterpolationSums>
 where
     F: Float,
     S1: Data<Elem = F>,
@@ -68,33 +91,41 @@ where
         .zip(f_a.axis_iter(Axis(0)))
         .zip(f_b.axis_iter(Axis(0)))
         .map(|((r, ra), rb)| {
+            let e_alpha = exponent(max_abs(&r));
+            // |α x + β y| ≤ (|α| + |β|) max(|x|, |y|).
+            let bound = (alpha.abs() + beta.abs()) * max_abs(&ra).max(max_abs(&rb));
+            let e_int = exponent(bound);
+            let (s_alpha, s_int) = (pow2(-e_alpha), pow2(-e_int));
             let (mut dot, mut n_alpha, mut n_int) = (0.0, 0.0, 0.0);
             Zip::from(&r).and(&ra).and(&rb).for_each(|&v, &x, &y| {
-                let v = v.as_f64();
-                let int = alpha * x.as_f64() + beta * y.as_f64();
+                let v = v.as_f64() * s_alpha;
+                let int = alpha * (x.as_f64() * s_int) + beta * (y.as_f64() * s_int);
                 dot += v * int;
                 n_alpha += v * v;
                 n_int += int * int;
             });
-            (dot, n_alpha, n_int)
+            InterpolationSums {
+                dot,
+                n_alpha,
+                n_int,
+                e_alpha,
+                e_int,
+            }
         })
         .collect()
 }
 
-/// [`Scale`] from per-sample sums.
-fn scale_from_sums(sums: &[(f64, f64, f64)]) -> Scale {
-    let coef: Vec<Option<f64>> = sums
-        .iter()
-        .map(|&(dot, _, n_int)| (n_int > 0.0).then(|| dot / n_int))
-        .collect();
+/// [`Scale`] from per-sample sums: per sample, and over the whole matrix with every sample's
+/// sums brought to a common scale.
+fn scale_from_sums(sums: &[InterpolationSums]) -> Scale {
+    let coef: Vec<Option<f64>> = sums.iter().map(InterpolationSums::coef).collect();
     let c = coef
         .iter()
         .map(|k| k.filter(|&k| k != 0.0).map(|k| 1.0 / k))
         .collect();
-    let (dot, n_int) = sums
-        .iter()
-        .fold((0.0, 0.0), |(d, n), &(di, _, ni)| (d + di, n + ni));
-    let matrix_coef = (n_int > 0.0).then(|| dot / n_int);
+    let (dot, e_dot) = common(sums.iter().map(|s| (s.dot, s.e_alpha + s.e_int)), 1);
+    let (n_int, e_n) = common(sums.iter().map(|s| (s.n_int, s.e_int)), 2);
+    let matrix_coef = (n_int > 0.0).then(|| ldexp(dot / n_int, e_dot - 2 * e_n));
     Scale {
         coef: SampleStats::from_values(coef),
         c: SampleStats::from_values(c),
@@ -221,9 +252,7 @@ where
     let sums = interpolation_sums(f_alpha, f_a, f_b, alpha);
     let distance = SampleStats::from_values(
         sums.iter()
-            .map(|&(dot, n_alpha, n_int)| {
-                cosine_from_sums(dot, n_alpha, n_int).map(|c| variant.distance(c))
-            })
+            .map(|s| cosine_from_sums(s.dot, s.n_alpha, s.n_int).map(|c| variant.distance(c)))
             .collect(),
     );
     Ok(LlfcLayer {

@@ -40,6 +40,7 @@
 mod cosine;
 mod llfc;
 mod residuals;
+mod scaled;
 
 pub use cosine::{cosine_distances, CosineVariant, SampleStats};
 pub use llfc::{interpolation_scale, llfc_layer, llfc_report_mlp, LlfcLayer, LlfcReport, Scale};
@@ -106,14 +107,19 @@ fn check_same<F: Float, S1: Data<Elem = F>, S2: Data<Elem = F>, D: Dimension>(
     check_features(found, what)
 }
 
-/// `(‖x − y‖², ‖x‖², ‖y‖²)` over two arrays of equal shape, in f64, in logical order.
+/// `(‖x − y‖², ‖x‖², ‖y‖²)` over two arrays of equal shape, in f64, in logical order, all
+/// three of `x` and `y` divided first by one power of two near their largest magnitude (the
+/// ratios of these sums do not depend on it; see [`scaled`]).
 fn distance_sums<F: Float, S1: Data<Elem = F>, S2: Data<Elem = F>, D: Dimension>(
     x: &ArrayBase<S1, D>,
     y: &ArrayBase<S2, D>,
 ) -> (f64, f64, f64) {
+    let s = scaled::pow2(-scaled::exponent(
+        scaled::max_abs(x).max(scaled::max_abs(y)),
+    ));
     let (mut d, mut nx, mut ny) = (0.0, 0.0, 0.0);
     Zip::from(x).and(y).for_each(|&a, &b| {
-        let (a, b) = (a.as_f64(), b.as_f64());
+        let (a, b) = (a.as_f64() * s, b.as_f64() * s);
         d += (a - b) * (a - b);
         nx += a * a;
         ny += b * b;

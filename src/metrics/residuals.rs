@@ -4,6 +4,7 @@
 use ndarray::{Array2, ArrayBase, ArrayView2, Axis, Data, RemoveAxis, Zip};
 
 use super::cosine::cosine_from_sums;
+use super::scaled::{common, exponent, ldexp, max_abs, pow2};
 use super::{
     check_alpha, check_features, check_same, distance_sums, relative_from_sums, vanilla_from_sums,
     CosineVariant, SampleStats,
@@ -67,14 +68,20 @@ pub fn weak_additivity<F: Float, S1: Data<Elem = F>, S2: Data<Elem = F>, D: Remo
     check_features(z_a, "pre-activations Z_A")?;
     check_same(z_a, z_b, "pre-activations Z_B", "pre-activations Z_A")?;
     let beta = 1.0 - alpha;
-    let (mut diff, mut nl, mut nr) = (0.0, 0.0, 0.0);
+    // Per sample: both sides of the sample divided by one power of two near the largest
+    // magnitude they can reach (ReLU is positively homogeneous, so left and right scale alike);
+    // the whole-matrix sums are brought to a common scale afterwards.
+    let mut sums: Vec<(f64, f64, f64, i32)> = Vec::with_capacity(z_a.len_of(Axis(0)));
     let values = z_a
         .axis_iter(Axis(0))
         .zip(z_b.axis_iter(Axis(0)))
         .map(|(ra, rb)| {
-            let (mut dot, mut sl, mut sr) = (0.0, 0.0, 0.0);
+            let bound = (alpha.abs() + beta.abs()) * max_abs(&ra).max(max_abs(&rb));
+            let e = exponent(bound);
+            let s = pow2(-e);
+            let (mut diff, mut dot, mut sl, mut sr) = (0.0, 0.0, 0.0, 0.0);
             Zip::from(&ra).and(&rb).for_each(|&x, &y| {
-                let (x, y) = (x.as_f64(), y.as_f64());
+                let (x, y) = (x.as_f64() * s, y.as_f64() * s);
                 let left = (alpha * x + beta * y).max(0.0);
                 let right = alpha * x.max(0.0) + beta * y.max(0.0);
                 diff += (left - right) * (left - right);
@@ -82,11 +89,13 @@ pub fn weak_additivity<F: Float, S1: Data<Elem = F>, S2: Data<Elem = F>, D: Remo
                 sl += left * left;
                 sr += right * right;
             });
-            nl += sl;
-            nr += sr;
+            sums.push((diff, sl, sr, e));
             cosine_from_sums(dot, sl, sr).map(|c| CosineVariant::Signed.distance(c))
         })
         .collect();
+    let (diff, _) = common(sums.iter().map(|t| (t.0, t.3)), 2);
+    let (nl, _) = common(sums.iter().map(|t| (t.1, t.3)), 2);
+    let (nr, _) = common(sums.iter().map(|t| (t.2, t.3)), 2);
     Ok(WeakAdditivity {
         alpha,
         relative: relative_from_sums(diff, nr),
@@ -216,6 +225,17 @@ pub fn commutativity<F: Float>(
     h_b: ArrayView2<'_, F>,
 ) -> Result<Commutativity> {
     check_layer(&w_a, &w_b, &h_a, &h_b)?;
+    // Weights and inputs divided by powers of two near their largest magnitudes, so that the
+    // products in `F` neither overflow nor underflow; the ratios do not depend on them and the
+    // residual norm is scaled back.
+    let limit = exponent(F::max_value().as_f64()) - 1; // 2^±limit is a normal `F`
+    let e_w = exponent(max_abs(&w_a).max(max_abs(&w_b))).clamp(-limit, limit);
+    let e_h = exponent(max_abs(&h_a).max(max_abs(&h_b))).clamp(-limit, limit);
+    let (s_w, s_h) = (F::from_f64(pow2(-e_w)), F::from_f64(pow2(-e_h)));
+    let scale = |m: ArrayView2<'_, F>, s: F| m.mapv(|v| v * s);
+    let (w_a, w_b) = (scale(w_a, s_w), scale(w_b, s_w));
+    let (h_a, h_b) = (scale(h_a, s_h), scale(h_b, s_h));
+    let (w_a, w_b, h_a, h_b) = (w_a.view(), w_b.view(), h_a.view(), h_b.view());
     let p_aa = h_a.dot(&w_a.t());
     let p_bb = h_b.dot(&w_b.t());
     let p_ab = h_b.dot(&w_a.t());
@@ -238,6 +258,6 @@ pub fn commutativity<F: Float>(
         relative: relative_from_sums(residual_sq, ns),
         vanilla: vanilla_from_sums(residual_sq, ns, nx),
         baseline: vanilla_from_sums(base_diff, base_a, base_b),
-        residual_norm: residual_sq.sqrt(),
+        residual_norm: ldexp(residual_sq.sqrt(), e_w + e_h),
     })
 }
