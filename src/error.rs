@@ -177,3 +177,24 @@ pub enum Error {
         reason: String,
     },
 }
+
+/// `text` fit for a one-line message: control characters escaped, at most `max` characters
+/// kept (then `…` and the number of characters left out). Errors quote what a file contains
+/// through it.
+#[cfg_attr(not(any(feature = "io", feature = "serde")), allow(dead_code))]
+pub(crate) fn clip(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(max) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    let rest = chars.count();
+    if rest > 0 {
+        out.push_str(&format!("… ({rest} more characters)"));
+    }
+    out
+}

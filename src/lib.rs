@@ -76,6 +76,8 @@ pub mod error;
 pub mod float;
 #[cfg(feature = "io")]
 pub mod io;
+#[cfg(any(feature = "io", feature = "serde"))]
+mod json_keys;
 pub mod lmc;
 pub mod matching;
 mod matmul;

@@ -98,7 +98,7 @@ mod safetensors;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{clip, Error, Result};
 use crate::float::Float;
 use crate::params::Params;
 
@@ -267,25 +267,6 @@ pub fn params_to_bytes<F: Float>(params: &Params<F>, format: FileFormat) -> Resu
 
 /// Most characters of a file's content (a name, a header) that an error quotes.
 const QUOTE_CHARS: usize = 200;
-
-/// `text` fit for a one-line message: control characters escaped, at most `max` characters
-/// kept (then `…` and the number of characters left out).
-fn clip(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars();
-    for c in chars.by_ref().take(max) {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    let rest = chars.count();
-    if rest > 0 {
-        out.push_str(&format!("… ({rest} more characters)"));
-    }
-    out
-}
 
 /// An [`Error::Format`] for `path` (and `key`): the key is quoted on one line and clipped to
 /// [`QUOTE_CHARS`] characters, the reason (which may quote the file too) to twice that.

@@ -223,6 +223,17 @@ fn precheck(bytes: &[u8], path: &Path) -> Result<()> {
     let object = json
         .as_object()
         .ok_or_else(|| err(None, "the header is not a JSON object".into()))?;
+    // JSON readers keep the last of two equal keys: a second tensor of the same name would
+    // silently replace the first.
+    if let Some(key) = crate::json_keys::duplicate_key(header) {
+        return Err(err(Some(key), "two tensors have this name".into()));
+    }
+    if crate::json_keys::top_level_keys(header).len() != object.len() {
+        return Err(err(
+            None,
+            "two tensor names of the header decode to the same name".into(),
+        ));
+    }
     let data_len = (bytes.len() - data_start) as u64;
     for (key, info) in object {
         if key == "__metadata__" {

@@ -450,12 +450,23 @@ impl PermutationSpec {
     /// Parse a spec from JSON: `{"param": ["perm" or null, …], …}`.
     ///
     /// # Errors
-    /// [`Error::InvalidSpec`] with serde's message if the text is not such an object.
+    /// [`Error::InvalidSpec`] with serde's message if the text is not such an object, or if a
+    /// parameter is listed twice (JSON readers would silently keep the last).
     #[cfg(feature = "serde")]
     pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|e| Error::InvalidSpec {
-            reason: e.to_string(),
-        })
+        let spec: Self = serde_json::from_str(text).map_err(|e| Error::InvalidSpec {
+            reason: crate::error::clip(&e.to_string(), 200),
+        })?;
+        if crate::json_keys::top_level_keys(text).len() != spec.len() {
+            let key = crate::json_keys::duplicate_key(text).unwrap_or("?");
+            return Err(Error::InvalidSpec {
+                reason: format!(
+                    "the parameter `{}` is listed twice",
+                    crate::error::clip(key, 200)
+                ),
+            });
+        }
+        Ok(spec)
     }
 
     /// Serialise as pretty-printed JSON (the format [`PermutationSpec::from_json`] reads).
