@@ -444,7 +444,7 @@ fn check_unique_names(bytes: &[u8], zip: &ZipArchive<Cursor<&[u8]>>, path: &Path
     let mut names: HashSet<&[u8]> = HashSet::new();
     let mut count = 0usize;
     while let Some(&[a, b, c, d]) = at.checked_add(4).and_then(|end| bytes.get(at..end)) {
-        if u32::from_le_bytes([a, b, c, d]) != CENTRAL_HEADER || count == zip.len() {
+        if u32::from_le_bytes([a, b, c, d]) != CENTRAL_HEADER {
             break;
         }
         let lengths = (u16_at(at + 28), u16_at(at + 30), u16_at(at + 32));
