@@ -84,10 +84,17 @@ pub fn parse_args<T: clap::Parser>(name: &str) -> std::result::Result<T, ExitCod
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        // The message proper: the lines before clap's usage and tip, joined.
         let text = e.to_string();
-        let first = text.lines().next().unwrap_or_default();
-        let first = first.strip_prefix("error: ").unwrap_or(first);
-        fail(name, &format!("{first} (see `{name} --help`)"))
+        let lines: Vec<&str> = text
+            .lines()
+            .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let msg = lines.join(" ");
+        let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+        fail(name, &format!("{msg} (see `{name} --help`)"))
     })
 }
 

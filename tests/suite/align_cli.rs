@@ -367,3 +367,374 @@ fn bad_inputs_fail_cleanly_without_output() {
         .collect();
     assert_eq!(leftovers.len(), 4, "only the inputs remain: {leftovers:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 10: outputs never alias inputs, all-or-nothing outputs, the builtin MLP spec of a
+// checkpoint, non-convergence, long names, a full disk, --help.
+// ---------------------------------------------------------------------------------------------
+
+use super::cli_support::{assert_failures_touch_nothing, run_example, strings, Snapshot};
+
+/// Item 1, item 2 and the per-CLI guarantee: every failing command (aliasing outputs, an output
+/// that is a directory, bad inputs of every kind) fails in one line with exit status 1 and
+/// leaves every file of the directory (inputs and an existing output) unchanged in bytes and
+/// modification time, with no temporary file left.
+#[test]
+fn failures_touch_no_file_and_outputs_never_alias_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let a: Params<f32> = mlp::init(&[4, 8, 3], &mut rng).unwrap();
+    let b: Params<f32> = mlp::init(&[4, 8, 3], &mut rng).unwrap();
+    let (pa, pb) = (d.join("a.safetensors"), d.join("b.npz"));
+    io::write_params(&pa, &a).unwrap();
+    io::write_params(&pb, &b).unwrap();
+    let spec = d.join("spec.json");
+    std::fs::write(&spec, PermutationSpec::mlp(2).to_json()).unwrap();
+    let out = d.join("out.safetensors");
+    io::write_params(&out, &b).unwrap(); // an existing output: must survive failures
+    let link_a = d.join("link.safetensors");
+    std::os::unix::fs::symlink(&pa, &link_a).unwrap();
+    let hard_b = d.join("hard.npz");
+    std::fs::hard_link(&pb, &hard_b).unwrap();
+    let outdir = d.join("outdir");
+    std::fs::create_dir(&outdir).unwrap();
+    let zero = d.join("zero.npz");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    // An npz holding `layers.0.weight` twice (names patched to equal length).
+    let dup = d.join("dup.npz");
+    let mut two: Params<f32> = Params::new();
+    two.insert("layers.0.weight", a["layers.0.weight"].clone());
+    two.insert("layers.9.weight", a["layers.0.weight"].mapv(|v| v + 1.0));
+    let mut bytes = io::params_to_bytes(&two, io::FileFormat::Npz).unwrap();
+    let (from, to) = (b"layers.9.weight", b"layers.0.weight");
+    for i in 0..bytes.len() - from.len() {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + from.len()].copy_from_slice(to);
+        }
+    }
+    std::fs::write(&dup, bytes).unwrap();
+    let dotted = d.join(".").join("a.safetensors");
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut v = strings(&["--a", s(&pa), "--b", s(&pb), "--spec", "mlp"]);
+        v.extend(strings(extra));
+        v
+    };
+    let (o, pm) = ("-o", "--perms");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (base(&[o, s(&pa)]), "same file as input"),
+        (base(&[o, s(&pb)]), "same file as input"),
+        (base(&[o, s(&out), pm, s(&pa)]), "same file as input"),
+        (base(&[o, s(&dotted)]), "same file as input"),
+        (base(&[o, s(&link_a)]), "same file as input"),
+        (base(&[o, s(&out), pm, s(&hard_b)]), "same file as input"),
+        (base(&[o, s(&out), "--json", s(&pb)]), "same file as input"),
+        (base(&[o, s(&out), pm, s(&out)]), "are the same file"),
+        (base(&[o, s(&out), "--json", s(&out)]), "are the same file"),
+        (
+            strings(&[
+                "--a",
+                s(&pa),
+                "--b",
+                s(&pb),
+                "--spec",
+                s(&spec),
+                o,
+                s(&out),
+                pm,
+                s(&spec),
+            ]),
+            "same file as input",
+        ),
+        // Item 2: `--perms DIR` used to replace `out` first and leave a temporary file.
+        (base(&[o, s(&out), pm, s(&outdir)]), "is a directory"),
+        (base(&[o, s(&outdir)]), "npz"),
+        (
+            base(&[o, s(&out), "--json", s(&d.join("no").join("x.json"))]),
+            "does not exist",
+        ),
+        (base(&[o, s(&d.join("out.txt"))]), "out.txt"),
+        (
+            strings(&["--a", s(&zero), "--b", s(&pb), "--spec", "mlp", o, s(&out)]),
+            "not a regular file",
+        ),
+        (
+            strings(&["--a", s(&pa), "--b", s(&dup), "--spec", "mlp", o, s(&out)]),
+            "two entries",
+        ),
+        (
+            strings(&[
+                "--a",
+                s(&pa),
+                "--b",
+                s(&pb),
+                "--spec",
+                "/dev/zero",
+                o,
+                s(&out),
+            ]),
+            "not a regular file",
+        ),
+        (
+            strings(&[
+                "--a",
+                s(&pa),
+                "--b",
+                s(&pb),
+                "--spec",
+                s(&outdir),
+                o,
+                s(&out),
+            ]),
+            "not a regular file",
+        ),
+        (base(&[o, s(&out), "--bogus"]), "--bogus"),
+        (strings(&["--a", s(&pa)]), "--b"),
+    ];
+    assert_failures_touch_nothing("align", d, &cases);
+    // The same command with distinct outputs succeeds (the cases failed for their own reason).
+    let before = Snapshot::of(d);
+    let run = run_example(
+        "align",
+        &base(&[o, s(&out), "-q"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(Snapshot::of(d) != before);
+    assert_eq!(io::read_params::<f32>(&pa).unwrap(), a);
+    assert_eq!(io::read_params::<f32>(&pb).unwrap(), b);
+}
+
+/// Item 14 for `align` and `llfc_report`: `--help` and `--version` exit 0.
+#[test]
+fn help_exits_zero() {
+    for name in ["align", "llfc_report"] {
+        for flag in ["--help", "-h", "--version"] {
+            let run = run_example(name, &[flag]);
+            assert_eq!(run.code, Some(0), "{name} {flag}: {}", run.stderr);
+            assert!(!run.stdout.is_empty());
+        }
+    }
+}
+
+/// Item 9: a `nn.Sequential` checkpoint (`layers.0`, `layers.2`, `layers.4`) is aligned as a
+/// 3-layer MLP like the library does; the issue's `layers.0, 1, 3` checkpoint whose widths do
+/// not chain fails naming the layer that does not fit.
+#[test]
+fn builtin_mlp_spec_takes_every_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let rename = |p: Params<f32>, idx: [usize; 3]| -> Params<f32> {
+        p.into_iter()
+            .map(|(k, v)| {
+                let i: usize = k.split('.').nth(1).unwrap().parse().unwrap();
+                (
+                    k.replacen(&format!("layers.{i}."), &format!("layers.{}.", idx[i]), 1),
+                    v,
+                )
+            })
+            .collect()
+    };
+    let a = rename(mlp::init(&[5, 12, 12, 3], &mut rng).unwrap(), [0, 2, 4]);
+    let b = rename(mlp::init(&[5, 12, 12, 3], &mut rng).unwrap(), [0, 2, 4]);
+    let (pa, pb, out) = (d.join("a.npz"), d.join("b.npz"), d.join("out.npz"));
+    io::write_params(&pa, &a).unwrap();
+    io::write_params(&pb, &b).unwrap();
+    let run = run_example(
+        "align",
+        &[
+            "--a",
+            s(&pa),
+            "--b",
+            s(&pb),
+            "--spec",
+            "mlp",
+            "-o",
+            s(&out),
+            "-q",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.contains("(2 permutations)"), "{}", run.stdout);
+    assert!(!run.stdout.contains("copied unchanged"), "{}", run.stdout);
+    let spec = PermutationSpec::mlp_from_params(&a).unwrap();
+    let m = weight_matching(&spec, &a, &b, &WeightMatchingOptions::default()).unwrap();
+    assert_eq!(read_perms(&d.join("out.perms.json")), m.perms);
+    // Layers 0, 1, 3 with 3's input not 1's output.
+    let mut gap = rename(mlp::init(&[5, 12, 7, 3], &mut rng).unwrap(), [0, 1, 3]);
+    gap.insert("layers.3.weight", ArrayD::zeros(IxDyn(&[3, 9])));
+    let pg = d.join("gap.npz");
+    io::write_params(&pg, &gap).unwrap();
+    let run = run_example(
+        "align",
+        &[
+            "--a",
+            s(&pg),
+            "--b",
+            s(&pg),
+            "--spec",
+            "mlp",
+            "-o",
+            s(&d.join("g.npz")),
+        ],
+    );
+    run.assert_fails_with("`layers.3.weight`", "gap");
+    assert!(run.stderr.contains("layers.1.weight"), "{}", run.stderr);
+}
+
+/// Item 10: a run stopped by `--max-iter` says so on stderr, on stdout and in `--json`.
+#[test]
+fn non_converged_matching_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let w = |rng: &mut ChaCha8Rng| {
+        ArrayD::from_shape_fn(IxDyn(&[10, 10]), |_| rng.random_range(-1.0..1.0))
+    };
+    let a: Params<f64> = [("w", w(&mut rng))].into_iter().collect();
+    let b: Params<f64> = [("w", w(&mut rng))].into_iter().collect();
+    let (pa, pb, spec) = (
+        d.join("a.safetensors"),
+        d.join("b.safetensors"),
+        d.join("s.json"),
+    );
+    io::write_params(&pa, &a).unwrap();
+    io::write_params(&pb, &b).unwrap();
+    std::fs::write(&spec, r#"{"w": ["P", "P"]}"#).unwrap();
+    let (summary, o) = (d.join("summary.json"), d.join("o.safetensors"));
+    let args = |max_iter: &'static str| {
+        vec![
+            "--a",
+            s(&pa),
+            "--b",
+            s(&pb),
+            "--spec",
+            s(&spec),
+            "--max-iter",
+            max_iter,
+            "-o",
+            s(&o),
+            "--json",
+            s(&summary),
+        ]
+    };
+    let run = run_example("align", &args("1"));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("warning: weight matching did not converge"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("did not converge"), "{}", run.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(json["converged"], serde_json::Value::Bool(false));
+    assert_eq!(json["sweeps"], 1);
+    // The library gives the same best iterate.
+    let spec_lib = PermutationSpec::from_json(r#"{"w": ["P", "P"]}"#).unwrap();
+    let options = WeightMatchingOptions {
+        max_iter: 1,
+        ..Default::default()
+    };
+    let m = weight_matching(&spec_lib, &a, &b, &options).unwrap();
+    assert!(!m.converged);
+    assert_eq!(json["objective_after"].as_f64(), Some(m.objective));
+    // Enough sweeps: converged, no warning.
+    let run = run_example("align", &args("200"));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    if json["converged"] == serde_json::Value::Bool(true) {
+        assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+    }
+}
+
+/// Item 13: output names of 255 bytes (the usual limit) work: temporary names are short.
+#[test]
+fn longest_legal_output_names_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let a: Params<f32> = mlp::init(&[4, 6, 2], &mut rng).unwrap();
+    let pa = d.join("a.safetensors");
+    io::write_params(&pa, &a).unwrap();
+    let out = d.join(format!(
+        "{}.safetensors",
+        "o".repeat(255 - ".safetensors".len())
+    ));
+    let perms = d.join(format!("{}.json", "p".repeat(250)));
+    let summary = d.join(format!("{}.json", "s".repeat(250)));
+    let run = run_example(
+        "align",
+        &[
+            "--a",
+            s(&pa),
+            "--b",
+            s(&pa),
+            "--spec",
+            "mlp",
+            "-o",
+            s(&out),
+            "--perms",
+            s(&perms),
+            "--json",
+            s(&summary),
+            "-q",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(io::read_params::<f32>(&out).unwrap(), a);
+    assert!(perms.exists() && summary.exists());
+    assert_eq!(
+        std::fs::read_dir(d).unwrap().count(),
+        4,
+        "no temporary file left"
+    );
+}
+
+/// Item 12: a write that hits the file-size limit (a full disk, for the tool) prints the tool's
+/// one line only, not the zip writer's "drop failed", and leaves nothing behind.
+#[test]
+fn a_failed_write_prints_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let a: Params<f32> = mlp::init(&[16, 96, 16], &mut rng).unwrap();
+    let pa = d.join("a.safetensors");
+    io::write_params(&pa, &a).unwrap();
+    let before = Snapshot::of(d);
+    for out in ["out.npz", "out.safetensors"] {
+        let out = d.join(out);
+        // SIGXFSZ ignored (inherited through exec): writes past the limit fail with EFBIG.
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg("trap '' XFSZ; ulimit -f 4; exec \"$0\" \"$@\"")
+            .arg(super::cli_support::example_bin("align"))
+            .args([
+                "--a",
+                s(&pa),
+                "--b",
+                s(&pa),
+                "--spec",
+                "mlp",
+                "-q",
+                "-o",
+                s(&out),
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&status.stderr);
+        assert_eq!(status.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            !stderr.contains("ZipWriter") && stderr.contains("cannot")
+                || stderr.contains("File too large"),
+            "{stderr}"
+        );
+        assert!(Snapshot::of(d) == before, "{stderr}");
+    }
+}

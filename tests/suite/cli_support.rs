@@ -80,7 +80,10 @@ impl Snapshot {
                     stack.push(path.clone());
                     (Vec::new(), None)
                 } else if meta.is_file() {
-                    (std::fs::read(&path).unwrap(), Some(meta.modified().unwrap()))
+                    (
+                        std::fs::read(&path).unwrap(),
+                        Some(meta.modified().unwrap()),
+                    )
                 } else {
                     (Vec::new(), None) // a FIFO: never opened here
                 };
