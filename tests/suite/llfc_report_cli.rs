@@ -745,3 +745,155 @@ fn python_export_then_report_agrees_with_the_library() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 10: the JSON output never aliases an input, every failure leaves every file as it was,
+// non-regular and duplicate-keyed inputs are refused, features of any scale are measured.
+// ---------------------------------------------------------------------------------------------
+
+use super::cli_support::{assert_failures_touch_nothing, run_example, strings};
+
+/// Items 1, 4, 6 and the per-CLI guarantee: aliasing `--json` (same path, symbolic or hard
+/// link, a checkpoint given to `--a`/`--b`), non-regular inputs, duplicate keys and the other
+/// bad inputs fail in one line, exit status 1, and change no file (bytes, mtime) of the
+/// directory, an existing report included.
+#[test]
+fn failures_touch_no_file_and_json_never_aliases_an_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fx = fixture(17);
+    let (features, pa, pb) = fx.write(d);
+    let report = d.join("report.json");
+    std::fs::write(&report, "{}\n").unwrap(); // an existing output: must survive failures
+    let link = d.join("link.npz");
+    std::os::unix::fs::symlink(&features, &link).unwrap();
+    let hard = d.join("hard.safetensors");
+    std::fs::hard_link(&pb, &hard).unwrap();
+    let zero = d.join("zero.npz");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let sub = d.join("sub.npz");
+    std::fs::create_dir(&sub).unwrap();
+    // `A/layers.0` twice: the zip crate kept the second copy (every sample was skipped).
+    let dup = d.join("dup.npz");
+    let mut arrays: Arrays = fx.arrays.clone();
+    let b0 = fx.get("B/layers.0").clone();
+    arrays.retain(|(k, _)| k != "B/layers.0");
+    arrays.push(("A/layers.X".into(), ArrayD::zeros(IxDyn(b0.shape()))));
+    io::write_npz_arrays(&dup, arrays.iter().map(|(k, v)| (k, v))).unwrap();
+    let mut bytes = std::fs::read(&dup).unwrap();
+    let (from, to) = (b"A/layers.X.npy", b"A/layers.0.npy");
+    for i in 0..bytes.len() - from.len() {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + from.len()].copy_from_slice(to);
+        }
+    }
+    std::fs::write(&dup, bytes).unwrap();
+    let f = s(&features);
+    let ab = ["--a", s(&pa), "--b", s(&pb)];
+    let with = |first: &[&str], rest: &[&str]| {
+        let mut v = strings(first);
+        v.extend(strings(rest));
+        v
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (strings(&[f, "--json", f]), "same file as input"),
+        (strings(&[f, "--json", s(&link)]), "same file as input"),
+        (strings(&[s(&link), "--json", f]), "same file as input"),
+        (with(&[f, "--json", s(&pa)], &ab), "same file as input"),
+        (with(&[f, "--json", s(&hard)], &ab), "same file as input"),
+        (strings(&[f, "--json", s(&sub)]), "is a directory"),
+        (
+            strings(&[f, "--json", s(&d.join("no").join("r.json"))]),
+            "does not exist",
+        ),
+        (
+            strings(&["/dev/zero", "--json", s(&report)]),
+            "not a regular file",
+        ),
+        (
+            strings(&[s(&zero), "--json", s(&report)]),
+            "not a regular file",
+        ),
+        (
+            strings(&[s(&sub), "--json", s(&report)]),
+            "not a regular file",
+        ),
+        (strings(&[s(&dup), "--json", s(&report)]), "two entries"),
+        (
+            with(
+                &[f, "--json", s(&report), "--a", s(&zero)],
+                &["--b", s(&pb)],
+            ),
+            "not a regular file",
+        ),
+        (
+            strings(&[f, "--json", s(&report), "--alphas", "0.3"]),
+            "0.3",
+        ),
+        (strings(&[f, "--json", s(&report), "--bogus"]), "--bogus"),
+        (strings(&[]), "FEATURES"),
+    ];
+    assert_failures_touch_nothing("llfc_report", d, &cases);
+    let run = run_example("llfc_report", &[f, "--json", s(&report)]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(read_json(&report)["layers"].is_array());
+}
+
+/// Item 7: features scaled by 1e200 and 1e-170 (squares out of f64's range) give the report of
+/// the unscaled features: no `null`, nothing skipped but the fixture's zero sample.
+#[test]
+fn features_of_extreme_scale_give_the_same_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = fixture(19);
+    let base = dir.path().join("base.npz");
+    io::write_npz_arrays(&base, fx.arrays.iter().map(|(k, v)| (k, v))).unwrap();
+    let reference = {
+        let out = dir.path().join("base.json");
+        assert_eq!(
+            run_example("llfc_report", &[s(&base), "--json", s(&out)]).code,
+            Some(0)
+        );
+        read_json(&out)
+    };
+    for scale in [1e200, 1e-170] {
+        let path = dir.path().join("scaled.npz");
+        let scaled: Arrays = fx
+            .arrays
+            .iter()
+            .map(|(k, v)| (k.clone(), v * scale))
+            .collect();
+        io::write_npz_arrays(&path, scaled.iter().map(|(k, v)| (k, v))).unwrap();
+        let out = dir.path().join("scaled.json");
+        let run = run_example("llfc_report", &[s(&path), "--json", s(&out)]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        let json = read_json(&out);
+        for (layer, ref_layer) in json["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(reference["layers"].as_array().unwrap())
+        {
+            for (row, ref_row) in layer["post"]["alphas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(ref_layer["post"]["alphas"].as_array().unwrap())
+            {
+                for key in ["mean", "skipped", "count"] {
+                    let (v, r) = (&row["distance"][key], &ref_row["distance"][key]);
+                    let (v, r) = (v.as_f64().unwrap(), r.as_f64().unwrap());
+                    // 1 − cos of O(1) features in ≤ 18 terms: 1e-12 relative.
+                    assert!(
+                        (v - r).abs() <= 1e-12 * (1.0 + r.abs()),
+                        "{scale}: {key} {v} vs {r}"
+                    );
+                }
+                let (c, rc) = (
+                    row["matrix_c"].as_f64().unwrap(),
+                    ref_row["matrix_c"].as_f64().unwrap(),
+                );
+                assert!((c - rc).abs() <= 1e-12 * rc.abs(), "{scale}: c {c} vs {rc}");
+            }
+        }
+    }
+}
