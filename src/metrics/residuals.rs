@@ -229,8 +229,8 @@ pub fn commutativity<F: Float>(
     // products in `F` neither overflow nor underflow; the ratios do not depend on them and the
     // residual norm is scaled back.
     let limit = exponent(F::max_value().as_f64()) - 1; // 2^±limit is a normal `F`
-    let e_w = exponent(max_abs(&w_a).max(max_abs(&w_b))).clamp(-limit, limit);
-    let e_h = exponent(max_abs(&h_a).max(max_abs(&h_b))).clamp(-limit, limit);
+    let e_w = exponent(max_abs(w_a).max(max_abs(w_b))).clamp(-limit, limit);
+    let e_h = exponent(max_abs(h_a).max(max_abs(h_b))).clamp(-limit, limit);
     let (s_w, s_h) = (F::from_f64(pow2(-e_w)), F::from_f64(pow2(-e_h)));
     let scale = |m: ArrayView2<'_, F>, s: F| m.mapv(|v| v * s);
     let (w_a, w_b) = (scale(w_a, s_w), scale(w_b, s_w));
