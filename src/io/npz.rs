@@ -742,4 +742,49 @@ mod tests {
         );
         assert!(a.is_standard_layout());
     }
+
+    /// A writer of a full disk: accepts `room` bytes, then fails every call (and counts them).
+    #[derive(Debug)]
+    struct FullDisk {
+        inner: Cursor<Vec<u8>>,
+        room: usize,
+        failed_calls: usize,
+    }
+
+    impl Write for FullDisk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.inner.get_ref().len() + buf.len() > self.room {
+                self.failed_calls += 1;
+                return Err(std::io::Error::other("no space left on device"));
+            }
+            self.inner.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Seek for FullDisk {
+        fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+            self.inner.seek(to)
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_one_error_and_the_zip_writer_sees_no_second_one() {
+        let params: Params<f64> = [("w", ndarray::Array1::<f64>::zeros(500).into_dyn())]
+            .into_iter()
+            .collect();
+        let mut disk = FullDisk {
+            inner: Cursor::new(Vec::new()),
+            room: 1000,
+            failed_calls: 0,
+        };
+        let path = Path::new("full.npz");
+        let e = write_npz_to(&mut disk, params.iter(), |_| Dtype::F64, &[], path).unwrap_err();
+        assert!(e.to_string().contains("no space left"), "{e}");
+        // The first failure only: the zip writer (and its `Drop`, which prints "ZipWriter drop
+        // failed" on an error) never reached the disk again.
+        assert_eq!(disk.failed_calls, 1);
+    }
 }
