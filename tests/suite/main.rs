@@ -12,5 +12,6 @@ mod metrics;
 mod mlp;
 mod params;
 mod permutation;
+mod repair;
 mod science;
 mod spec;
