@@ -161,7 +161,10 @@ where
         if !fresh {
             return Err(Error::InvalidArgument {
                 name: "layers",
-                reason: format!("BatchNorm `{}` or one of its buffers is listed twice", l.input),
+                reason: format!(
+                    "BatchNorm `{}` or one of its buffers is listed twice",
+                    l.input
+                ),
             });
         }
         params.require(&l.running_mean)?;

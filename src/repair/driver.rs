@@ -203,7 +203,13 @@ where
         .zip(&stats_b)
         .map(|(sa, sb)| Target::interpolate(sa, sb, alpha))
         .collect::<Result<Vec<_>>>()?;
-    repair_towards(&a.interpolate(b, alpha)?, layers, &targets, measure, options)
+    repair_towards(
+        &a.interpolate(b, alpha)?,
+        layers,
+        &targets,
+        measure,
+        options,
+    )
 }
 
 /// The layer-by-layer part of [`repair`] for given targets: starting from `theta`, for each

@@ -290,7 +290,10 @@ mod tests {
         for c in 0..3 {
             assert!((st.mean()[c] - (10.0 * c as f64 + 0.875)).abs() < 1e-12);
         }
-        assert!(UnitStats::from_features(ndarray::Array3::<f32>::zeros((2, 2, 2)).view().into_dyn()).is_err());
+        assert!(UnitStats::from_features(
+            ndarray::Array3::<f32>::zeros((2, 2, 2)).view().into_dyn()
+        )
+        .is_err());
         let mut nan = x.clone();
         nan[[1, 2, 0, 1]] = f32::NAN;
         assert!(matches!(

@@ -13,5 +13,6 @@ mod mlp;
 mod params;
 mod permutation;
 mod repair;
+mod repair_cli;
 mod science;
 mod spec;

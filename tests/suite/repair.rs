@@ -71,7 +71,10 @@ fn repaired_units_have_the_interpolated_statistics() -> TestResult {
     let a = mlp::init::<f64, _>(&widths, &mut rng)?;
     let b = mlp::init::<f64, _>(&widths, &mut rng)?;
     let x = inputs(300, 5, 2);
-    let (za, zb) = (direct_pre_activations(&a, &x), direct_pre_activations(&b, &x));
+    let (za, zb) = (
+        direct_pre_activations(&a, &x),
+        direct_pre_activations(&b, &x),
+    );
     for alpha in [0.2, 0.5, 0.9] {
         let repaired = mlp::repair(&a, &b, alpha, &x)?;
         let zr = direct_pre_activations(&repaired, &x);
@@ -85,8 +88,14 @@ fn repaired_units_have_the_interpolated_statistics() -> TestResult {
                 let mu = alpha * ma[k].0 + (1.0 - alpha) * mb[k].0;
                 let sd = alpha * ma[k].1 + (1.0 - alpha) * mb[k].1;
                 // Exact in real arithmetic; f64 rounding of O(1) values is ~1e-15.
-                assert!((mr[k].0 - mu).abs() < 1e-10, "α {alpha}, layer {l}, unit {k}: mean");
-                assert!((mr[k].1 - sd).abs() < 1e-10, "α {alpha}, layer {l}, unit {k}: std");
+                assert!(
+                    (mr[k].0 - mu).abs() < 1e-10,
+                    "α {alpha}, layer {l}, unit {k}: mean"
+                );
+                assert!(
+                    (mr[k].1 - sd).abs() < 1e-10,
+                    "α {alpha}, layer {l}, unit {k}: std"
+                );
             }
         }
         // The logits are not repaired: the last layer is θ(α)'s up to the earlier rescaling,
@@ -107,7 +116,12 @@ fn f32_repair_reaches_the_targets_to_f32_accuracy() -> TestResult {
     let a = mlp::init::<f64, _>(&[4, 16, 16, 2], &mut rng)?;
     let b = mlp::init::<f64, _>(&[4, 16, 16, 2], &mut rng)?;
     let x = inputs(200, 4, 6);
-    let rep32 = mlp::repair(&a.cast::<f32>(), &b.cast::<f32>(), 0.5, &x.mapv(|v| v as f32))?;
+    let rep32 = mlp::repair(
+        &a.cast::<f32>(),
+        &b.cast::<f32>(),
+        0.5,
+        &x.mapv(|v| v as f32),
+    )?;
     let rep64 = mlp::repair(&a.cast::<f32>().cast(), &b.cast::<f32>().cast(), 0.5, &x)?;
     // Same algorithm, features rounded to f32 (relative 6e-8) and amplified by at most the
     // scales (≈ 1–3 here): the parameters agree to 1e-5.
@@ -211,7 +225,9 @@ fn folding_into_a_conv_layer_equals_an_explicit_correction_layer() -> TestResult
     p.insert("conv.bias", uniform(&mut rng, &[3], 0.5));
     let c = random_correction(3, &mut rng);
     let folded = fold_correction(&p, "conv.weight", "conv.bias", &c)?;
-    let x = uniform(&mut rng, &[2, 2, 6, 5], 1.0).into_dimensionality().unwrap();
+    let x = uniform(&mut rng, &[2, 2, 6, 5], 1.0)
+        .into_dimensionality()
+        .unwrap();
     let y = direct_conv(&x, &p["conv.weight"], Some(&p["conv.bias"]));
     let yf = direct_conv(&x, &folded["conv.weight"], Some(&folded["conv.bias"]));
     for ((s, o, r, q), &v) in y.indexed_iter() {
@@ -230,7 +246,12 @@ fn folding_into_a_conv_layer_equals_an_explicit_correction_layer() -> TestResult
 /// PyTorch's eval-mode BatchNorm2d: `(x − running_mean) / √(running_var + eps) · weight + bias`.
 fn direct_bn(x: &Array4<f64>, p: &Params<f64>, name: &str) -> Array4<f64> {
     let get = |k: &str| &p[format!("{name}.{k}").as_str()];
-    let (rm, rv, w, b) = (get("running_mean"), get("running_var"), get("weight"), get("bias"));
+    let (rm, rv, w, b) = (
+        get("running_mean"),
+        get("running_var"),
+        get("weight"),
+        get("bias"),
+    );
     let mut y = x.clone();
     for ((_, c, _, _), v) in y.indexed_iter_mut() {
         *v = (*v - rm[c]) / (rv[c] + EPS).sqrt() * w[c] + b[c];
@@ -261,7 +282,11 @@ fn conv_bn_params(rng: &mut ChaCha8Rng) -> Params<f64> {
 fn conv_bn_forward(p: &Params<f64>, x: &Array4<f64>) -> [Array4<f64>; 4] {
     let in1 = direct_conv(x, &p["conv1.weight"], None);
     let out1 = direct_bn(&in1, p, "bn1");
-    let in2 = direct_conv(&out1.mapv(|v| v.max(0.0)), &p["conv2.weight"], Some(&p["conv2.bias"]));
+    let in2 = direct_conv(
+        &out1.mapv(|v| v.max(0.0)),
+        &p["conv2.weight"],
+        Some(&p["conv2.bias"]),
+    );
     let out2 = direct_bn(&in2, p, "bn2");
     [in1, out1, in2, out2]
 }
@@ -308,9 +333,16 @@ fn batchnorm_reset_equals_a_direct_implementation() -> TestResult {
     let mut rng = ChaCha8Rng::seed_from_u64(17);
     let (a, b) = (conv_bn_params(&mut rng), conv_bn_params(&mut rng));
     let theta = a.interpolate(&b, 0.4)?;
-    let x: Array4<f64> = uniform(&mut rng, &[6, 2, 7, 7], 1.0).into_dimensionality().unwrap();
+    let x: Array4<f64> = uniform(&mut rng, &[6, 2, 7, 7], 1.0)
+        .into_dimensionality()
+        .unwrap();
     let layers = [BatchNormLayer::module("bn1"), BatchNormLayer::module("bn2")];
-    let reset = reset_batchnorm(&theta, &layers, conv_bn_measure(&x, false), Default::default())?;
+    let reset = reset_batchnorm(
+        &theta,
+        &layers,
+        conv_bn_measure(&x, false),
+        Default::default(),
+    )?;
     let population = reset_batchnorm(
         &theta,
         &layers,
@@ -320,22 +352,22 @@ fn batchnorm_reset_equals_a_direct_implementation() -> TestResult {
     // Direct: bn1 from the data; then bn2 from the eval-mode network with bn1 already reset.
     // With the whole data as one batch this is also what PyTorch's train-mode reset
     // (momentum = None) stores for bn1: the batch mean and the unbiased batch variance.
-    let mut direct = theta.clone();
-    for (k, name) in ["bn1", "bn2"].into_iter().enumerate() {
-        let fwd = conv_bn_forward(&direct, &x);
-        let moments = channel_moments(&fwd[2 * k]);
-        let mean: Array1<f64> = moments.iter().map(|m| m.0).collect();
-        let var: Array1<f64> = moments.iter().map(|m| m.1 / (m.2 - 1.0)).collect();
-        for (c, m) in moments.iter().enumerate() {
-            let pop = population[format!("{name}.running_var").as_str()][c];
-            assert!((pop - m.1 / m.2).abs() < 1e-12 * (1.0 + pop), "{name} {c}");
+    for (got, unbiased) in [(&reset, true), (&population, false)] {
+        let mut direct = theta.clone();
+        for (k, name) in ["bn1", "bn2"].into_iter().enumerate() {
+            let moments = channel_moments(&conv_bn_forward(&direct, &x)[2 * k]);
+            let mean: Array1<f64> = moments.iter().map(|m| m.0).collect();
+            let divisor = |n: f64| if unbiased { n - 1.0 } else { n };
+            let var: Array1<f64> = moments.iter().map(|m| m.1 / divisor(m.2)).collect();
+            direct.insert(format!("{name}.running_mean"), mean.into_dyn());
+            direct.insert(format!("{name}.running_var"), var.into_dyn());
         }
-        direct.insert(format!("{name}.running_mean"), mean.into_dyn());
-        direct.insert(format!("{name}.running_var"), var.into_dyn());
-    }
-    for (name, t) in direct.iter() {
-        let d = (&reset[name] - t).mapv(f64::abs).fold(0.0f64, |m, &v| m.max(v));
-        assert!(d < 1e-12, "{name}: differs by {d}");
+        for (name, t) in direct.iter() {
+            let d = (&got[name] - t)
+                .mapv(f64::abs)
+                .fold(0.0f64, |m, &v| m.max(v));
+            assert!(d < 1e-12, "{name} (unbiased: {unbiased}): differs by {d}");
+        }
     }
     // bn2's statistics depend on bn1's reset: measured on θ(α) as it was, they differ.
     let stale = channel_moments(&conv_bn_forward(&theta, &x)[2]);
@@ -355,12 +387,16 @@ fn repair_of_batchnorm_outputs_folds_into_the_batchnorm_affine() -> TestResult {
     // conv → BN → ReLU: the units reaching the ReLU are the BN's outputs, produced by its
     // affine part. After the reset of A, B and θ(α), REPAIR of `bn1`, `bn2` (weight, bias).
     let mut rng = ChaCha8Rng::seed_from_u64(19);
-    let x: Array4<f64> = uniform(&mut rng, &[5, 2, 6, 6], 1.0).into_dimensionality().unwrap();
+    let x: Array4<f64> = uniform(&mut rng, &[5, 2, 6, 6], 1.0)
+        .into_dimensionality()
+        .unwrap();
     let bns = [BatchNormLayer::module("bn1"), BatchNormLayer::module("bn2")];
-    let reset = |p: &Params<f64>| {
-        reset_batchnorm(p, &bns, conv_bn_measure(&x, false), Default::default())
-    };
-    let (a, b) = (reset(&conv_bn_params(&mut rng))?, reset(&conv_bn_params(&mut rng))?);
+    let reset =
+        |p: &Params<f64>| reset_batchnorm(p, &bns, conv_bn_measure(&x, false), Default::default());
+    let (a, b) = (
+        reset(&conv_bn_params(&mut rng))?,
+        reset(&conv_bn_params(&mut rng))?,
+    );
     let alpha = 0.3;
     let theta = reset(&a.interpolate(&b, alpha)?)?;
     let layers = [RepairLayer::module("bn1"), RepairLayer::module("bn2")];
@@ -382,7 +418,8 @@ fn repair_of_batchnorm_outputs_folds_into_the_batchnorm_affine() -> TestResult {
     }
     // Only the BN affine parameters changed.
     for (name, t) in repaired.params.iter() {
-        let affine = name.starts_with("bn") && (name.ends_with(".weight") || name.ends_with(".bias"));
+        let affine =
+            name.starts_with("bn") && (name.ends_with(".weight") || name.ends_with(".bias"));
         assert_eq!(affine, t != &theta[name], "{name}");
     }
     Ok(())
@@ -406,7 +443,10 @@ fn zero_variance_units_are_shifted_not_scaled_and_reported() -> TestResult {
     assert_eq!(layer.correction.scale[2], 1.0);
     let theta = a.interpolate(&b, 0.5)?;
     // Its row stays 0; its bias becomes μ_α = ½ (b_A + b_B), which θ(½)'s bias already is.
-    let (w, bias) = (&report.params["layers.0.weight"], &report.params["layers.0.bias"]);
+    let (w, bias) = (
+        &report.params["layers.0.weight"],
+        &report.params["layers.0.bias"],
+    );
     assert!(w.index_axis(Axis(0), 2).iter().all(|&v| v == 0.0));
     assert!((bias[2] - theta["layers.0.bias"][2]).abs() < 1e-15);
     Ok(())
@@ -421,21 +461,39 @@ fn bad_input_gives_clear_errors_and_leaves_the_inputs_alone() -> TestResult {
     let x = inputs(20, 3, 30);
     // α outside [0, 1] or NaN.
     for alpha in [1.5, -0.1] {
-        assert!(matches!(mlp::repair(&a, &b, alpha, &x), Err(Error::InvalidArgument { .. })));
+        assert!(matches!(
+            mlp::repair(&a, &b, alpha, &x),
+            Err(Error::InvalidArgument { .. })
+        ));
     }
-    assert!(matches!(mlp::repair(&a, &b, f64::NAN, &x), Err(Error::NonFinite { .. })));
+    assert!(matches!(
+        mlp::repair(&a, &b, f64::NAN, &x),
+        Err(Error::NonFinite { .. })
+    ));
     // NaN in the data or the weights.
     let mut xn = x.clone();
     xn[[3, 1]] = f64::NAN;
-    assert!(matches!(mlp::repair(&a, &b, 0.5, &xn), Err(Error::NonFinite { .. })));
+    assert!(matches!(
+        mlp::repair(&a, &b, 0.5, &xn),
+        Err(Error::NonFinite { .. })
+    ));
     let mut bn = b.clone();
     bn.insert("layers.1.bias", ndarray::arr1(&[f64::NAN, 0.0]).into_dyn());
-    assert!(matches!(mlp::repair(&a, &bn, 0.5, &x), Err(Error::NonFinite { .. })));
+    assert!(matches!(
+        mlp::repair(&a, &bn, 0.5, &x),
+        Err(Error::NonFinite { .. })
+    ));
     // Mismatched architectures; an MLP without hidden layer.
     let c = mlp::init::<f64, _>(&[3, 4, 2], &mut rng)?;
-    assert!(matches!(mlp::repair(&a, &c, 0.5, &x), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(
+        mlp::repair(&a, &c, 0.5, &x),
+        Err(Error::ShapeMismatch { .. })
+    ));
     let single = mlp::init::<f64, _>(&[3, 2], &mut rng)?;
-    assert!(matches!(mlp::repair(&single, &single, 0.5, &x), Err(Error::EmptyInput { .. })));
+    assert!(matches!(
+        mlp::repair(&single, &single, 0.5, &x),
+        Err(Error::EmptyInput { .. })
+    ));
 
     let xv = x.view();
     let measure = |p: &Params<f64>, f: &[&str]| mlp::pre_activation_stats(p, &xv, f);
@@ -444,20 +502,37 @@ fn bad_input_gives_clear_errors_and_leaves_the_inputs_alone() -> TestResult {
     let missing = [RepairLayer::module("layers.7")];
     let e = repair(&a, &b, 0.5, &missing, measure, &opts).unwrap_err();
     assert!(matches!(&e, Error::MissingParam { param, .. } if param == "layers.7.weight"));
-    let no_bias = [RepairLayer::new("layers.0", "layers.0.weight", "layers.0.shift")];
+    let no_bias = [RepairLayer::new(
+        "layers.0",
+        "layers.0.weight",
+        "layers.0.shift",
+    )];
     let e = repair(&a, &b, 0.5, &no_bias, measure, &opts).unwrap_err();
     assert!(matches!(&e, Error::MissingParam { param, .. } if param == "layers.0.shift"));
-    let twice = [RepairLayer::module("layers.0"), RepairLayer::module("layers.0")];
+    let twice = [
+        RepairLayer::module("layers.0"),
+        RepairLayer::module("layers.0"),
+    ];
     assert!(matches!(
         repair(&a, &b, 0.5, &twice, measure, &opts),
         Err(Error::InvalidArgument { .. })
     ));
-    assert!(matches!(repair(&a, &b, 0.5, &[], measure, &opts), Err(Error::EmptyInput { .. })));
+    assert!(matches!(
+        repair(&a, &b, 0.5, &[], measure, &opts),
+        Err(Error::EmptyInput { .. })
+    ));
     // A feature the measurement does not know.
-    let unknown = [RepairLayer::new("layers.9", "layers.0.weight", "layers.0.bias")];
+    let unknown = [RepairLayer::new(
+        "layers.9",
+        "layers.0.weight",
+        "layers.0.bias",
+    )];
     assert!(matches!(
         repair(&a, &b, 0.5, &unknown, measure, &opts),
-        Err(Error::InvalidArgument { name: "features", .. })
+        Err(Error::InvalidArgument {
+            name: "features",
+            ..
+        })
     ));
     // Mismatched statistics: a measurement answering the wrong number or the wrong width.
     let layer0 = [RepairLayer::module("layers.0")];
@@ -467,7 +542,12 @@ fn bad_input_gives_clear_errors_and_leaves_the_inputs_alone() -> TestResult {
         Err(Error::ShapeMismatch { .. })
     ));
     let narrow = |_: &Params<f64>, f: &[&str]| -> Result<Vec<UnitStats>, Error> {
-        Ok(vec![UnitStats::from_features(x.slice(ndarray::s![.., ..2]).into_dyn())?; f.len()])
+        Ok(vec![
+            UnitStats::from_features(
+                x.slice(ndarray::s![.., ..2]).into_dyn()
+            )?;
+            f.len()
+        ])
     };
     assert!(matches!(
         repair(&a, &b, 0.5, &layer0, narrow, &opts),
@@ -476,7 +556,10 @@ fn bad_input_gives_clear_errors_and_leaves_the_inputs_alone() -> TestResult {
     let empty = |_: &Params<f64>, f: &[&str]| -> Result<Vec<UnitStats>, Error> {
         Ok(vec![UnitStats::new(5); f.len()])
     };
-    assert!(matches!(repair(&a, &b, 0.5, &layer0, empty, &opts), Err(Error::EmptyInput { .. })));
+    assert!(matches!(
+        repair(&a, &b, 0.5, &layer0, empty, &opts),
+        Err(Error::EmptyInput { .. })
+    ));
     // Statistics from files: NaN, negative variance, zero count, mismatched lengths.
     let m = Array1::zeros(2);
     assert!(UnitStats::from_moments(3, m.clone(), &ndarray::arr1(&[1.0, f64::NAN])).is_err());
@@ -487,7 +570,9 @@ fn bad_input_gives_clear_errors_and_leaves_the_inputs_alone() -> TestResult {
     let mut p = Params::<f64>::new();
     p.insert("bn.running_mean", ndarray::arr1(&[0.0]).into_dyn());
     let one = |_: &Params<f64>, _: &[&str]| -> Result<Vec<UnitStats>, Error> {
-        Ok(vec![UnitStats::from_features(ndarray::arr2(&[[1.0]]).into_dyn().view())?])
+        Ok(vec![UnitStats::from_features(
+            ndarray::arr2(&[[1.0]]).into_dyn().view(),
+        )?])
     };
     let e = reset_batchnorm(&p, &[BatchNormLayer::module("bn")], one, Default::default());
     assert!(matches!(e, Err(Error::MissingParam { .. })));
