@@ -138,12 +138,12 @@ pub fn print(setup: &Setup, rows: &[RepairRow]) {
          mean and std on the training inputs, layer by layer, folded into the weights (test set):"
     );
     println!(
-        "  {:<26} {:>20} {:>22}",
-        "pair", "loss barrier", "error barrier"
+        "  {:<28} {:^19}   {:^21}",
+        "pair (before → after)", "loss barrier", "error barrier"
     );
     for row in rows {
         println!(
-            "  {:<26} {:>8.4} → {:>8.4} {:>8.2} % → {:>6.2} %",
+            "  {:<28} {:>8.4} → {:>8.4}   {:>7.2} % → {:>7.2} %",
             format!("{} + REPAIR", row.method.label()),
             row.loss_barrier.0,
             row.loss_barrier.1,
@@ -153,7 +153,7 @@ pub fn print(setup: &Setup, rows: &[RepairRow]) {
     }
     println!("  LLFC at α = 0.5, before → after REPAIR: E[1 − cos_½] and the scale c (f_int ≈ c·f(θ(½))):");
     println!(
-        "  {:<8} {:<26} {:>22} {:>18}",
+        "  {:<8} {:<28} {:^21}   {:^17}",
         "layer", "pair", "E[1 − cos_½]", "c"
     );
     let layers = setup.num_layers();
@@ -166,7 +166,7 @@ pub fn print(setup: &Setup, rows: &[RepairRow]) {
             };
             let (before, after) = row.llfc[l];
             println!(
-                "  {name:<8} {:<26} {:>9.4} → {:>9.4} {:>7.3} → {:>7.3}",
+                "  {name:<8} {:<28} {:>9.4} → {:>9.4}   {:>7.3} → {:>7.3}",
                 format!("{} + REPAIR", row.method.label()),
                 before.distance,
                 after.distance,

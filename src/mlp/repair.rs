@@ -26,7 +26,7 @@ pub fn repair_layers(num_layers: usize) -> Vec<RepairLayer> {
 
 /// The [`UnitStats`] of the pre-activations `z_ℓ` of the MLP `params` on the inputs `x`, for
 /// the features `layers.{ℓ}` asked, in that order. The forward pass stops at the deepest layer
-/// asked. This is the measurement [`repair`] and [`repair_report`] give to
+/// asked. This is the measurement [`repair`](fn@repair) and [`repair_report`] give to
 /// [`repair::repair`](crate::repair::repair).
 ///
 /// # Errors
@@ -112,11 +112,11 @@ pub fn repair<F: Float, S: Data<Elem = F>>(
     Ok(repair_report(a, b_aligned, alpha, x, &RepairOptions::default())?.params)
 }
 
-/// [`repair`] with options, returning the per-layer report (measured and target statistics,
+/// [`repair`](fn@repair) with options, returning the per-layer report (measured and target statistics,
 /// scales, zero-variance units) with the parameters.
 ///
 /// # Errors
-/// As [`repair`].
+/// As [`repair`](fn@repair).
 pub fn repair_report<F: Float, S: Data<Elem = F>>(
     a: &Params<F>,
     b_aligned: &Params<F>,

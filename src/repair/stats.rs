@@ -183,9 +183,17 @@ impl UnitStats {
             });
         }
         let units = self.units();
-        // Pass 1: sums (and the finiteness check); pass 2: squared deviations.
+        // Pass 1: sums (and the finiteness check); pass 2: squared deviations. Each sample is
+        // `[units]` (rank 2, read as a row) or `[channels, h, w]` (one plane per channel).
+        let flat = shape.len() == 2;
         let mut sum = vec![0.0f64; units];
         for sample in batch.outer_iter() {
+            if flat {
+                for (s, &v) in sum.iter_mut().zip(&sample) {
+                    *s += v.as_f64();
+                }
+                continue;
+            }
             for (s, plane) in sum.iter_mut().zip(sample.axis_iter(Axis(0))) {
                 for &v in &plane {
                     *s += v.as_f64();
@@ -202,6 +210,13 @@ impl UnitStats {
         let mean: Array1<f64> = sum.iter().map(|s| s / nb).collect();
         let mut m2 = Array1::<f64>::zeros(units);
         for sample in batch.outer_iter() {
+            if flat {
+                for ((m, &mu), &v) in m2.iter_mut().zip(&mean).zip(&sample) {
+                    let d = v.as_f64() - mu;
+                    *m += d * d;
+                }
+                continue;
+            }
             for ((m, &mu), plane) in m2.iter_mut().zip(&mean).zip(sample.axis_iter(Axis(0))) {
                 for &v in &plane {
                     let d = v.as_f64() - mu;

@@ -610,6 +610,7 @@ fn repair_lowers_the_loss_barrier_of_the_naive_digits_pair() -> TestResult {
         plain.loss_barrier(kind)?.height,
         repaired.loss_barrier(kind)?.height,
     );
+    eprintln!("naive test-loss barrier {before:.4}, with REPAIR {after:.4}");
     assert!(before > 0.2, "naive barrier {before}");
     assert!(after < 0.5 * before, "REPAIR: {after} vs {before}");
     Ok(())

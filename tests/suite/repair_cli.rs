@@ -114,7 +114,7 @@ fn the_file_workflow_equals_mlp_repair() {
     let out = path("bad.safetensors");
     for (layer, needle) in [
         ("layers.2", "layers.2/mean"),
-        ("layers.0=layers.0.weight,nobias", "nobias"),
+        ("layers.1=layers.1.weight,nobias", "nobias"),
     ] {
         let (ok, err) = run(&[
             "fold",
