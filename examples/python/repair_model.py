@@ -172,7 +172,7 @@ def torch_measure(model, loader, inputs=False):
 
     def measure(path, names):
         state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in load_params(path).items()}
-        model.load_state_dict(state, strict=False)
+        model.load_state_dict(state)
         model.eval()
         stats, hooks = {n: UnitStats() for n in names}, []
         modules = dict(model.named_modules())

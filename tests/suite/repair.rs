@@ -420,7 +420,7 @@ fn repair_of_batchnorm_outputs_folds_into_the_batchnorm_affine() -> TestResult {
     for (name, t) in repaired.params.iter() {
         let affine =
             name.starts_with("bn") && (name.ends_with(".weight") || name.ends_with(".bias"));
-        assert_eq!(affine, t != &theta[name], "{name}");
+        assert_eq!(affine, *t != theta[name], "{name}");
     }
     Ok(())
 }
