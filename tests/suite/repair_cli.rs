@@ -36,6 +36,29 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `repair fold` of one layer with the statistics files of `dir` (`sa.npz`, `sb.npz`, `st.npz`).
+fn fold(dir: &Path, theta: &Path, alpha: &str, layer: &str, out: &Path) -> (bool, String) {
+    let stats = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (sa, sb, st) = (stats("sa.npz"), stats("sb.npz"), stats("st.npz"));
+    run(&[
+        "fold",
+        "--theta",
+        s(theta),
+        "--alpha",
+        alpha,
+        "--stats-a",
+        &sa,
+        "--stats-b",
+        &sb,
+        "--stats",
+        &st,
+        "--layer",
+        layer,
+        "-o",
+        s(out),
+    ])
+}
+
 /// A statistics file as `repair_model.py` writes it: `{name}/mean`, `/var`, `/count`.
 fn write_stats(path: &Path, stats: &[(String, UnitStats)]) {
     let mut arrays: Vec<(String, ArrayD<f64>)> = Vec::new();
@@ -85,23 +108,7 @@ fn the_file_workflow_equals_mlp_repair() {
     for name in hidden {
         let current: Params<f64> = io::read_params(&theta).unwrap();
         write_stats(&path("st.npz"), &mlp_stats(&current, &x, &[name]));
-        let (ok, err) = run(&[
-            "fold",
-            "--theta",
-            s(&theta),
-            "--alpha",
-            alpha,
-            "--stats-a",
-            s(&path("sa.npz")),
-            "--stats-b",
-            s(&path("sb.npz")),
-            "--stats",
-            s(&path("st.npz")),
-            "--layer",
-            name,
-            "-o",
-            s(&theta),
-        ]);
+        let (ok, err) = fold(dir.path(), &theta, alpha, name, &theta);
         assert!(ok, "{err}");
     }
     let got: Params<f64> = io::read_params(&theta).unwrap();
@@ -116,23 +123,7 @@ fn the_file_workflow_equals_mlp_repair() {
         ("layers.2", "layers.2/mean"),
         ("layers.1=layers.1.weight,nobias", "nobias"),
     ] {
-        let (ok, err) = run(&[
-            "fold",
-            "--theta",
-            s(&theta),
-            "--alpha",
-            alpha,
-            "--stats-a",
-            s(&path("sa.npz")),
-            "--stats-b",
-            s(&path("sb.npz")),
-            "--stats",
-            s(&path("st.npz")),
-            "--layer",
-            layer,
-            "-o",
-            s(&out),
-        ]);
+        let (ok, err) = fold(dir.path(), &theta, alpha, layer, &out);
         assert!(
             !ok && err.starts_with("repair: error:") && err.contains(needle),
             "{err}"
