@@ -301,9 +301,11 @@ mod tests {
         let x = Array4::from_shape_fn((2, 3, 2, 2), |(n, c, h, w)| (n + 10 * c + h * w) as f32);
         let st = UnitStats::from_features(x.view().into_dyn()).unwrap();
         assert_eq!((st.count(), st.units()), (8, 3));
-        // Channel c: values 10c + {0, 0, 0, 1, 1, 1, 1, 2}: mean 10c + 0.875.
+        // Channel c holds 10c + {0, 0, 0, 1} (n = 0) and 10c + {1, 1, 1, 2} (n = 1): mean
+        // 10c + 0.75, population variance (3·0.75² + 4·0.25² + 1.25²) / 8 = 0.4375.
         for c in 0..3 {
-            assert!((st.mean()[c] - (10.0 * c as f64 + 0.875)).abs() < 1e-12);
+            assert!((st.mean()[c] - (10.0 * c as f64 + 0.75)).abs() < 1e-12);
+            assert!((st.variance()[c] - 0.4375).abs() < 1e-12);
         }
         assert!(UnitStats::from_features(
             ndarray::Array3::<f32>::zeros((2, 2, 2)).view().into_dyn()
