@@ -81,8 +81,8 @@ pub fn pre_activation_stats<F: Float, S: Data<Elem = F>>(
 /// be B already permuted onto A (matching first): REPAIR corrects statistics unit by unit.
 ///
 /// α = 1 returns `a` and α = 0 returns `b_aligned` exactly. Units constant on `x` are shifted
-/// but not rescaled; [`repair_report`] lists them. Costs about `4` forward passes on `x`
-/// (A, B, and one per hidden layer up to that layer).
+/// but not rescaled; [`repair_report`] lists them. Costs two forward passes on `x` (A and B)
+/// and one per hidden layer, each stopping at that layer.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] / [`Error::NonFinite`] if α is not a number in `[0, 1]`; what
