@@ -133,6 +133,19 @@ fn the_file_workflow_equals_mlp_repair() {
     }
 }
 
+/// `repair reset-bn` of `bn` (without `-o`).
+fn reset_bn_args<'a>(theta: &'a Path, stats: &'a Path, bn: &'a str) -> Vec<&'a str> {
+    vec![
+        "reset-bn",
+        "--theta",
+        s(theta),
+        "--stats",
+        s(stats),
+        "--bn",
+        bn,
+    ]
+}
+
 #[test]
 fn reset_bn_equals_set_running_stats() {
     let dir = tempfile::tempdir().unwrap();
@@ -153,17 +166,9 @@ fn reset_bn_equals_set_running_stats() {
         (Some("--population"), RunningVariance::Population),
     ] {
         let out = dir.path().join("reset.safetensors");
-        let mut args = vec![
-            "reset-bn",
-            "--theta",
-            s(&theta),
-            "--stats",
-            s(&stats),
-            "--bn",
-            "bn",
-            "-o",
-            s(&out),
-        ];
+        let bn_out = s(&out).to_string();
+        let mut args = reset_bn_args(&theta, &stats, "bn");
+        args.extend(["-o", bn_out.as_str()]);
         args.extend(flag);
         let (ok, err) = run(&args);
         assert!(ok, "{err}");
@@ -174,16 +179,9 @@ fn reset_bn_equals_set_running_stats() {
         assert!(got.distance(&want).unwrap() < 1e-6 * want.norm_sq().sqrt());
     }
     // A BN without running statistics: a one-line error.
-    let (ok, err) = run(&[
-        "reset-bn",
-        "--theta",
-        s(&theta),
-        "--stats",
-        s(&stats),
-        "--bn",
-        "bn2",
-        "-o",
-        s(&dir.path().join("x.safetensors")),
-    ]);
+    let bad_out = dir.path().join("x.safetensors");
+    let mut args = reset_bn_args(&theta, &stats, "bn2");
+    args.extend(["-o", s(&bad_out)]);
+    let (ok, err) = run(&args);
     assert!(!ok && err.contains("bn2"), "{err}");
 }
