@@ -36,7 +36,7 @@ use std::process::ExitCode;
 mod cli;
 
 use clap::{Parser, Subcommand};
-use cli::{check_writable_dir, usage, CliError};
+use cli::{usage, CliError};
 use llfc::io::{read_checkpoint, read_npz_arrays, write_checkpoint, Checkpoint};
 use llfc::repair::{
     fold_correction, set_running_stats, BatchNormLayer, Correction, RepairLayer, RepairOptions,
@@ -124,7 +124,6 @@ fn run(command: Command) -> Result<(), CliError> {
             alpha,
             output,
         } => {
-            check_writable_dir(&output)?;
             let (a, b) = (read_checkpoint(&a)?, read_checkpoint(&b)?);
             let params = a.params.interpolate(&b.params, alpha)?;
             write(&output, Checkpoint { params, ..a })
@@ -138,7 +137,6 @@ fn run(command: Command) -> Result<(), CliError> {
             layers,
             output,
         } => {
-            check_writable_dir(&output)?;
             let mut ckpt = read_checkpoint(&theta)?;
             let (sa, sb, st) = (
                 read_stats(&stats_a)?,
@@ -174,7 +172,6 @@ fn run(command: Command) -> Result<(), CliError> {
             population,
             output,
         } => {
-            check_writable_dir(&output)?;
             let mut ckpt = read_checkpoint(&theta)?;
             let st = read_stats(&stats)?;
             let variance = if population {
