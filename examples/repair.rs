@@ -9,10 +9,10 @@
 //! # earlier layers already repaired); folded into NAME.weight / NAME.bias
 //! cargo run --release --example repair -- fold --theta theta.safetensors --alpha 0.5 \
 //!     --stats-a stats_a.npz --stats-b stats_b.npz --stats stats_theta.npz \
-//!     --layer features.0 -o theta.safetensors
+//!     --layer features.0 -o theta_1.safetensors
 //! # BatchNorm reset of one BN from the statistics of its input (eval mode, earlier BNs reset)
 //! cargo run --release --example repair -- reset-bn --theta theta.safetensors \
-//!     --stats stats_theta.npz --bn bn1 -o theta.safetensors
+//!     --stats stats_theta.npz --bn bn1 -o theta_reset.safetensors
 //! ```
 //!
 //! **Statistics files** (`.npz`, written by `examples/python/repair_model.py`): for every

@@ -110,14 +110,16 @@ def repair_files(measure, a, b, alpha, layers, out, binary=DEFAULT_BIN, verbose=
         stats_a, stats_b = os.path.join(tmp, "a.npz"), os.path.join(tmp, "b.npz")
         save_stats(stats_a, measure(a, names))
         save_stats(stats_b, measure(b, names))
-        theta = os.path.join(tmp, "theta" + ext)
+        theta = os.path.join(tmp, "theta0" + ext)
         call(binary, "interpolate", "--a", a, "--b", b, "--alpha", alpha, "-o", theta)
-        for name, weight, bias in layers:
+        for k, (name, weight, bias) in enumerate(layers, start=1):
             stats = os.path.join(tmp, "theta.npz")
             save_stats(stats, measure(theta, [name]))
+            repaired = os.path.join(tmp, f"theta{k}{ext}")  # never write over an input
             log = call(binary, "fold", "--theta", theta, "--alpha", alpha, "--stats-a", stats_a,
                        "--stats-b", stats_b, "--stats", stats,
-                       "--layer", f"{name}={weight},{bias}", "-o", theta)
+                       "--layer", f"{name}={weight},{bias}", "-o", repaired)
+            theta = repaired
             if verbose:
                 print(log.splitlines()[0])
         os.replace(theta, out)
@@ -129,15 +131,17 @@ def reset_bn_files(measure_inputs, theta, bns, out, binary=DEFAULT_BIN, populati
     order given, each measured with the earlier ones already reset. Writes `out`."""
     ext = os.path.splitext(out)[1]
     with tempfile.TemporaryDirectory() as tmp:
-        current = os.path.join(tmp, "theta" + ext)
+        current = os.path.join(tmp, "theta0" + ext)
         # A copy of theta in the format of `out` (alpha = 1 reproduces theta exactly).
         call(binary, "interpolate", "--a", theta, "--b", theta, "--alpha", 1.0, "-o", current)
-        for name in bns:
+        for k, name in enumerate(bns, start=1):
             stats = os.path.join(tmp, "stats.npz")
             save_stats(stats, measure_inputs(current, [name]))
             extra = ["--population"] if population else []
+            reset = os.path.join(tmp, f"theta{k}{ext}")  # never write over an input
             call(binary, "reset-bn", "--theta", current, "--stats", stats, "--bn", name, *extra,
-                 "-o", current)
+                 "-o", reset)
+            current = reset
         os.replace(current, out)
 
 

@@ -105,11 +105,14 @@ fn the_file_workflow_equals_mlp_repair() {
         s(&theta),
     ]);
     assert!(ok, "{err}");
-    for name in hidden {
+    let mut theta = theta;
+    for (k, name) in hidden.into_iter().enumerate() {
         let current: Params<f64> = io::read_params(&theta).unwrap();
         write_stats(&path("st.npz"), &mlp_stats(&current, &x, &[name]));
-        let (ok, err) = fold(dir.path(), &theta, alpha, name, &theta);
+        let repaired = path(&format!("theta{k}.safetensors")); // an output is never an input
+        let (ok, err) = fold(dir.path(), &theta, alpha, name, &repaired);
         assert!(ok, "{err}");
+        theta = repaired;
     }
     let got: Params<f64> = io::read_params(&theta).unwrap();
     let want = mlp::repair(&a, &b, 0.3, &x).unwrap();
