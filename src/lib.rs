@@ -14,6 +14,8 @@
 //! - the LLFC measurements ([`metrics`]): per-layer cosine distances to the interpolated
 //!   features, the A-vs-B baseline, the scale factor, weak additivity of ReLU and
 //!   commutativity residuals; loss/error curves and barriers along `θ(α)` ([`lmc`]);
+//! - interpolation repair ([`repair`]): REPAIR's renormalisation of θ(α)'s units, folded
+//!   into the producing layers, and the BatchNorm running-statistics reset;
 //! - reading and writing `.npz` / `.safetensors` checkpoints (`io`, feature `io`);
 //! - a reference ReLU MLP ([`mlp`]) with per-layer features and seeded SGD training, and the
 //!   bundled digits data ([`data`]).
@@ -66,6 +68,8 @@
 //!   Symmetries.* ICLR 2023.
 //! - Frankle, Dziugaite, Roy, Carbin. *Linear Mode Connectivity and the Lottery Ticket
 //!   Hypothesis.* ICML 2020.
+//! - Jordan, Sedghi, Saukh, Entezari, Neyshabur. *REPAIR: REnormalizing Permuted Activations
+//!   for Interpolation Repair.* ICLR 2023.
 //! - Entezari, Sedghi, Saukh, Neyshabur. *The Role of Permutation Invariance in Linear Mode
 //!   Connectivity of Neural Networks.* ICLR 2022.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -85,6 +89,7 @@ pub mod metrics;
 pub mod mlp;
 pub mod params;
 pub mod permutation;
+pub mod repair;
 pub mod spec;
 
 pub use error::{Error, Result};

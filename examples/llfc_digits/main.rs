@@ -14,13 +14,15 @@
 //! commutativity residuals (Zhou et al. 2023). It then aligns B by commutativity matching
 //! (`llfc::matching::commutativity`, from the identity, weight- and activation-matching
 //! starts) and compares the objective `J`, the residuals, LLFC and the barriers of all the
-//! alignments of B. SVG plots go to `target/llfc_digits/` (or the
+//! alignments of B, and shows what REPAIR (Jordan et al. 2023) of θ(α) does to the barriers
+//! and to LLFC of the naive and matched pairs. SVG plots go to `target/llfc_digits/` (or the
 //! directory given as the first argument). Training is seeded and deterministic.
 
 mod commutativity;
 mod experiment;
 mod plots;
 mod progress;
+mod repair;
 mod table;
 
 use std::error::Error;
@@ -87,6 +89,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         table::print_outcome(&setup, &outcome, GRID_POINTS);
         let rows = commutativity::compare(&setup, &data, &alphas, &outcome)?;
         commutativity::print(&setup, &rows);
+        repair::print(&setup, &repair::compare(&data, &alphas, &outcome)?);
         for path in plots::write_plots(&setup, &outcome, &dir)? {
             println!("plot: {}", path.display());
         }

@@ -53,9 +53,11 @@
 //! [`PermutationSpec::mlp`]: crate::PermutationSpec::mlp
 
 mod loss;
+mod repair;
 mod train;
 
 pub use loss::{accuracy, cross_entropy, evaluate, Eval};
+pub use repair::{pre_activation_stats, repair, repair_layers, repair_report};
 pub use train::{train, SgdConfig, TrainState};
 
 use ndarray::{Array1, Array2, ArrayBase, ArrayView1, ArrayView2, Axis, Data, Ix1, Ix2, Zip};

@@ -16,5 +16,7 @@ mod mlp;
 mod params;
 mod permutation;
 mod reliability;
+mod repair;
+mod repair_cli;
 mod science;
 mod spec;
