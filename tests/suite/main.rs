@@ -3,6 +3,7 @@
 
 mod align_cli;
 mod assignment;
+mod attribution;
 mod commutativity_matching;
 mod io;
 mod llfc_report_cli;

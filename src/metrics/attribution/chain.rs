@@ -4,8 +4,8 @@
 use ndarray::{s, Array1, Array2, ArrayBase, ArrayView2, Data, Ix1, Ix2, Zip};
 
 use super::{
-    block_sums, Activation, Attribution, AttributionOptions, DenseLayer, LayerAttribution,
-    Source, Sums,
+    block_sums, Activation, Attribution, AttributionOptions, DenseLayer, LayerAttribution, Source,
+    Sums,
 };
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -23,7 +23,10 @@ struct Net {
 impl Net {
     fn new<F: Float>(layers: &[DenseLayer<'_, F>]) -> Self {
         Self {
-            w: layers.iter().map(|l| l.weight.mapv(Float::as_f64)).collect(),
+            w: layers
+                .iter()
+                .map(|l| l.weight.mapv(Float::as_f64))
+                .collect(),
             b: layers
                 .iter()
                 .map(|l| {
@@ -132,7 +135,10 @@ fn block(
         let (h_a, h_b) = if l == 0 {
             (x.to_owned(), x.to_owned())
         } else {
-            (post(&za[l - 1], chain.act[l - 1]), post(&zb[l - 1], chain.act[l - 1]))
+            (
+                post(&za[l - 1], chain.act[l - 1]),
+                post(&zb[l - 1], chain.act[l - 1]),
+            )
         };
         let z_alpha = affine(h_alpha.view(), &theta.w[l], &theta.b[l]);
         let k = stack.nrows() / n.max(1);
@@ -153,7 +159,9 @@ fn block(
         let dz = &z_alpha - &z_lin;
         let pre = block_sums(next.slice(s![..(k + 1) * n, ..]), dz.view(), z_lin.view());
         let post_sums = if relu_layer {
-            let slope = Zip::from(&z_lin).and(&z_alpha).map_collect(|&l, &a| secant(l, a));
+            let slope = Zip::from(&z_lin)
+                .and(&z_alpha)
+                .map_collect(|&l, &a| secant(l, a));
             for i in 0..=k {
                 let mut c = next.slice_mut(s![i * n..(i + 1) * n, ..]);
                 c *= &slope;
@@ -203,13 +211,26 @@ fn check_chain<F: Float, S: Data<Elem = F>>(
     for (l, (la, lb)) in a.iter().zip(b).enumerate() {
         let name = |m: &str, p: &str| format!("{p} of layer {l} of {m}");
         check_features(&la.weight, &name("A", "weight"))?;
-        check_same(&la.weight, &lb.weight, &name("B", "weight"), &name("A", "weight"))?;
-        let input = if l == 0 { x.ncols() } else { a[l - 1].weight.nrows() };
+        check_same(
+            &la.weight,
+            &lb.weight,
+            &name("B", "weight"),
+            &name("A", "weight"),
+        )?;
+        let input = if l == 0 {
+            x.ncols()
+        } else {
+            a[l - 1].weight.nrows()
+        };
         if la.weight.ncols() != input {
             return Err(Error::ShapeMismatch {
                 what: format!(
                     "weight of layer {l} ([out, in], in = {})",
-                    if l == 0 { "the input's columns" } else { "the previous layer's out" }
+                    if l == 0 {
+                        "the input's columns"
+                    } else {
+                        "the previous layer's out"
+                    }
                 ),
                 expected: vec![la.weight.nrows(), input],
                 found: la.weight.shape().to_vec(),
@@ -302,7 +323,10 @@ pub fn attribution_dense<F: Float, S: Data<Elem = F>>(
     check_chain(a, b, activations, x, alphas, options)?;
     let (net_a, net_b) = (Net::new(a), Net::new(b));
     let dw: Vec<Array2<f64>> = net_a.w.iter().zip(&net_b.w).map(|(a, b)| a - b).collect();
-    let thetas: Vec<Net> = alphas.iter().map(|&al| net_a.interpolate(&net_b, al)).collect();
+    let thetas: Vec<Net> = alphas
+        .iter()
+        .map(|&al| net_a.interpolate(&net_b, al))
+        .collect();
     let chain = Chain {
         a: &net_a,
         b: &net_b,

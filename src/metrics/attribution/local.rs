@@ -3,7 +3,9 @@
 
 use std::ops::Range;
 
-use ndarray::{s, Array1, Array2, ArrayBase, ArrayView1, ArrayView2, ArrayView4, Data, Dimension, Zip};
+use ndarray::{
+    s, Array1, Array2, ArrayBase, ArrayView1, ArrayView2, ArrayView4, Data, Dimension, Zip,
+};
 
 use super::chain::secant;
 use super::{block_sums, DenseLayer, LocalSplit, Sums};
@@ -175,7 +177,10 @@ pub fn local_split_conv<F: Float>(
     let out = a.weight.shape()[0];
     check_biases(a.bias, b.bias, out)?;
     let beta = 1.0 - alpha;
-    let (wa, wb) = (shape.weight_matrix(&a.weight), shape.weight_matrix(&b.weight));
+    let (wa, wb) = (
+        shape.weight_matrix(&a.weight),
+        shape.weight_matrix(&b.weight),
+    );
     let w_alpha = &wa * alpha + &wb * beta;
     let dw = &wa - &wb;
     let b_lin = bias_f64(a.bias, out) * alpha + bias_f64(b.bias, out) * beta;
@@ -183,7 +188,11 @@ pub fn local_split_conv<F: Float>(
     let sums = reduce_blocks(h_a.shape()[0], SAMPLE_BLOCK, |samples| {
         let mut total = Sums::default();
         for i in samples {
-            let (sa, sb, sal) = (sample_f64(&h_a, i), sample_f64(&h_b, i), sample_f64(&h_alpha, i));
+            let (sa, sb, sal) = (
+                sample_f64(&h_a, i),
+                sample_f64(&h_b, i),
+                sample_f64(&h_alpha, i),
+            );
             let conv = |w: &Array2<f64>, x: &ndarray::Array3<f64>| {
                 shape.apply(&w.view(), &shape.unfold_all(&x.view()))
             };

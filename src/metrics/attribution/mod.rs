@@ -88,7 +88,7 @@ mod chain;
 mod local;
 
 pub use chain::{attribution_dense, attribution_mlp};
-pub use local::{local_split_activation, local_split_conv, local_split_dense};
+pub use local::{local_split_activation, local_split_conv, local_split_dense, ConvLayer};
 
 use ndarray::{ArrayView1, ArrayView2};
 
