@@ -17,6 +17,7 @@
 //! alignments of B. SVG plots go to `target/llfc_digits/` (or the
 //! directory given as the first argument). Training is seeded and deterministic.
 
+mod attribution;
 mod commutativity;
 mod experiment;
 mod plots;
@@ -87,9 +88,13 @@ fn main() -> Result<(), Box<dyn Error>> {
         table::print_outcome(&setup, &outcome, GRID_POINTS);
         let rows = commutativity::compare(&setup, &data, &alphas, &outcome)?;
         commutativity::print(&setup, &rows);
+        let attributions = attribution::compute(&data, &outcome, &rows)?;
+        attribution::print(&setup, &attributions);
         for path in plots::write_plots(&setup, &outcome, &dir)? {
             println!("plot: {}", path.display());
         }
+        let path = attribution::plot(&setup, &attributions, &dir)?;
+        println!("plot: {}", path.display());
         println!();
     }
     table::print_legend();
