@@ -6,6 +6,7 @@ mod assignment;
 mod attribution;
 mod commutativity_matching;
 mod io;
+mod llfc_report_attribution;
 mod llfc_report_cli;
 mod lmc;
 mod matching;
