@@ -202,6 +202,35 @@ fn layer<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap()
 }
 
+fn dense(p: &Params<f64>, l: usize) -> DenseLayer<'_, f64> {
+    DenseLayer {
+        weight: p[&format!("layers.{l}.weight")]
+            .view()
+            .into_dimensionality::<Ix2>()
+            .unwrap(),
+        bias: Some(
+            p[&format!("layers.{l}.bias")]
+                .view()
+                .into_dimensionality::<Ix1>()
+                .unwrap(),
+        ),
+    }
+}
+
+fn w(p: &Params<f64>) -> ndarray::ArrayView4<'_, f64> {
+    p["conv.weight"]
+        .view()
+        .into_dimensionality::<Ix4>()
+        .unwrap()
+}
+
+fn conv(p: &Params<f64>) -> ConvLayer<'_, f64> {
+    ConvLayer {
+        weight: w(p),
+        bias: Some(p["conv.bias"].view().into_dimensionality::<Ix1>().unwrap()),
+    }
+}
+
 #[test]
 fn attribution_and_conv_json_equal_the_library() {
     let fx = fixture();
@@ -229,18 +258,6 @@ fn attribution_and_conv_json_equal_the_library() {
         "{stdout}"
     );
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let dense = |p: &Params<f64>, l: usize| DenseLayer {
-        weight: p[&format!("layers.{l}.weight")]
-            .view()
-            .into_dimensionality::<Ix2>()
-            .unwrap(),
-        bias: Some(
-            p[&format!("layers.{l}.bias")]
-                .view()
-                .into_dimensionality::<Ix1>()
-                .unwrap(),
-        ),
-    };
     let m = |k: &str| fx.get(k).view().into_dimensionality::<Ix2>().unwrap();
     for l in 0..3 {
         let name = format!("layers.{l}");
@@ -282,12 +299,6 @@ fn attribution_and_conv_json_equal_the_library() {
     // The conv layer: commutativity, geometry and attribution.
     let j = layer(&report, "conv");
     let t = |k: &str| fx.get(k).view().into_dimensionality::<Ix4>().unwrap();
-    let w = |p: &Params<f64>| {
-        p["conv.weight"]
-            .view()
-            .into_dimensionality::<Ix4>()
-            .unwrap()
-    };
     let c = conv_commutativity(
         w(&fx.a),
         w(&fx.b),
@@ -308,10 +319,6 @@ fn attribution_and_conv_json_equal_the_library() {
     assert_eq!(j["conv"]["padding"], serde_json::json!([1, 1]));
     assert_eq!(j["conv"]["dilation"], serde_json::json!([1, 2]));
     assert_eq!(j["conv"]["groups"], 2);
-    let conv = |p: &Params<f64>| ConvLayer {
-        weight: w(p),
-        bias: Some(p["conv.bias"].view().into_dimensionality::<Ix1>().unwrap()),
-    };
     for (jp, label) in j["attribution"]["pre"]
         .as_array()
         .unwrap()
