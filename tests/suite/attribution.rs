@@ -71,9 +71,12 @@ fn mlp_layers(p: &Params<f64>) -> Vec<Layer> {
 /// The brute-force attribution of one α: for each layer, the direct `(ΔZ, Z_lin)`,
 /// `(ΔH, H_lin)` and every source's contribution to both, each source transported alone.
 struct Brute {
-    pre: Vec<(Array2<f64>, Array2<f64>, Vec<(Source, Array2<f64>)>)>,
-    post: Vec<(Array2<f64>, Array2<f64>, Vec<(Source, Array2<f64>)>)>,
+    pre: Vec<BruteDeviation>,
+    post: Vec<BruteDeviation>,
 }
+
+/// `(Δ, reference, [(source, contribution)])` of one layer.
+type BruteDeviation = (Array2<f64>, Array2<f64>, Vec<(Source, Array2<f64>)>);
 
 fn secant(zl: f64, za: f64) -> f64 {
     if za == zl {
@@ -158,11 +161,7 @@ fn brute(a: &[Layer], b: &[Layer], relus: &[bool], x: &Array2<f64>, alpha: f64) 
 }
 
 /// Compare the library's deviation with the brute force's.
-fn compare(
-    got: &Deviation,
-    (delta, reference, parts): &(Array2<f64>, Array2<f64>, Vec<(Source, Array2<f64>)>),
-    what: &str,
-) {
+fn compare(got: &Deviation, (delta, reference, parts): &BruteDeviation, what: &str) {
     let (nd, nr) = (norm(delta), norm(reference));
     let tol = 1e-12 * nr.max(1.0);
     assert!(
@@ -736,7 +735,10 @@ fn flat(x: &Array4<f64>) -> Array2<f64> {
         .unwrap()
 }
 
-fn geometries() -> Vec<(ConvGeometry, (usize, usize, usize, usize), [usize; 3])> {
+/// `(geometry, weight shape, input [c, h, w])`.
+type ConvCase = (ConvGeometry, (usize, usize, usize, usize), [usize; 3]);
+
+fn geometries() -> Vec<ConvCase> {
     let g = |stride, padding, dilation, groups| ConvGeometry {
         stride,
         padding,

@@ -334,7 +334,7 @@ pub(crate) fn block_sums(
     reference: ndarray::ArrayView2<'_, f64>,
 ) -> Sums {
     let n = delta.nrows();
-    let k = if n == 0 { 0 } else { parts.nrows() / n };
+    let k = parts.nrows().checked_div(n).unwrap_or(0);
     let mut sums = Sums {
         parts: vec![(0.0, 0.0); k],
         ..Sums::default()
