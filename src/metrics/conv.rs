@@ -238,7 +238,9 @@ pub(crate) fn sample_f64<F: Float>(x: &ArrayView4<'_, F>, i: usize) -> Array3<f6
 
 /// The 2-D convolution (cross-correlation, no bias) `conv(W, H)` of PyTorch's `nn.Conv2d`:
 /// weight `[out, in/groups, kh, kw]`, input `[samples, in, h, w]` → `[samples, out, oh, ow]`,
-/// computed in f64 by im2col (see the [module documentation](self) for the sizes).
+/// computed in f64 by im2col, with `oh = ⌊(h + 2 p_h − d_h (kh − 1) − 1) / s_h⌋ + 1` (likewise
+/// `ow`), zero padding, and output channel `o` reading the input channels of its group
+/// `o / (out/groups)`.
 ///
 /// # Errors
 /// [`Error::ShapeMismatch`] if the weight does not fit the input's channels and `groups`;

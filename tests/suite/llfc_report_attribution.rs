@@ -3,8 +3,9 @@
 //! arrays, and bad flags or missing arrays give a one-line error and no output.
 #![cfg(feature = "io")]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+
+use super::llfc_report_cli::run;
 
 use llfc::metrics::attribution::{
     local_split_activation, local_split_conv, local_split_dense, ConvLayer, DenseLayer, LocalSplit,
@@ -16,25 +17,6 @@ use ndarray::{Array2, Array4, ArrayD, Ix1, Ix2, Ix4, IxDyn};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
-
-fn report_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir
-        .join("examples")
-        .join(format!("llfc_report{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "build the example first: {}", bin.display());
-    bin
-}
-
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(report_bin()).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 const LABELS: [&str; 2] = ["0.25", "0.5"];
 const GEOMETRY: ConvGeometry = ConvGeometry {
@@ -235,19 +217,9 @@ fn conv(p: &Params<f64>) -> ConvLayer<'_, f64> {
 fn attribution_and_conv_json_equal_the_library() {
     let fx = fixture();
     let dir = tempfile::tempdir().unwrap();
-    let [f, a, b] = fx.write(dir.path(), &[]);
+    let files = fx.write(dir.path(), &[]);
     let json = dir.path().join("r.json");
-    let (ok, stdout, stderr) = run(&[
-        &f,
-        "--a",
-        &a,
-        "--b",
-        &b,
-        "--conv",
-        GEOMETRY_FLAG,
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let (ok, stdout, stderr) = run(&with_files(&files, &["--json", json.to_str().unwrap()]));
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains("LLFC error attribution of the pre-activations"),
@@ -382,32 +354,10 @@ fn bad_attribution_inputs_fail_cleanly_without_output() {
         "{stderr}"
     );
     // An input of θ(α) for one α but not the other.
-    let [f, a, b] = fx.write(dir.path(), &["in/alpha=0.5/layers.1"]);
-    let (ok, _, stderr) = run(&[
-        &f,
-        "--a",
-        &a,
-        "--b",
-        &b,
-        "--conv",
-        GEOMETRY_FLAG,
-        "--json",
-        j,
-    ]);
-    assert!(!ok && stderr.contains("in/alpha=0.5/layers.1"), "{stderr}");
-    assert!(!json.exists());
+    let files = fx.write(dir.path(), &["in/alpha=0.5/layers.1"]);
+    fails(&files, &[], "in/alpha=0.5/layers.1", &json);
     // Reporting only α = 0.25 needs only that α's inputs.
-    let (ok, stdout, stderr) = run(&[
-        &f,
-        "--a",
-        &a,
-        "--b",
-        &b,
-        "--conv",
-        GEOMETRY_FLAG,
-        "--alphas",
-        "0.25",
-    ]);
+    let (ok, stdout, stderr) = run(&with_files(&files, &["--alphas", "0.25"]));
     assert!(ok, "{stderr}");
     assert!(stdout.contains("LLFC error attribution"));
     // Inputs of the wrong shape for a conv layer.
@@ -419,18 +369,28 @@ fn bad_attribution_inputs_fail_cleanly_without_output() {
         .unwrap();
     bad.arrays.retain(|(k, _)| k != "in/alpha=0.25/conv");
     bad.arrays.push(("in/alpha=0.25/conv".into(), flat));
-    let [f, a, b] = bad.write(dir.path(), &[]);
-    let (ok, _, stderr) = run(&[
-        &f,
-        "--a",
-        &a,
-        "--b",
-        &b,
-        "--conv",
-        GEOMETRY_FLAG,
-        "--json",
-        j,
-    ]);
-    assert!(!ok && stderr.contains("in/alpha=0.25/conv"), "{stderr}");
+    fails(
+        &bad.write(dir.path(), &[]),
+        &[],
+        "in/alpha=0.25/conv",
+        &json,
+    );
+}
+
+/// `FEATURES --a A --b B --conv GEOMETRY` and `extra`.
+fn with_files<'a>([f, a, b]: &'a [String; 3], extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![f.as_str(), "--a", a, "--b", b, "--conv", GEOMETRY_FLAG];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The report with `extra` flags and `--json json` fails with one line naming `message`,
+/// and writes nothing.
+fn fails(files: &[String; 3], extra: &[&str], message: &str, json: &Path) {
+    let mut extra = extra.to_vec();
+    extra.extend(["--json", json.to_str().unwrap()]);
+    let (ok, _, stderr) = run(&with_files(files, &extra));
+    assert!(!ok && stderr.contains(message), "{extra:?}: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(!json.exists());
 }

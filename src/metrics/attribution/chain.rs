@@ -4,8 +4,8 @@
 use ndarray::{s, Array1, Array2, ArrayBase, ArrayView2, Data, Ix1, Ix2, Zip};
 
 use super::{
-    block_sums, Activation, Attribution, AttributionOptions, DenseLayer, LayerAttribution, Source,
-    Sums,
+    block_sums, check_biases, Activation, Attribution, AttributionOptions, DenseLayer,
+    LayerAttribution, Source, Sums,
 };
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -236,20 +236,7 @@ fn check_chain<F: Float, S: Data<Elem = F>>(
                 found: la.weight.shape().to_vec(),
             });
         }
-        match (la.bias, lb.bias) {
-            (Some(ba), Some(bb)) => {
-                let expected = ndarray::Array1::<F>::zeros(la.weight.nrows());
-                check_same(&expected, &ba, &name("A", "bias"), "[out]")?;
-                check_same(&ba, &bb, &name("B", "bias"), &name("A", "bias"))?;
-            }
-            (None, None) => {}
-            _ => {
-                return Err(Error::InvalidArgument {
-                    name: "bias",
-                    reason: format!("layer {l} has a bias in one model only"),
-                })
-            }
-        }
+        check_biases(la.bias, lb.bias, la.weight.nrows(), &format!("layer {l}"))?;
     }
     check_features(x, "input x")?;
     if alphas.is_empty() {

@@ -8,7 +8,7 @@ use ndarray::{
 };
 
 use super::chain::secant;
-use super::{block_sums, DenseLayer, LocalSplit, Sums};
+use super::{block_sums, check_biases, DenseLayer, LocalSplit, Sums};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::matmul::mat_mul_into;
@@ -27,25 +27,6 @@ fn reduce_blocks(n: usize, block: usize, f: impl Fn(Range<usize>) -> Sums + Sync
         total.add(&s);
     }
     total
-}
-
-/// Check the biases of both models: both absent, or both `[out]` and finite.
-fn check_biases<F: Float>(
-    a: Option<ArrayView1<'_, F>>,
-    b: Option<ArrayView1<'_, F>>,
-    out: usize,
-) -> Result<()> {
-    match (a, b) {
-        (Some(a), Some(b)) => {
-            check_same(&Array1::<F>::zeros(out), &a, "bias of A", "[out]")?;
-            check_same(&a, &b, "bias of B", "bias of A")
-        }
-        (None, None) => Ok(()),
-        _ => Err(Error::InvalidArgument {
-            name: "bias",
-            reason: "a bias in one model only".into(),
-        }),
-    }
 }
 
 /// A bias in f64, zeros if absent.
@@ -98,7 +79,7 @@ pub fn local_split_dense<F: Float>(
     check_features(&a.weight, "weight W_A")?;
     check_same(&a.weight, &b.weight, "weight W_B", "weight W_A")?;
     let (out, inp) = a.weight.dim();
-    check_biases(a.bias, b.bias, out)?;
+    check_biases(a.bias, b.bias, out, "the layer")?;
     if h_a.ncols() != inp {
         return Err(Error::ShapeMismatch {
             what: "inputs H_A ([samples, in], in = the weights' columns)".into(),
@@ -175,7 +156,7 @@ pub fn local_split_conv<F: Float>(
     let shape = check_conv(&a.weight, &b.weight, &h_a, &h_b, *geometry)?;
     check_same(&h_a, &h_alpha, "conv inputs H_α", "conv inputs H_A")?;
     let out = a.weight.shape()[0];
-    check_biases(a.bias, b.bias, out)?;
+    check_biases(a.bias, b.bias, out, "the conv layer")?;
     let beta = 1.0 - alpha;
     let (wa, wb) = (
         shape.weight_matrix(&a.weight),

@@ -92,6 +92,10 @@ pub use local::{local_split_activation, local_split_conv, local_split_dense, Con
 
 use ndarray::{ArrayView1, ArrayView2};
 
+use crate::error::{Error, Result};
+use crate::float::Float;
+use crate::metrics::check_same;
+
 /// The activation after a dense layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Activation {
@@ -244,6 +248,31 @@ pub struct LocalSplit {
     pub propagated: Part,
     /// The layer's own source: `K^ℓ = −α(1 − α) C^ℓ`, or `E^ℓ` for an activation.
     pub own: Part,
+}
+
+/// Check the biases of both models: both absent, or both `[out]` and finite.
+pub(crate) fn check_biases<F: Float>(
+    a: Option<ArrayView1<'_, F>>,
+    b: Option<ArrayView1<'_, F>>,
+    out: usize,
+    what: &str,
+) -> Result<()> {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            check_same(
+                &ndarray::Array1::<F>::zeros(out),
+                &a,
+                &format!("bias of A in {what}"),
+                "[out]",
+            )?;
+            check_same(&a, &b, &format!("bias of B in {what}"), "A's bias")
+        }
+        (None, None) => Ok(()),
+        _ => Err(Error::InvalidArgument {
+            name: "bias",
+            reason: format!("{what} has a bias in one model only"),
+        }),
+    }
 }
 
 /// Running f64 sums of one deviation: `‖Δ‖²`, `‖reference‖²`, `‖Σ c − Δ‖²` and per part
