@@ -23,7 +23,7 @@
 //! | `alpha={α}/{layer}` | features of θ(α); `{α}` a decimal number (`alpha=0.5/fc1`) | every reported layer and α |
 //! | `pre/A/{layer}`, `pre/B/{layer}` | pre-activations of a layer followed by a ReLU | weak additivity (optional) |
 //! | `pre/alpha={α}/{layer}` | pre-activations of θ(α) | LLFC of the pre-activations (optional) |
-//! | `in/A/{layer}`, `in/B/{layer}` | `[samples, in]` (or `[samples, in, h, w]` for a conv layer): what the layer reads (the previous layer's post-activations, or X) | commutativity (optional, with `--a`, `--b`) |
+//! | `in/A/{layer}`, `in/B/{layer}` | `[samples, in]` (`[samples, …]` is flattened per sample for a linear layer; `[samples, in, h, w]` for a conv layer): what the layer reads (the previous layer's post-activations, or X) | commutativity (optional, with `--a`, `--b`) |
 //! | `in/alpha={α}/{layer}` | what the layer reads in θ(α) | the attribution of `ΔZ` (optional, with `--a`, `--b`; one per reported α) |
 //!
 //! Layers are reported in the order in which their `A/{layer}` arrays appear in the file

@@ -44,12 +44,13 @@ pub fn compute(
     rows: &[Row],
 ) -> llfc::Result<Vec<PairAttribution>> {
     let spawned = outcome.pair(Method::Spawned);
-    let seconds = rows
-        .iter()
+    // The classic alignments (no descent), the spawned pair, then commutativity matching.
+    let classic = rows.iter().filter(|r| r.descent.is_none());
+    let descents = rows.iter().filter(|r| r.descent.is_some());
+    let seconds = classic
         .map(|r| (r.label, &r.pair.second))
-        .take(3)
         .chain(std::iter::once((Method::Spawned.label(), &spawned.second)))
-        .chain(rows.iter().skip(3).map(|r| (r.label, &r.pair.second)));
+        .chain(descents.map(|r| (r.label, &r.pair.second)));
     seconds
         .map(|(label, b)| {
             Ok(PairAttribution {

@@ -110,6 +110,21 @@ pub fn matrix<'a>(a: &'a ArrayD<f64>, what: &str, layout: &str) -> Result<ArrayV
     })
 }
 
+/// A `[samples, …]` input as the `[samples, in]` matrix a dense layer reads: flattened per
+/// sample, row-major (`torch.flatten(x, 1)`), so a conv map feeding a linear layer works.
+fn input_matrix<'a>(a: &'a ArrayD<f64>, what: &str) -> Result<ArrayView2<'a, f64>> {
+    if a.ndim() < 2 {
+        return matrix(a, what, "[samples, in]");
+    }
+    let (n, rest) = (a.shape()[0], a.shape()[1..].iter().product::<usize>());
+    a.view().into_shape_with_order((n, rest)).map_err(|_| {
+        CliError::Usage(format!(
+            "{what} has shape {:?} in a memory layout that cannot be flattened per sample",
+            a.shape()
+        ))
+    })
+}
+
 /// A 4-D view of a conv weight or input, or a clear error.
 fn tensor4<'a>(a: &'a ArrayD<f64>, what: &str, layout: &str) -> Result<ArrayView4<'a, f64>> {
     a.view().into_dimensionality::<Ix4>().map_err(|_| {
@@ -203,8 +218,8 @@ pub fn layer_commutativity(
                 w.w[0].shape()
             ));
         }
-        let ha = matrix(inputs[0], &format!("array `in/A/{layer}`"), "[samples, in]")?;
-        let hb = matrix(inputs[1], &format!("array `in/B/{layer}`"), "[samples, in]")?;
+        let ha = input_matrix(inputs[0], &format!("array `in/A/{layer}`"))?;
+        let hb = input_matrix(inputs[1], &format!("array `in/B/{layer}`"))?;
         context(
             commutativity(w.dense(0)?.weight, w.dense(1)?.weight, ha, hb),
             at,
@@ -269,7 +284,7 @@ pub fn layer_splits(
                 at,
             )?
         } else {
-            let m = |a, k: &str| matrix(a, &format!("array `{k}`"), "[samples, in]");
+            let m = |a, k: &str| input_matrix(a, &format!("array `{k}`"));
             let (ha, hb) = (
                 m(inputs[0], &format!("in/A/{layer}"))?,
                 m(inputs[1], &format!("in/B/{layer}"))?,

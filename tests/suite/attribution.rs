@@ -7,8 +7,8 @@
 //! whose contributions are computed by hand; and every convolution as an explicit
 //! `[out·oh·ow, in·h·w]` matrix built from PyTorch's definition (the library uses im2col).
 //!
-//! Tolerances. Everything is f64 with O(1) entries and at most 32 terms per product, so any two
-//! orders of summation differ by ≤ ~1e-14 of the feature scale `‖Z_lin‖`. Norms and inner
+//! Tolerances. Everything is f64 with O(1) entries and at most 120 terms per product, so any
+//! two orders of summation differ by ≤ ~1e-14 of the feature scale `‖Z_lin‖`. Norms and inner
 //! products of contributions are compared with `1e-12 · ‖Z_lin‖` (times `‖Δ‖ + ‖c‖` for inner
 //! products); the identity's closure `‖Σ c − Δ‖ / ‖Δ‖` with `1e-12` (the requirement)
 //! wherever `‖Δ‖ / ‖Z_lin‖ > 1e-6` — below that, `Δ` is dominated by the rounding of its direct

@@ -117,6 +117,27 @@ fn fixture() -> Fixture {
     b.insert("conv.weight", wb.into_dyn());
     a.insert("conv.bias", ba.into_dyn());
     b.insert("conv.bias", bb.into_dyn());
+    // A linear layer `fc` reading conv maps [7, 6, 3, 5], flattened per sample (no bias).
+    let mut fc_arrays: Vec<(String, Vec<usize>)> = vec![
+        ("A/fc".into(), vec![7, 3]),
+        ("B/fc".into(), vec![7, 3]),
+        ("in/A/fc".into(), vec![7, 6, 3, 5]),
+        ("in/B/fc".into(), vec![7, 6, 3, 5]),
+    ];
+    for l in LABELS {
+        fc_arrays.push((format!("alpha={l}/fc"), vec![7, 3]));
+        fc_arrays.push((format!("in/alpha={l}/fc"), vec![7, 6, 3, 5]));
+    }
+    for (key, shape) in fc_arrays {
+        push(
+            key,
+            ArrayD::from_shape_simple_fn(IxDyn(&shape), || rng.random_range(-1.0..1.0)),
+        );
+    }
+    for p in [&mut a, &mut b] {
+        let w = ArrayD::from_shape_simple_fn(IxDyn(&[3, 90]), || rng.random_range(-0.2..0.2));
+        p.insert("fc.weight", w);
+    }
     Fixture { a, b, arrays }
 }
 
@@ -308,6 +329,40 @@ fn attribution_and_conv_json_equal_the_library() {
         )
         .unwrap();
         check_split(jp, &lib, &format!("conv α={label}"));
+    }
+    // The linear layer fed by conv maps reads them flattened per sample.
+    let j = layer(&report, "fc");
+    let flat = |k: &str| {
+        let a = fx.get(k);
+        a.clone().into_shape_with_order((a.shape()[0], 90)).unwrap()
+    };
+    let fc = |p: &Params<f64>| p["fc.weight"].clone().into_dimensionality::<Ix2>().unwrap();
+    let (wa, wb) = (fc(&fx.a), fc(&fx.b));
+    let (ha, hb) = (flat("in/A/fc"), flat("in/B/fc"));
+    let c = llfc::metrics::commutativity(wa.view(), wb.view(), ha.view(), hb.view()).unwrap();
+    num(&j["commutativity"]["relative"], c.relative, "fc relative");
+    for (jp, label) in j["attribution"]["pre"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(LABELS)
+    {
+        let lib = local_split_dense(
+            DenseLayer {
+                weight: wa.view(),
+                bias: None,
+            },
+            DenseLayer {
+                weight: wb.view(),
+                bias: None,
+            },
+            ha.view(),
+            hb.view(),
+            flat(&format!("in/alpha={label}/fc")).view(),
+            label.parse().unwrap(),
+        )
+        .unwrap();
+        check_split(jp, &lib, &format!("fc α={label}"));
     }
 }
 

@@ -281,7 +281,9 @@ fn check_chain<F: Float, S: Data<Elem = F>>(
 /// use ndarray::array;
 /// let (w_a0, w_b0) = (array![[1.0, -1.0], [0.5, 1.0]], array![[-1.0, 0.5], [1.0, 1.0]]);
 /// let (w_a1, w_b1) = (array![[1.0, 2.0]], array![[0.5, -1.0]]);
-/// let layer = |w: &ndarray::Array2<f64>| DenseLayer { weight: w.view(), bias: None };
+/// fn layer(w: &ndarray::Array2<f64>) -> DenseLayer<'_, f64> {
+///     DenseLayer { weight: w.view(), bias: None }
+/// }
 /// let x = array![[1.0, 2.0], [-1.0, 0.5], [0.3, -2.0]];
 /// let att = attribution_dense(
 ///     &[layer(&w_a0), layer(&w_a1)],

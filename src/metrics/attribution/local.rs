@@ -61,7 +61,9 @@ fn bias_f64<F: Float>(b: Option<ArrayView1<'_, F>>, out: usize) -> Array1<f64> {
 /// let (w_a, w_b) = (array![[1.0, 2.0]], array![[0.0, 1.0]]);
 /// let (h_a, h_b) = (array![[1.0, 1.0]], array![[0.0, 3.0]]);
 /// let h_lin = (&h_a + &h_b) * 0.5; // the layer below is exactly LLFC: nothing propagates
-/// let layer = |w: &ndarray::Array2<f64>| DenseLayer { weight: w.view(), bias: None };
+/// fn layer(w: &ndarray::Array2<f64>) -> DenseLayer<'_, f64> {
+///     DenseLayer { weight: w.view(), bias: None }
+/// }
 /// let s = local_split_dense(layer(&w_a), layer(&w_b), h_a.view(), h_b.view(), h_lin.view(), 0.5)?;
 /// // K = −¼ (H_A − H_B)(W_A − W_B)ᵀ = −¼ · [1, −2]·[1, 1] = ¼
 /// assert_eq!((s.propagated.norm, s.own.norm, s.own.share), (0.0, 0.25, Some(1.0)));
