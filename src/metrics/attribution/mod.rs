@@ -185,7 +185,9 @@ pub struct Deviation {
     /// `‖Δ‖ / ‖Z_lin‖` (or `/ ‖H_lin‖`); `None` if the target is 0.
     pub relative: Option<f64>,
     /// `‖Σ_s c_s − Δ‖ / ‖Δ‖`: how exactly the contributions add up (rounding only);
-    /// `None` if `Δ = 0` (then `‖Σ_s c_s‖` is 0 up to rounding too).
+    /// `None` if `Δ = 0`. Where `Δ` is itself only the rounding of its direct computation
+    /// (`relative` ≈ 1e-16, e.g. layer 0, whose exact deviation is 0) the closure is ≈ 1 and
+    /// the shares mean nothing: that deviation is zero.
     pub closure: Option<f64>,
     /// One entry per source up to this layer, in the order of [`Attribution::sources`].
     pub contributions: Vec<Contribution>,
@@ -243,7 +245,9 @@ pub struct LocalSplit {
     pub reference_norm: f64,
     /// `‖Δ‖ / ‖reference‖`; `None` if the reference is 0.
     pub relative: Option<f64>,
-    /// `‖propagated + own − Δ‖ / ‖Δ‖` (rounding only); `None` if `Δ = 0`.
+    /// `‖propagated + own − Δ‖ / ‖Δ‖` (rounding only); `None` if `Δ = 0`. ≈ 1 where `Δ` is
+    /// only rounding (`relative` ≈ 1e-16, e.g. the first layer, which reads the same input in
+    /// A, B and θ(α)): that deviation is zero and its shares mean nothing.
     pub closure: Option<f64>,
     /// What arrives from below: `ΔH^{ℓ−1} W_αᵀ` (dense), `conv(W_α, ΔH^{ℓ−1})` (conv), or
     /// `S^ℓ ⊙ ΔZ^ℓ` (activation).
