@@ -30,7 +30,7 @@ fn report_bin() -> PathBuf {
     bin
 }
 
-pub(crate) fn run(args: &[&str]) -> (bool, String, String) {
+fn run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(report_bin()).args(args).output().unwrap();
     (
         out.status.success(),
