@@ -23,7 +23,8 @@
 //! | `alpha={α}/{layer}` | features of θ(α); `{α}` a decimal number (`alpha=0.5/fc1`) | every reported layer and α |
 //! | `pre/A/{layer}`, `pre/B/{layer}` | pre-activations of a layer followed by a ReLU | weak additivity (optional) |
 //! | `pre/alpha={α}/{layer}` | pre-activations of θ(α) | LLFC of the pre-activations (optional) |
-//! | `in/A/{layer}`, `in/B/{layer}` | `[samples, in]`: what the linear layer reads (the previous layer's post-activations, or X) | commutativity (optional, with `--a`, `--b`) |
+//! | `in/A/{layer}`, `in/B/{layer}` | `[samples, in]` (`[samples, …]` is flattened per sample for a linear layer; `[samples, in, h, w]` for a conv layer): what the layer reads (the previous layer's post-activations, or X) | commutativity (optional, with `--a`, `--b`) |
+//! | `in/alpha={α}/{layer}` | what the layer reads in θ(α) | the attribution of `ΔZ` (optional, with `--a`, `--b`; one per reported α) |
 //!
 //! Layers are reported in the order in which their `A/{layer}` arrays appear in the file
 //! (`numpy.savez` keeps the keyword order). The α values are read from the keys as decimal
@@ -35,13 +36,35 @@
 //! With `--a A --b B` (checkpoints, `.safetensors` or `.npz`), every reported layer that has
 //! `in/A/{layer}` and `in/B/{layer}` gets the commutativity residual of its weight, by default
 //! the parameter `{layer}.weight` (`[out, in]`, PyTorch layout); `--weight LAYER=PARAM`
-//! (repeatable) names another one. Biases are not involved.
+//! (repeatable) names another one. Biases are not involved. A weight `[out, in/groups, kh, kw]`
+//! is a `Conv2d` (PyTorch's cross-correlation, inputs `[samples, in, h, w]`):
+//! `R = conv(W_A − W_B, H_A − H_B)`, with the layer's geometry given by
+//! `--conv LAYER=stride:S,padding:P,dilation:D,groups:G` (repeatable; any subset of the keys in
+//! any order, each value `N` or `HxW`; defaults stride 1, padding 0, dilation 1, groups 1, as in
+//! `nn.Conv2d`).
+//!
+//! # Attribution
+//! Where the LLFC deviation of a layer comes from (`llfc::metrics::attribution`; α = 1 is A):
+//! - with the checkpoints and `in/alpha={α}/{layer}` for every reported α (dense or conv), the
+//!   deviation of the pre-activations `ΔZ = Z_α − Z_lin` (`Z_lin = α Z_A + (1 − α) Z_B`) splits
+//!   exactly into what the layer's input brings, `ΔH_in W_αᵀ` (`conv(W_α, ΔH_in)`), and the
+//!   layer's own commutativity source `−α(1 − α)(H_A − H_B)(W_A − W_B)ᵀ`; the table gives
+//!   `‖ΔZ‖ / ‖Z_lin‖`, each part's share of `‖ΔZ‖²` (`⟨part, ΔZ⟩ / ‖ΔZ‖²`, the two add up to
+//!   1), `‖own‖ / ‖ΔZ‖` and the closure `‖propagated + own − ΔZ‖ / ‖ΔZ‖` (rounding). The bias
+//!   `{stem}.bias` of a weight `{stem}.weight` enters `‖Z_lin‖` when both checkpoints have it.
+//! - with `pre/A/{layer}`, `pre/B/{layer}` and `pre/alpha={α}/{layer}` for every reported α, the
+//!   ReLU's post-activation deviation `ΔH = S ⊙ ΔZ + E` splits into the propagated `S ⊙ ΔZ`
+//!   (`S` the secant slope of ReLU between `Z_lin` and `Z_α`) and the weak-additivity source
+//!   `E = σ(Z_lin) − α σ(Z_A) − (1 − α) σ(Z_B)`.
 //!
 //! # Output
 //! The table on stdout; with `--json PATH`, per layer: for the features (`post`) and, when
 //! given, the pre-activations (`pre`), the baseline `E[1 − cos_{A,B}]` (mean, std, count,
 //! skipped) and per α the distance `E[1 − cos_α]`, the per-sample `coef` and `c = 1/coef` and
-//! their whole-matrix values; the weak-additivity residuals per α; the commutativity residuals.
+//! their whole-matrix values; the weak-additivity residuals per α; the commutativity residuals;
+//! `conv`, a conv layer's geometry (`stride`, `padding`, `dilation` as `[h, w]`, `groups`), and
+//! `attribution`: `pre` and `activation`, per α the split (`alpha`, `norm`, `reference_norm`,
+//! `relative`, `closure`, and `propagated` / `own` with `norm`, `inner`, `share`).
 //! Numbers are written at full precision (shortest round-trip decimal); undefined values are
 //! `null`.
 //!
@@ -56,6 +79,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+#[path = "report/attribution.rs"]
+mod attribution;
 #[path = "common/cli.rs"]
 mod cli;
 
@@ -63,10 +88,10 @@ use clap::{Parser, ValueEnum};
 use cli::{check_outputs, one_line, usage, CliError, Named, Result};
 use llfc::io::{read_checkpoint, read_npz, Checkpoint, OutputSet};
 use llfc::metrics::{
-    commutativity, cosine_distances, llfc_layer, weak_additivity, Commutativity, CosineVariant,
-    LlfcLayer, SampleStats, WeakAdditivity,
+    cosine_distances, llfc_layer, weak_additivity, Commutativity, CosineVariant, LlfcLayer,
+    SampleStats, WeakAdditivity,
 };
-use ndarray::{ArrayD, ArrayView2, Ix2};
+use ndarray::ArrayD;
 use serde_json::{json, Value};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -108,6 +133,10 @@ struct Args {
     /// `LAYER=PARAM`: the weight of LAYER in the checkpoints (default `{LAYER}.weight`).
     #[arg(long = "weight", value_name = "LAYER=PARAM")]
     weights: Vec<String>,
+    /// `LAYER=stride:S,padding:P,dilation:D,groups:G`: the geometry of a conv layer (values `N`
+    /// or `HxW`; defaults 1, 0, 1, 1).
+    #[arg(long = "conv", value_name = "LAYER=GEOMETRY")]
+    conv: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -235,9 +264,6 @@ fn read_features(path: &Path) -> Result<Features> {
                 let Some(label) = who.strip_prefix("alpha=") else {
                     return bad("has an unrecognised name");
                 };
-                if kind == Kind::In {
-                    return bad("is an input of θ(α): only A's and B's inputs are used");
-                }
                 let Some(alpha) = parse_alpha(label) else {
                     return bad("has an α that is not a finite decimal number");
                 };
@@ -367,6 +393,7 @@ struct LayerReport {
     pre: Option<KindReport>,
     weak: Option<Vec<WeakAdditivity>>,
     commutativity: Option<(String, Commutativity)>,
+    attribution: attribution::Extra,
 }
 
 fn llfc_kind(
@@ -435,16 +462,6 @@ fn checkpoint_param<'a>(
     })
 }
 
-/// A 2-D view of a weight or input array, or a clear error.
-fn matrix<'a>(a: &'a ArrayD<f64>, what: &str, layout: &str) -> Result<ArrayView2<'a, f64>> {
-    a.view().into_dimensionality::<Ix2>().map_err(|_| {
-        CliError::Usage(format!(
-            "{what} has shape {:?}; commutativity needs a {layout} matrix",
-            a.shape()
-        ))
-    })
-}
-
 fn run(args: &Args) -> Result<()> {
     let path = &args.features;
     let mut inputs: Vec<Named<'_>> = vec![("features", path)];
@@ -471,6 +488,10 @@ fn run(args: &Args) -> Result<()> {
     let alphas = select_alphas(&f, args.alphas.as_deref(), path)?;
     let layers = select_layers(&f, args.layers.as_deref(), path)?;
     let weights = weight_names(&args.weights, &layers)?;
+    let conv = attribution::conv_geometries(&args.conv, &layers)?;
+    if checkpoints.is_none() && !conv.is_empty() {
+        return usage("--conv needs the checkpoints --a and --b");
+    }
     let ckpts = match checkpoints {
         Some((a, b)) => Some((read_checkpoint(a)?, read_checkpoint(b)?)),
         None => None,
@@ -513,6 +534,7 @@ fn run(args: &Args) -> Result<()> {
             (Some(_), None) => return Err(f.require(Kind::In, Who::B, layer, path).unwrap_err()),
             (None, Some(_)) => return Err(f.require(Kind::In, Who::A, layer, path).unwrap_err()),
         };
+        let mut extra = attribution::Extra::default();
         let commutativity = match (&ckpts, inputs) {
             (Some((ca, cb)), Some((ha, hb))) => {
                 let param = weights
@@ -520,20 +542,21 @@ fn run(args: &Args) -> Result<()> {
                     .cloned()
                     .unwrap_or_else(|| format!("{layer}.weight"));
                 let (pa, pb) = checkpoints.expect("checkpoints were read");
-                let what = format!("weight `{param}`");
-                let wa = matrix(checkpoint_param(ca, pa, &param, layer)?, &what, "[out, in]")?;
-                let wb = matrix(checkpoint_param(cb, pb, &param, layer)?, &what, "[out, in]")?;
-                let ha = matrix(ha, &format!("array `in/A/{layer}`"), "[samples, in]")?;
-                let hb = matrix(hb, &format!("array `in/B/{layer}`"), "[samples, in]")?;
-                let c = context(commutativity(wa, wb, ha, hb), || {
-                    format!(
-                        "commutativity of layer `{layer}` (weight `{param}`, arrays `in/A/{layer}`, `in/B/{layer}`)"
-                    )
-                })?;
+                let w = attribution::LayerWeights::read([(ca, pa), (cb, pb)], &param, layer)?;
+                let geometry = conv.get(layer);
+                let c = attribution::layer_commutativity(&w, [ha, hb], geometry, layer)?;
+                extra =
+                    attribution::layer_splits(&f, layer, &alphas, &w, [ha, hb], geometry, path)?;
                 Some((param, c))
             }
             (None, _) => None,
             (Some(_), None) => {
+                if conv.contains_key(layer) {
+                    return usage(format!(
+                        "--conv {layer}=…: features file `{}` has no `in/A/{layer}`, `in/B/{layer}` (the inputs of the layer)",
+                        path.display()
+                    ));
+                }
                 if weights.contains_key(layer) {
                     return usage(format!(
                         "--weight {layer}=…: features file `{}` has no `in/A/{layer}`, `in/B/{layer}` (the inputs of the layer)",
@@ -543,6 +566,7 @@ fn run(args: &Args) -> Result<()> {
                 None
             }
         };
+        extra.activation = attribution::activation_splits(&f, layer, &alphas)?;
         reports.push(LayerReport {
             name: layer.clone(),
             shape: f.require(Kind::Post, Who::A, layer, path)?.shape().to_vec(),
@@ -550,6 +574,7 @@ fn run(args: &Args) -> Result<()> {
             pre,
             weak,
             commutativity,
+            attribution: extra,
         });
     }
     if ckpts.is_some() && reports.iter().all(|r| r.commutativity.is_none()) {
@@ -641,6 +666,8 @@ fn report_json(
                 "pre": r.pre.as_ref().map(kind_json),
                 "weak_additivity": weak,
                 "commutativity": comm,
+                "conv": attribution::conv_json(&r.attribution),
+                "attribution": attribution::attribution_json(&r.attribution),
             })
         })
         .collect();
@@ -756,5 +783,9 @@ fn table(path: &Path, variant: CosineVariant, alphas: &[f64], reports: &[LayerRe
             }
         }
     }
-    s
+    let rows: Vec<(&str, &attribution::Extra)> = reports
+        .iter()
+        .map(|r| (r.name.as_str(), &r.attribution))
+        .collect();
+    s + &attribution::table(&rows, w)
 }

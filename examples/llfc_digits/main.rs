@@ -18,6 +18,7 @@
 //! and to LLFC of the naive and matched pairs. SVG plots go to `target/llfc_digits/` (or the
 //! directory given as the first argument). Training is seeded and deterministic.
 
+mod attribution;
 mod commutativity;
 mod experiment;
 mod plots;
@@ -90,9 +91,13 @@ fn main() -> Result<(), Box<dyn Error>> {
         let rows = commutativity::compare(&setup, &data, &alphas, &outcome)?;
         commutativity::print(&setup, &rows);
         repair::print(&setup, &repair::compare(&data, &alphas, &outcome)?);
+        let attributions = attribution::compute(&data, &outcome, &rows)?;
+        attribution::print(&setup, &attributions);
         for path in plots::write_plots(&setup, &outcome, &dir)? {
             println!("plot: {}", path.display());
         }
+        let path = attribution::plot(&setup, &attributions, &dir)?;
+        println!("plot: {}", path.display());
         println!();
     }
     table::print_legend();

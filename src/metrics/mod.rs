@@ -23,6 +23,8 @@
 //! | [`weak_additivity`] | ReLU weak-additivity residuals from pre-activations |
 //! | [`commutativity`], [`commutativity_residual`] | commutativity residuals from weights and inputs |
 //! | [`normalised_distance`], [`relative_distance`] | the shared normalised distances |
+//! | [`conv_commutativity`], [`conv2d`] | commutativity residuals of convolutional layers |
+//! | [`attribution`] | LLFC error attribution: how much of the deviation each layer's commutativity and ReLU non-additivity cause |
 //!
 //! # Conventions
 //! - Feature arrays are `[samples, …]` (PyTorch layout: `[samples, units]` or
@@ -37,11 +39,14 @@
 //!   finite α. Violations are [`Error`]s ([`Error::ShapeMismatch`], [`Error::EmptyInput`],
 //!   [`Error::NonFinite`], [`Error::InvalidArgument`]); nothing panics.
 
+pub mod attribution;
+mod conv;
 mod cosine;
 mod llfc;
 mod residuals;
 mod scaled;
 
+pub use conv::{conv2d, conv_commutativity, ConvGeometry};
 pub use cosine::{cosine_distances, CosineVariant, SampleStats};
 pub use llfc::{interpolation_scale, llfc_layer, llfc_report_mlp, LlfcLayer, LlfcReport, Scale};
 pub use residuals::{

@@ -3,11 +3,13 @@
 
 mod align_cli;
 mod assignment;
+mod attribution;
 mod cli_support;
 mod commutativity_matching;
 mod io;
 mod io_hardening;
 mod lap_cli;
+mod llfc_report_attribution;
 mod llfc_report_cli;
 mod lmc;
 mod matching;
