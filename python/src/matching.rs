@@ -159,17 +159,18 @@ impl PyActivationStats {
         }
     }
 
-    /// Add a batch (`[N, d]`, `[N, c, h, w]` or `[N, t, d]` per the crate's rules).
+    /// Add a batch: `[N, d]`, `[N, c, h, w]` (channels are the units) or `[N, t, d]` (tokens
+    /// are samples: viewed as `[N·t, d]`).
     fn update(&mut self, py: Python<'_>, a: ArrayDF<'_>, b: ArrayDF<'_>) -> PyResult<()> {
         let inner = &mut self.inner;
         match (a, b) {
             (ArrayDF::F64(a), ArrayDF::F64(b)) => {
-                let (a, b) = (a.as_array(), b.as_array());
-                py.detach(|| inner.update_dyn(a, b))
+                let (a, b) = (tokens_as_samples(a.as_array()), tokens_as_samples(b.as_array()));
+                py.detach(|| inner.update_dyn(a.view(), b.view()))
             }
             (ArrayDF::F32(a), ArrayDF::F32(b)) => {
-                let (a, b) = (a.as_array(), b.as_array());
-                py.detach(|| inner.update_dyn(a, b))
+                let (a, b) = (tokens_as_samples(a.as_array()), tokens_as_samples(b.as_array()));
+                py.detach(|| inner.update_dyn(a.view(), b.view()))
             }
             _ => {
                 return Err(pyo3::exceptions::PyValueError::new_err(
@@ -205,6 +206,20 @@ impl PyActivationStats {
     fn __repr__(&self) -> String {
         let (a, b) = self.inner.dims();
         format!("ActivationStats(d_a={a}, d_b={b}, count={})", self.inner.count())
+    }
+}
+
+/// A rank-3 `[N, t, d]` array as `[N·t, d]` (borrowed when it is contiguous); other ranks as
+/// they are.
+fn tokens_as_samples<F: Float>(x: ndarray::ArrayViewD<'_, F>) -> ndarray::CowArray<'_, F, ndarray::IxDyn> {
+    if x.ndim() != 3 {
+        return x.into();
+    }
+    let s = x.shape().to_vec();
+    let shape = ndarray::IxDyn(&[s[0] * s[1], s[2]]);
+    match x.clone().into_shape_with_order(shape.clone()) {
+        Ok(v) => v.into(),
+        Err(_) => x.to_owned().into_shape_with_order(shape).expect("sizes agree").into(),
     }
 }
 
