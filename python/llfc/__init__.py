@@ -106,6 +106,13 @@ def _params(*sets: Tuple[Params, str]):
     return floats, [o for _, o in split], dtype
 
 
+def _float_items(params: Params) -> Tuple[List[Tuple[str, np.ndarray]], List[str]]:
+    """The float tensors of a mapping in one dtype, and the names of the others (used by
+    ``PermutationSpec.validate`` and ``perm_sizes``)."""
+    (floats,), (others,), _ = _params((params, "params"))
+    return floats, list(others)
+
+
 def _check_spec_floats(spec: PermutationSpec, others: Dict[str, np.ndarray], what: str) -> None:
     for name in spec.to_dict():
         if name in others:

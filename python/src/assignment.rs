@@ -38,13 +38,19 @@ impl PyAssignment {
     /// Row potentials `u` (None from the Kuhn–Munkres solver).
     #[getter]
     fn u<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f64>>> {
-        self.inner.duals.as_ref().map(|d| d.u.clone().into_pyarray(py))
+        self.inner
+            .duals
+            .as_ref()
+            .map(|d| d.u.clone().into_pyarray(py))
     }
 
     /// Column potentials `v` (None from the Kuhn–Munkres solver).
     #[getter]
     fn v<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f64>>> {
-        self.inner.duals.as_ref().map(|d| d.v.clone().into_pyarray(py))
+        self.inner
+            .duals
+            .as_ref()
+            .map(|d| d.v.clone().into_pyarray(py))
     }
 
     /// Shape `(rows, cols)` of the cost matrix.

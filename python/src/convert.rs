@@ -46,7 +46,9 @@ pub fn params(items: Vec<(String, ArrayDF<'_>)>) -> PyResult<AnyParams> {
     let (mut p32, mut p64) = (Params::<f32>::new(), Params::<f64>::new());
     for (name, arr) in items {
         if p32.contains(&name) || p64.contains(&name) {
-            return Err(PyValueError::new_err(format!("parameter `{name}` given twice")));
+            return Err(PyValueError::new_err(format!(
+                "parameter `{name}` given twice"
+            )));
         }
         match arr {
             ArrayDF::F32(a) => {
@@ -88,7 +90,9 @@ pub fn params_to_py<'py, F: llfc::Float + numpy::Element>(
 }
 
 /// Permutations from a mapping of names to integer arrays (validated bijections).
-pub fn perms(items: BTreeMap<String, PyReadonlyArray1<'_, i64>>) -> PyResult<BTreeMap<String, Permutation>> {
+pub fn perms(
+    items: BTreeMap<String, PyReadonlyArray1<'_, i64>>,
+) -> PyResult<BTreeMap<String, Permutation>> {
     items
         .into_iter()
         .map(|(k, v)| {

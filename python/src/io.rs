@@ -39,7 +39,11 @@ fn load<'py>(py: Python<'py>, path: PathBuf) -> PyResult<(Bound<'py, PyList>, Bo
     let ckpt = py.detach(|| io::read_checkpoint(&path)).py()?;
     let floats = PyList::empty(py);
     for (name, t) in ckpt.params.iter() {
-        floats.append((name, t.clone().into_pyarray(py), dtype_name(ckpt.dtype(name))))?;
+        floats.append((
+            name,
+            t.clone().into_pyarray(py),
+            dtype_name(ckpt.dtype(name)),
+        ))?;
     }
     let others = PyList::empty(py);
     for (name, raw) in &ckpt.others {
@@ -71,10 +75,18 @@ fn save(
             "bfloat16" => Dtype::BF16,
             "float32" => Dtype::F32,
             "float64" => Dtype::F64,
-            other => return Err(bad_choice("float dtype", other, &["float16", "float32", "float64"])),
+            other => {
+                return Err(bad_choice(
+                    "float dtype",
+                    other,
+                    &["float16", "float32", "float64"],
+                ))
+            }
         };
         if ckpt.params.contains(&name) {
-            return Err(PyValueError::new_err(format!("tensor `{name}` given twice")));
+            return Err(PyValueError::new_err(format!(
+                "tensor `{name}` given twice"
+            )));
         }
         ckpt.dtypes.insert(name.clone(), d);
         ckpt.params.insert(name, arr.as_array().to_owned());
@@ -89,7 +101,14 @@ fn save(
                     "tensor `{name}`: dtype {dtype} cannot be stored (float, integer or bool only)"
                 ))
             })?;
-        ckpt.others.push((name, RawTensor { dtype: d, shape, data }));
+        ckpt.others.push((
+            name,
+            RawTensor {
+                dtype: d,
+                shape,
+                data,
+            },
+        ));
     }
     py.detach(|| io::write_checkpoint(&path, &ckpt)).py()
 }

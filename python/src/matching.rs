@@ -139,7 +139,9 @@ fn apply_permutations<'py>(
     let perms = self::perms(perms)?;
     let spec: &PermutationSpec = &spec.inner;
     with_params!(self::params(params)?, |p| {
-        let out = py.detach(|| llfc::apply_permutations(spec, &perms, &p)).py()?;
+        let out = py
+            .detach(|| llfc::apply_permutations(spec, &perms, &p))
+            .py()?;
         params_to_py(py, out)
     })
 }
@@ -165,11 +167,17 @@ impl PyActivationStats {
         let inner = &mut self.inner;
         match (a, b) {
             (ArrayDF::F64(a), ArrayDF::F64(b)) => {
-                let (a, b) = (tokens_as_samples(a.as_array()), tokens_as_samples(b.as_array()));
+                let (a, b) = (
+                    tokens_as_samples(a.as_array()),
+                    tokens_as_samples(b.as_array()),
+                );
                 py.detach(|| inner.update_dyn(a.view(), b.view()))
             }
             (ArrayDF::F32(a), ArrayDF::F32(b)) => {
-                let (a, b) = (tokens_as_samples(a.as_array()), tokens_as_samples(b.as_array()));
+                let (a, b) = (
+                    tokens_as_samples(a.as_array()),
+                    tokens_as_samples(b.as_array()),
+                );
                 py.detach(|| inner.update_dyn(a.view(), b.view()))
             }
             _ => {
@@ -187,7 +195,11 @@ impl PyActivationStats {
     }
 
     #[pyo3(signature = (statistic = "correlation"))]
-    fn statistic<'py>(&self, py: Python<'py>, statistic: &str) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    fn statistic<'py>(
+        &self,
+        py: Python<'py>,
+        statistic: &str,
+    ) -> PyResult<Bound<'py, PyArray2<f64>>> {
         let s = self::statistic(statistic)?;
         let inner = &self.inner;
         Ok(py.detach(|| inner.statistic(s)).py()?.into_pyarray(py))
@@ -205,13 +217,18 @@ impl PyActivationStats {
 
     fn __repr__(&self) -> String {
         let (a, b) = self.inner.dims();
-        format!("ActivationStats(d_a={a}, d_b={b}, count={})", self.inner.count())
+        format!(
+            "ActivationStats(d_a={a}, d_b={b}, count={})",
+            self.inner.count()
+        )
     }
 }
 
 /// A rank-3 `[N, t, d]` array as `[N·t, d]` (borrowed when it is contiguous); other ranks as
 /// they are.
-fn tokens_as_samples<F: Float>(x: ndarray::ArrayViewD<'_, F>) -> ndarray::CowArray<'_, F, ndarray::IxDyn> {
+fn tokens_as_samples<F: Float>(
+    x: ndarray::ArrayViewD<'_, F>,
+) -> ndarray::CowArray<'_, F, ndarray::IxDyn> {
     if x.ndim() != 3 {
         return x.into();
     }
@@ -219,7 +236,12 @@ fn tokens_as_samples<F: Float>(x: ndarray::ArrayViewD<'_, F>) -> ndarray::CowArr
     let shape = ndarray::IxDyn(&[s[0] * s[1], s[2]]);
     match x.clone().into_shape_with_order(shape.clone()) {
         Ok(v) => v.into(),
-        Err(_) => x.to_owned().into_shape_with_order(shape).expect("sizes agree").into(),
+        Err(_) => x
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order(shape)
+            .expect("a standard-layout array reshapes")
+            .into(),
     }
 }
 
@@ -236,8 +258,10 @@ fn activation_matching<'py>(
         statistic: self::statistic(statistic)?,
         solver: crate::assignment::solver(solver)?,
     };
-    let stats: BTreeMap<String, ActivationStats> =
-        stats.into_iter().map(|(k, v)| (k, v.inner.clone())).collect();
+    let stats: BTreeMap<String, ActivationStats> = stats
+        .into_iter()
+        .map(|(k, v)| (k, v.inner.clone()))
+        .collect();
     let perms = py
         .detach(|| activation::activation_matching(&stats, &options))
         .py()?;
@@ -249,11 +273,19 @@ fn start(name: &str) -> PyResult<CommutativityStart> {
         "identity" => Ok(CommutativityStart::Identity),
         "weight" => Ok(CommutativityStart::WeightMatching),
         "activation" => Ok(CommutativityStart::ActivationMatching),
-        _ => Err(bad_choice("start", name, &["identity", "weight", "activation"])),
+        _ => Err(bad_choice(
+            "start",
+            name,
+            &["identity", "weight", "activation"],
+        )),
     }
 }
 
-fn comm_stats<F: Float>(a: &Params<F>, b: &Params<F>, x: ndarray::ArrayView2<'_, F>) -> llfc::Result<Vec<CommutativityStats>> {
+fn comm_stats<F: Float>(
+    a: &Params<F>,
+    b: &Params<F>,
+    x: ndarray::ArrayView2<'_, F>,
+) -> llfc::Result<Vec<CommutativityStats>> {
     commutativity::mlp_commutativity_stats(a, b, x)
 }
 

@@ -133,12 +133,16 @@ fn commutativity_residual<'py>(
     Ok(match (w_a, w_b, h_a, h_b) {
         (F64(wa), F64(wb), F64(ha), F64(hb)) => {
             let v = (wa.as_array(), wb.as_array(), ha.as_array(), hb.as_array());
-            let r = py.detach(|| metrics::commutativity_residual(v.0, v.1, v.2, v.3)).py()?;
+            let r = py
+                .detach(|| metrics::commutativity_residual(v.0, v.1, v.2, v.3))
+                .py()?;
             r.into_pyarray(py).into_any()
         }
         (F32(wa), F32(wb), F32(ha), F32(hb)) => {
             let v = (wa.as_array(), wb.as_array(), ha.as_array(), hb.as_array());
-            let r = py.detach(|| metrics::commutativity_residual(v.0, v.1, v.2, v.3)).py()?;
+            let r = py
+                .detach(|| metrics::commutativity_residual(v.0, v.1, v.2, v.3))
+                .py()?;
             let r: Bound<'py, PyArray2<f32>> = r.into_pyarray(py);
             r.into_any()
         }

@@ -28,6 +28,27 @@ fn shortcut(name: &str) -> PyResult<Shortcut> {
     }
 }
 
+impl PySpec {
+    /// The float tensors of a parameter mapping, converted by the Python layer's one helper
+    /// (`llfc._float_items`: order kept, one common dtype), and the names of its integer and
+    /// boolean tensors, which the spec must not permute.
+    #[allow(clippy::type_complexity)]
+    fn float_items<'py>(
+        &self,
+        params: &Bound<'py, PyAny>,
+    ) -> PyResult<(Vec<(String, ArrayDF<'py>)>, Vec<String>)> {
+        let helper = params.py().import("llfc")?.getattr("_float_items")?;
+        let (items, others): (Vec<(String, ArrayDF<'py>)>, Vec<String>) =
+            helper.call1((params,))?.extract()?;
+        if let Some(name) = others.iter().find(|o| self.inner.axes(o).is_some()) {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "the spec permutes `{name}`, which is not a floating-point tensor"
+            )));
+        }
+        Ok((items, others))
+    }
+}
+
 #[pymethods]
 impl PySpec {
     #[new]
@@ -110,16 +131,21 @@ impl PySpec {
         self.inner.perm_names()
     }
 
-    fn perm_sizes(&self, params: Vec<(String, ArrayDF<'_>)>) -> PyResult<BTreeMap<String, usize>> {
-        with_params!(self::params(params)?, |p| self.inner.perm_sizes(&p).py())
+    /// The size of every permutation in a parameter mapping.
+    fn perm_sizes(&self, params: &Bound<'_, PyAny>) -> PyResult<BTreeMap<String, usize>> {
+        let items = self.float_items(params)?.0;
+        with_params!(self::params(items)?, |p| self.inner.perm_sizes(&p).py())
     }
 
+    /// Check the spec against a parameter mapping: `{"perm_sizes", "unmentioned"}`.
     fn validate<'py>(
         &self,
         py: Python<'py>,
-        params: Vec<(String, ArrayDF<'_>)>,
+        params: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let v = with_params!(self::params(params)?, |p| self.inner.validate(&p).py())?;
+        let (items, others) = self.float_items(params)?;
+        let mut v = with_params!(self::params(items)?, |p| self.inner.validate(&p).py())?;
+        v.unmentioned.extend(others);
         let d = PyDict::new(py);
         d.set_item("perm_sizes", v.perm_sizes)?;
         d.set_item("unmentioned", v.unmentioned)?;

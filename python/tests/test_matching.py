@@ -107,31 +107,35 @@ def test_progress_exceptions_propagate():
 
 def test_ctrl_c_interrupts_a_long_matching():
     """A real SIGINT while the main thread is inside the Rust loop (GIL released) raises
-    KeyboardInterrupt at the next step, long before the run would end."""
+    KeyboardInterrupt at the next step: the signal is sent 30 % into the first sweep of a run
+    that needs several sweeps, and the run stops long before its uninterrupted duration."""
     spec = llfc.PermutationSpec.mlp(5)
     a = random_params(mlp_shapes([64, 384, 384, 384, 384, 10]), 11)
     b = random_params(mlp_shapes([64, 384, 384, 384, 384, 10]), 12)
     t0 = time.perf_counter()
-    full = llfc.weight_matching(spec, a, b, max_iter=3, fixed_order=True)
-    per_sweep = (time.perf_counter() - t0) / full.sweeps
-    timer = threading.Timer(2 * per_sweep, lambda: os.kill(os.getpid(), signal.SIGINT))
+    llfc.weight_matching(spec, a, b, fixed_order=True, max_iter=1)
+    first_sweep = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    full = llfc.weight_matching(spec, a, b, fixed_order=True)
+    t_full = time.perf_counter() - t0
+    assert full.sweeps >= 3
+    timer = threading.Timer(0.3 * first_sweep, lambda: os.kill(os.getpid(), signal.SIGINT))
     t0 = time.perf_counter()
     timer.start()
     with pytest.raises(KeyboardInterrupt):
-        # Never converges within the test's lifetime: many sweeps of a hard random pair.
-        llfc.weight_matching(spec, a, b, max_iter=10**6, tolerance=0.0, warm_start=False, seed=1)
-        time.sleep(60)  # only reached if the run ended first: the signal still arrives
+        llfc.weight_matching(spec, a, b, fixed_order=True)
+    elapsed = time.perf_counter() - t0
     timer.join()
-    assert time.perf_counter() - t0 < 30
+    assert elapsed < 0.9 * t_full, (elapsed, first_sweep, t_full)
 
 
 def test_thread_pool_runs_alignments_in_parallel():
     """Four alignments in a thread pool: identical results, and faster than in sequence
     (the GIL is released; the LAP of each run is single-threaded)."""
-    spec = llfc.PermutationSpec.mlp(4)
+    spec = llfc.PermutationSpec.mlp(3)  # LAP-bound: two 512-unit permutations, ~20 sweeps
     pairs = [
-        (random_params(mlp_shapes([32, 320, 320, 320, 10]), 20 + i),
-         random_params(mlp_shapes([32, 320, 320, 320, 10]), 30 + i))
+        (random_params(mlp_shapes([32, 512, 512, 10]), 20 + i),
+         random_params(mlp_shapes([32, 512, 512, 10]), 30 + i))
         for i in range(4)
     ]
     run = lambda ab: llfc.weight_matching(spec, ab[0], ab[1])  # noqa: E731
@@ -193,7 +197,7 @@ def test_specs_round_trip_and_bad_input(tmp_path):
     with pytest.raises(OSError):
         llfc.PermutationSpec.from_json(tmp_path / "missing.json")
     a = random_params(mlp_shapes([5, 8, 3]), 1)
-    with pytest.raises(ValueError, match="layers.2.weight"):
+    with pytest.raises(ValueError, match="layers.2"):
         llfc.PermutationSpec.mlp(3).validate(a)  # the spec names a layer the model lacks
     bad = dict(a)
     bad["layers.1.weight"] = np.zeros((3, 9))
