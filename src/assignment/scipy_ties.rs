@@ -61,13 +61,12 @@ pub(super) fn is_unique<T: Float, const NEG: bool>(c: Costs<'_, T>, sol: &Soluti
     let cap = MAX_TIGHT_PER_ROW * nr + 64;
     let mut edges: Vec<(usize, usize)> = Vec::new();
     let mut source = vec![false; nr];
-    for i in 0..nr {
-        let row = &c.data[i * nc..(i + 1) * nc];
+    for (i, (row, src)) in c.data.chunks_exact(nc).zip(&mut source).enumerate() {
         let ui = sol.u[i];
         for (j, (&x, &vj)) in row.iter().zip(&sol.v).enumerate() {
             if j != sol.col4row[i] && (ld::<T, NEG>(x) - ui) - vj <= delta {
                 match row4col[j] {
-                    NONE => source[i] = true,
+                    NONE => *src = true,
                     k => edges.push((i, k)),
                 }
                 if edges.len() > cap {
