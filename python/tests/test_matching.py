@@ -141,7 +141,7 @@ def test_thread_pool_runs_alignments_in_parallel():
     run = lambda ab: llfc.weight_matching(spec, ab[0], ab[1])  # noqa: E731
     run(pairs[0])  # warm-up (thread pools, page faults)
     best_seq, best_par = np.inf, np.inf
-    for _ in range(3):
+    for _ in range(5):  # best of up to 5 rounds: the CI machine may be shared and noisy
         t0 = time.perf_counter()
         seq = [run(p) for p in pairs]
         best_seq = min(best_seq, time.perf_counter() - t0)
