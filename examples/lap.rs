@@ -87,6 +87,7 @@ fn timed<F: llfc::Float>(cost: &Array2<F>, args: &Args) -> llfc::Result<(Assignm
     let options = LapOptions {
         solver: args.solver,
         presolve: args.presolve,
+        ..LapOptions::default()
     };
     let t0 = Instant::now();
     let a = solve_with(cost.view(), args.maximize, &options)?;

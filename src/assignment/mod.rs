@@ -62,6 +62,7 @@ mod kernels;
 mod kuhn_munkres;
 mod native;
 mod prepare;
+mod scipy_ties;
 
 use ndarray::ArrayView2;
 
@@ -212,6 +213,30 @@ impl Presolve {
     }
 }
 
+/// Which of several optimal assignments the native solver returns.
+///
+/// Only matrices with ties among optimal assignments (a constant matrix, small integer costs)
+/// are concerned; every choice is exactly as optimal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Ties {
+    /// Whichever optimum the solver reaches first (the default, fastest).
+    #[default]
+    Any,
+    /// The assignment `scipy.optimize.linear_sum_assignment` returns (for example the identity
+    /// on a constant matrix, SciPy's issue 11602), for code that relies on it. Small matrices
+    /// (up to [`Ties::REPLAY_MAX_ENTRIES`] entries) replay SciPy's algorithm directly; larger
+    /// ones are solved as usual, then the dual certificate decides in `O(r c)` whether the
+    /// optimum is unique up to `2^-30` of the largest cost or potential, in which case SciPy
+    /// returns it too; only otherwise is SciPy's algorithm replayed (`O(r² c)`, SciPy's speed).
+    /// Continuous-valued matrices are almost never degenerate, so they keep the native speed.
+    Scipy,
+}
+
+impl Ties {
+    /// Size up to which [`Ties::Scipy`] replays SciPy's algorithm without a native solve first.
+    pub const REPLAY_MAX_ENTRIES: usize = 1 << 14;
+}
+
 /// Options of [`solve_with`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LapOptions {
@@ -219,6 +244,8 @@ pub struct LapOptions {
     pub solver: Solver,
     /// The f32 presolve of the native solver (default [`Presolve::Auto`]).
     pub presolve: Presolve,
+    /// The choice among tied optima (native solver only; default [`Ties::Any`]).
+    pub ties: Ties,
 }
 
 /// Solve the linear assignment problem `min (or max) Σ_i C[i, σ(i)]` with the default
@@ -278,7 +305,7 @@ pub fn solve_with<F: Float>(
 ) -> Result<Assignment> {
     let prep = Prepared::new(cost, maximize)?;
     match options.solver {
-        Solver::Native => prep.solve_native(None, options.presolve),
+        Solver::Native => prep.solve_native(None, options.presolve, options.ties),
         Solver::KuhnMunkres => prep.solve_kuhn_munkres(),
     }
 }
@@ -316,6 +343,19 @@ pub fn linear_sum_assignment_warm<F: Float>(
     maximize: bool,
     previous: &Assignment,
 ) -> Result<Assignment> {
+    solve_warm_with(cost, maximize, previous, Ties::Any)
+}
+
+/// [`linear_sum_assignment_warm`] with a choice among tied optima ([`Ties`]).
+///
+/// # Errors
+/// As [`linear_sum_assignment_warm`].
+pub fn solve_warm_with<F: Float>(
+    cost: ArrayView2<'_, F>,
+    maximize: bool,
+    previous: &Assignment,
+    ties: Ties,
+) -> Result<Assignment> {
     let shape = (cost.nrows(), cost.ncols());
     if previous.shape != shape {
         return Err(Error::ShapeMismatch {
@@ -341,5 +381,5 @@ pub fn linear_sum_assignment_warm<F: Float>(
         });
     }
     let prep = Prepared::new(cost, maximize)?;
-    prep.solve_native(Some(previous), Presolve::Never)
+    prep.solve_native(Some(previous), Presolve::Never, ties)
 }

@@ -12,7 +12,7 @@
 use ndarray::ArrayView2;
 
 use super::native::{self, Costs, Start, NONE};
-use super::{kuhn_munkres, Assignment, Duals, Presolve};
+use super::{kuhn_munkres, scipy_ties, Assignment, Duals, Presolve, Ties};
 use crate::error::{Error, Result};
 use crate::float::Float;
 
@@ -116,6 +116,7 @@ impl<'a, F: Float> Prepared<'a, F> {
         &self,
         previous: Option<&Assignment>,
         presolve: Presolve,
+        ties: Ties,
     ) -> Result<Assignment> {
         if self.nr == 0 {
             return Ok(self.finish(Vec::new(), Some((vec![0.0; self.nr], vec![0.0; self.nc]))));
@@ -152,10 +153,10 @@ impl<'a, F: Float> Prepared<'a, F> {
             (None, None) => Start::Cold,
         };
         let sol = match (&self.owned, self.maximize) {
-            (Some(d), false) => native::solve::<f64, false>(self.costs(d), start)?,
-            (Some(d), true) => native::solve::<f64, true>(self.costs(d), start)?,
-            (None, false) => native::solve::<F, false>(self.costs(self.slice()), start)?,
-            (None, true) => native::solve::<F, true>(self.costs(self.slice()), start)?,
+            (Some(d), false) => solve_ties::<f64, false>(self.costs(d), start, ties)?,
+            (Some(d), true) => solve_ties::<f64, true>(self.costs(d), start, ties)?,
+            (None, false) => solve_ties::<F, false>(self.costs(self.slice()), start, ties)?,
+            (None, true) => solve_ties::<F, true>(self.costs(self.slice()), start, ties)?,
         };
         let f = pow2(self.scale_exp) * if self.maximize { -1.0 } else { 1.0 };
         let u: Vec<f64> = sol.u.iter().map(|&x| x * f).collect();
@@ -235,6 +236,22 @@ impl<'a, F: Float> Prepared<'a, F> {
             shape: self.cost.dim(),
         }
     }
+}
+
+/// The native solve, followed (for [`Ties::Scipy`]) by SciPy's choice among tied optima.
+fn solve_ties<T: Float, const NEG: bool>(
+    c: Costs<'_, T>,
+    start: Start<'_>,
+    ties: Ties,
+) -> Result<native::Solution> {
+    if ties == Ties::Scipy && c.nr * c.nc <= Ties::REPLAY_MAX_ENTRIES {
+        return scipy_ties::replay::<T, NEG>(c);
+    }
+    let sol = native::solve::<T, NEG>(c, start)?;
+    if ties == Ties::Scipy && !scipy_ties::is_unique::<T, NEG>(c, &sol) {
+        return scipy_ties::replay::<T, NEG>(c);
+    }
+    Ok(sol)
 }
 
 /// The entries rounded to f32, or `None` if a finite entry overflows f32's range.

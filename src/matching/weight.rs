@@ -21,6 +21,7 @@
 //! warm-started from the previous sweep's dual potentials for the same permutation.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
 
 use ndarray::{Array2, Axis};
 use rand::seq::SliceRandom;
@@ -290,12 +291,33 @@ pub fn weight_matching_with_progress<F: Float>(
     options: &WeightMatchingOptions,
     mut progress: impl FnMut(&MatchingEvent<'_>),
 ) -> Result<WeightMatching> {
+    weight_matching_controlled(spec, a, b, options, |e| {
+        progress(e);
+        ControlFlow::Continue(())
+    })
+}
+
+/// [`weight_matching_with_progress`] whose callback may stop the run: returning
+/// [`ControlFlow::Break`] after an event ends the loop there, and the permutations reached so far
+/// are returned with `converged: false` (e.g. to honour Ctrl-C from a Python caller, or a time
+/// budget). A sweep cut short counts in `sweeps` and ends `history` with the objective reached.
+/// Stopping at the `Sweep` event of sweep `k` gives the result of `max_iter = k + 1`.
+///
+/// # Errors
+/// As [`weight_matching`].
+pub fn weight_matching_controlled<F: Float>(
+    spec: &PermutationSpec,
+    a: &Params<F>,
+    b: &Params<F>,
+    options: &WeightMatchingOptions,
+    mut control: impl FnMut(&MatchingEvent<'_>) -> ControlFlow<()>,
+) -> Result<WeightMatching> {
     let sizes = spec.perm_sizes(a)?;
     let sizes_b = spec.perm_sizes(b)?;
     check_inputs(spec, a, b, &sizes, &sizes_b, options)?;
     if let Some(wide) = overflow_guard(spec, a, b)? {
         // Products of these weights overflow `F` (f32 beyond ~1e19): match in f64.
-        return weight_matching_with_progress(spec, &wide.0, &wide.1, options, progress);
+        return weight_matching_controlled(spec, &wide.0, &wide.1, options, control);
     }
     let names: Vec<String> = sizes.keys().cloned().collect();
     let mut perms = match &options.init {
@@ -334,6 +356,7 @@ pub fn weight_matching_with_progress<F: Float>(
     let initial_objective = objective.value(&terms, &perms);
     let mut history = Vec::new();
     let mut converged = false;
+    let mut stopped = false;
     let mut sweeps = 0;
 
     // The best iterate seen, returned if the loop stops without converging.
@@ -405,7 +428,7 @@ pub fn weight_matching_with_progress<F: Float>(
                 let after = linear_objective(s, &new);
                 (new, after)
             };
-            progress(&MatchingEvent::Update {
+            let flow = control(&MatchingEvent::Update {
                 sweep: sweeps,
                 perm: name,
                 before,
@@ -415,10 +438,23 @@ pub fn weight_matching_with_progress<F: Float>(
                 any_progress = true;
                 perms.insert(name.to_string(), new);
             }
+            if flow.is_break() {
+                stopped = true;
+                break;
+            }
+        }
+        if stopped {
+            let value = objective.value(&terms, &perms);
+            history.push(value);
+            if value >= best.0 {
+                best = (value, perms.clone());
+            }
+            sweeps += 1;
+            break;
         }
         let value = objective.value(&terms, &perms);
         history.push(value);
-        progress(&MatchingEvent::Sweep {
+        let flow = control(&MatchingEvent::Sweep {
             sweep: sweeps,
             objective: value,
             progress: any_progress,
@@ -428,8 +464,11 @@ pub fn weight_matching_with_progress<F: Float>(
             converged = true;
             break;
         }
-        if value >= best.0 {
+if value >= best.0 {
             best = (value, perms.clone());
+        }
+        if flow.is_break() {
+            break;
         }
     }
     let (objective, perms) = if converged {

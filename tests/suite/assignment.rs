@@ -9,7 +9,7 @@
 use approx::assert_relative_eq;
 use llfc::assignment::{
     linear_sum_assignment, linear_sum_assignment_warm, solve_with, Assignment, LapOptions,
-    Presolve, Solver,
+    Presolve, Solver, Ties,
 };
 use llfc::Error;
 use ndarray::{array, Array2};
@@ -20,18 +20,21 @@ use rand_chacha::ChaCha8Rng;
 const KM: LapOptions = LapOptions {
     solver: Solver::KuhnMunkres,
     presolve: Presolve::Never,
+    ties: Ties::Any,
 };
 
 /// The native solver with its f32 presolve forced on every f64 matrix, whatever its size.
 const ALWAYS: LapOptions = LapOptions {
     solver: Solver::Native,
     presolve: Presolve::Always,
+    ties: Ties::Any,
 };
 
 /// The native solver without its f32 presolve.
 const NEVER: LapOptions = LapOptions {
     solver: Solver::Native,
     presolve: Presolve::Never,
+    ties: Ties::Any,
 };
 
 /// Brute force over all injections of the smaller side into the larger one.
@@ -596,5 +599,48 @@ fn non_standard_layouts_are_handled() -> Result<(), Error> {
     );
     let b = linear_sum_assignment(strided.slice(ndarray::s![.., ..;2]), false)?;
     assert_eq!(b.total, reference.total);
+    Ok(())
+}
+
+/// `Ties::Scipy` returns SciPy's identity on constant matrices (SciPy's issue 11602), square
+/// and rectangular both ways, below and above the direct-replay size (where the native solve's
+/// certificate detects the ties).
+#[test]
+fn scipy_ties_give_the_identity_on_constant_matrices() -> llfc::Result<()> {
+    let opts = LapOptions {
+        ties: Ties::Scipy,
+        ..LapOptions::default()
+    };
+    for (r, c) in [(8, 8), (5, 9), (9, 5), (300, 300), (200, 260)] {
+        let m = Array2::<f64>::from_elem((r, c), 1.0);
+        for maximize in [false, true] {
+            let a = solve_with(m.view(), maximize, &opts)?;
+            let k = r.min(c);
+            assert_eq!(a.row_ind, (0..k).collect::<Vec<_>>(), "{r}x{c}");
+            assert_eq!(a.col_ind, (0..k).collect::<Vec<_>>(), "{r}x{c}");
+        }
+    }
+    Ok(())
+}
+
+/// `Ties::Scipy` is as optimal as the default on tie-heavy integer matrices (replayed), and
+/// returns the default's assignment where the optimum is unique (continuous costs).
+#[test]
+fn scipy_ties_are_optimal_and_keep_unique_optima() -> llfc::Result<()> {
+    let opts = LapOptions {
+        ties: Ties::Scipy,
+        ..LapOptions::default()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for &(r, c) in &[(150, 150), (140, 170), (170, 140)] {
+        let ints = Array2::from_shape_fn((r, c), |_| f64::from(rng.random_range(0..6u8)));
+        let a = solve_with(ints.view(), false, &opts)?;
+        let b = linear_sum_assignment(ints.view(), false)?;
+        assert_eq!(a.total, b.total, "integer totals are exact");
+        let cont = Array2::from_shape_fn((r, c), |_| rng.random::<f64>());
+        let a = solve_with(cont.view(), true, &opts)?;
+        let b = linear_sum_assignment(cont.view(), true)?;
+        assert_eq!((a.row_ind, a.col_ind), (b.row_ind, b.col_ind));
+    }
     Ok(())
 }

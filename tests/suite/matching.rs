@@ -10,8 +10,8 @@ use llfc::matching::activation::{
     ActivationStats, Statistic,
 };
 use llfc::matching::weight::{
-    single_step_gain, weight_matching, weight_matching_with_progress, MatchingEvent,
-    WeightMatchingOptions,
+    single_step_gain, weight_matching, weight_matching_controlled, weight_matching_with_progress,
+    MatchingEvent, WeightMatchingOptions,
 };
 use llfc::mlp::{self, SgdConfig};
 use llfc::spec::{Shortcut, VggConfig};
@@ -588,4 +588,44 @@ fn results_are_deterministic_and_thread_count_independent() {
     )
     .unwrap();
     assert_eq!(cold.perms, one.perms);
+}
+
+/// A callback that breaks at the `Sweep` event of sweep `k` gives exactly the result of
+/// `max_iter = k + 1`, marked not converged; breaking after the first step stops within sweep 0.
+#[test]
+fn weight_matching_can_be_stopped_between_steps() -> llfc::Result<()> {
+    let spec = PermutationSpec::mlp(4);
+    let a = random_params(&mlp_shapes(&[6, 20, 20, 20, 3]), 11);
+    let b = random_params(&mlp_shapes(&[6, 20, 20, 20, 3]), 12);
+    let full = weight_matching(&spec, &a, &b, &WeightMatchingOptions::default())?;
+    assert!(
+        full.sweeps >= 2,
+        "the planted-free pair needs several sweeps"
+    );
+    let one = WeightMatchingOptions {
+        max_iter: 1,
+        ..WeightMatchingOptions::default()
+    };
+    let expected = weight_matching(&spec, &a, &b, &one)?;
+    let stopped = weight_matching_controlled(
+        &spec,
+        &a,
+        &b,
+        &WeightMatchingOptions::default(),
+        |e| match e {
+            MatchingEvent::Sweep { .. } => std::ops::ControlFlow::Break(()),
+            MatchingEvent::Update { .. } => std::ops::ControlFlow::Continue(()),
+        },
+    )?;
+    assert_eq!(stopped, expected);
+    assert!(!stopped.converged && stopped.sweeps == 1);
+    let mut steps = 0;
+    let first =
+        weight_matching_controlled(&spec, &a, &b, &WeightMatchingOptions::default(), |_| {
+            steps += 1;
+            std::ops::ControlFlow::Break(())
+        })?;
+    assert_eq!((steps, first.sweeps, first.history.len()), (1, 1, 1));
+    assert!(!first.converged);
+    Ok(())
 }
