@@ -25,18 +25,34 @@ use crate::float::Float;
 use crate::params::Params;
 use crate::permutation::Permutation;
 
+mod builtin;
+mod check;
+pub mod resnet;
+mod unflatten;
+pub mod vgg;
+pub use builtin::Builtin;
+pub use check::{check_invariance, InvarianceReport};
+pub use resnet::{Block, ResNetDepth, ResNetLayout, ResNetNaming};
+pub(crate) use unflatten::reshape;
+pub use unflatten::Unflatten;
+pub use vgg::{VggDepth, VggLayout};
+
 /// For each parameter name, one optional permutation name per axis.
 ///
 /// With the `serde` feature the spec (de)serialises as a JSON object
-/// `{"layers.0.weight": ["P_0", null], …}`, so Python users can write specs by hand.
+/// `{"layers.0.weight": ["P_0", null], …}`, so Python users can write specs by hand; a
+/// parameter listed through a view is an object `{"axes": […], "unflatten": {…}}` (see
+/// [`Unflatten`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(
     feature = "serde",
     derive(serde::Serialize, serde::Deserialize),
-    serde(transparent)
+    serde(from = "unflatten::SpecMap", into = "unflatten::SpecMap")
 )]
 pub struct PermutationSpec {
     axes: BTreeMap<String, Vec<Option<String>>>,
+    /// Parameters whose axes are listed for a view of the tensor (see [`Unflatten`]).
+    unflatten: BTreeMap<String, Unflatten>,
 }
 
 /// What [`PermutationSpec::validate`] found about a parameter set that fits the spec.
@@ -134,7 +150,9 @@ impl PermutationSpec {
             .iter()
             .map(|a| a.as_ref().map(|s| s.as_ref().to_string()))
             .collect();
-        self.axes.insert(param.into(), axes);
+        let param = param.into();
+        self.unflatten.remove(&param);
+        self.axes.insert(param, axes);
     }
 
     /// Builder form of [`PermutationSpec::insert`].
@@ -208,7 +226,8 @@ impl PermutationSpec {
                 param: param.clone(),
                 context: "the parameters (it is named in the permutation spec)".into(),
             })?;
-            let rank = tensor.ndim();
+            let shape = self.spec_shape(param, tensor.shape())?;
+            let rank = shape.len();
             if let Some(axis) = (rank..axes.len()).find(|&k| axes[k].is_some()) {
                 return Err(Error::AxisOutOfRange {
                     what: param.clone(),
@@ -225,7 +244,7 @@ impl PermutationSpec {
             }
             for (axis, perm) in axes.iter().enumerate() {
                 let Some(perm) = perm else { continue };
-                let n = tensor.shape()[axis];
+                let n = shape[axis];
                 match sizes.get(perm) {
                     None => {
                         sizes.insert(perm.clone(), (n, param.clone(), axis));
