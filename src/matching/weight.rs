@@ -288,9 +288,8 @@ pub fn weight_matching_with_progress<F: Float>(
     mut progress: impl FnMut(&MatchingEvent<'_>),
 ) -> Result<WeightMatching> {
     // Unflattened parameters are matched as their views (see `spec::Unflatten`).
-    let (spec, a) = spec.viewed(a)?;
-    let (b, (spec, a)) = (spec.viewed(b)?.1, (spec.as_ref(), a.as_ref()));
-    let b = b.as_ref();
+    let ((plain, a), (_, b)) = (spec.viewed(a)?, spec.viewed(b)?);
+    let (spec, a, b) = (plain.as_ref(), a.as_ref(), b.as_ref());
     let sizes = spec.perm_sizes(a)?;
     let sizes_b = spec.perm_sizes(b)?;
     check_inputs(spec, a, b, &sizes, &sizes_b, options)?;
@@ -655,9 +654,8 @@ pub fn single_step_gain<F: Float>(
     perms: &BTreeMap<String, Permutation>,
     perm: &str,
 ) -> Result<f64> {
-    let (spec, a) = spec.viewed(a)?;
-    let (b, (spec, a)) = (spec.viewed(b)?.1, (spec.as_ref(), a.as_ref()));
-    let b = b.as_ref();
+    let ((plain, a), (_, b)) = (spec.viewed(a)?, spec.viewed(b)?);
+    let (spec, a, b) = (plain.as_ref(), a.as_ref(), b.as_ref());
     let sizes = spec.perm_sizes(a)?;
     let n = *sizes.get(perm).ok_or_else(|| Error::PermutationName {
         perm: perm.to_string(),

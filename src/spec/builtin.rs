@@ -22,6 +22,7 @@ use crate::params::Params;
 
 /// A builtin spec; its [`name`](Builtin::name) is what `align --spec` accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Builtin {
     /// torchvision's `vgg{11,13,16,19}` (`batch_norm = false`) or `vgg{…}_bn`.
     TorchvisionVgg {

@@ -3,6 +3,8 @@
 
 mod align_cli;
 mod assignment;
+#[path = "../../examples/common/cnn.rs"]
+mod cnn;
 mod commutativity_matching;
 mod io;
 mod llfc_report_cli;
@@ -14,3 +16,5 @@ mod params;
 mod permutation;
 mod science;
 mod spec;
+mod spec_builtins;
+mod spec_check;
