@@ -1,6 +1,7 @@
 //! The integration test suite, through the public API only: one test binary (one link) for
 //! every area, each area a module of its own.
 
+mod align_check_cli;
 mod align_cli;
 mod assignment;
 #[path = "../../examples/common/cnn.rs"]

@@ -126,7 +126,7 @@ fn resnet_params(layout: &ResNetLayout, rng: &mut ChaCha8Rng) -> Params<f64> {
 }
 
 /// Random parameters shaped for a builtin.
-fn builtin_params(b: Builtin, rng: &mut ChaCha8Rng) -> Params<f64> {
+pub(crate) fn builtin_params(b: Builtin, rng: &mut ChaCha8Rng) -> Params<f64> {
     match b {
         Builtin::TorchvisionVgg { depth, batch_norm } => {
             vgg_params(&VggLayout::torchvision(depth, batch_norm), rng)
