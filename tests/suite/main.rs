@@ -19,3 +19,4 @@ mod science;
 mod spec;
 mod spec_builtins;
 mod spec_check;
+mod spec_generator;
