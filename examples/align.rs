@@ -58,9 +58,7 @@ use llfc::matching::activation::{
 use llfc::matching::weight::{
     weight_matching_with_progress, MatchingEvent, WeightMatching, WeightMatchingOptions,
 };
-use llfc::spec::{
-    Builtin, ResNetLayout, ResNetNaming, Shortcut, VggConfig, VggLayout,
-};
+use llfc::spec::{Builtin, ResNetLayout, ResNetNaming, Shortcut, VggConfig, VggLayout};
 use llfc::{apply_permutations, mlp, Error, Float, Params, Permutation, PermutationSpec};
 use ndarray::{Array2, Array4, ArrayD, Ix2, Ix4};
 use rand::{Rng, SeedableRng};
@@ -339,9 +337,8 @@ enum Forward {
 impl Forward {
     /// Random inputs for the model: 64 rows for an MLP, two 32×32 images for a CNN.
     fn inputs(&self, params: &Params<f64>, rng: &mut ChaCha8Rng) -> Result<ArrayD<f64>, Error> {
-        let mut draw = |shape: &[usize]| {
-            ArrayD::from_shape_fn(shape, |_| rng.random_range(-2.0..2.0))
-        };
+        let mut draw =
+            |shape: &[usize]| ArrayD::from_shape_fn(shape, |_| rng.random_range(-2.0..2.0));
         Ok(match self {
             Self::Mlp => draw(&[64, mlp::widths(params)?[0]]),
             Self::Vgg(l) => {
@@ -360,15 +357,24 @@ impl Forward {
         };
         match self {
             Self::Mlp => {
-                let x = x.view().into_dimensionality::<Ix2>().map_err(|_| shape_error(2))?;
+                let x = x
+                    .view()
+                    .into_dimensionality::<Ix2>()
+                    .map_err(|_| shape_error(2))?;
                 mlp::forward(params, &x)
             }
             Self::Vgg(l) => {
-                let x: Array4<f64> = x.clone().into_dimensionality::<Ix4>().map_err(|_| shape_error(4))?;
+                let x: Array4<f64> = x
+                    .clone()
+                    .into_dimensionality::<Ix4>()
+                    .map_err(|_| shape_error(4))?;
                 cnn::vgg_forward(params, l, &x)
             }
             Self::ResNet(l) => {
-                let x: Array4<f64> = x.clone().into_dimensionality::<Ix4>().map_err(|_| shape_error(4))?;
+                let x: Array4<f64> = x
+                    .clone()
+                    .into_dimensionality::<Ix4>()
+                    .map_err(|_| shape_error(4))?;
                 cnn::resnet_forward(params, l, &x)
             }
         }
@@ -425,7 +431,9 @@ fn check_function(
         )));
     }
     let (y, y_aligned) = (forward.run(b, &x)?, forward.run(aligned, &x)?);
-    let diff = (&y - &y_aligned).iter().fold(0.0_f64, |m, d| m.max(d.abs()));
+    let diff = (&y - &y_aligned)
+        .iter()
+        .fold(0.0_f64, |m, d| m.max(d.abs()));
     if !(diff <= CHECK_TOL) {
         return Err(CliError::Usage(format!(
             "refusing to write: the aligned B computes another function (max |Δoutput| = {diff:.3e} > {CHECK_TOL:.0e})"

@@ -63,7 +63,10 @@ pub fn conv2d<F: Float>(
     if ci != c || h + 2 * pad < kh || wd + 2 * pad < kw {
         return Err(shape_error("conv2d input", &[n, ci, kh, kw], x.shape()));
     }
-    let (oh, ow) = ((h + 2 * pad - kh) / stride + 1, (wd + 2 * pad - kw) / stride + 1);
+    let (oh, ow) = (
+        (h + 2 * pad - kh) / stride + 1,
+        (wd + 2 * pad - kw) / stride + 1,
+    );
     let wm = w
         .as_standard_layout()
         .into_owned()
@@ -82,8 +85,7 @@ pub fn conv2d<F: Float>(
                             continue;
                         };
                         for j in 0..ow {
-                            if let Some(q) = (j * stride + v).checked_sub(pad).filter(|&q| q < wd)
-                            {
+                            if let Some(q) = (j * stride + v).checked_sub(pad).filter(|&q| q < wd) {
                                 row[i * ow + j] = x[[s, ch, r, q]];
                             }
                         }
@@ -110,7 +112,12 @@ pub fn conv2d<F: Float>(
 /// [`Error::MissingParam`] if one is absent.
 pub fn batch_norm<F: Float>(x: &Array4<F>, p: &Params<F>, prefix: &str) -> Result<Array4<F>> {
     let get = |f: &str| view1(p, &format!("{prefix}.{f}"));
-    let (g, b, m, v) = (get("weight")?, get("bias")?, get("running_mean")?, get("running_var")?);
+    let (g, b, m, v) = (
+        get("weight")?,
+        get("bias")?,
+        get("running_mean")?,
+        get("running_var")?,
+    );
     let mut y = x.clone();
     for (c, mut plane) in y.axis_iter_mut(Axis(1)).enumerate() {
         let scale = g[c] / (v[c] + F::from_f64(BN_EPS)).sqrt();
@@ -127,7 +134,10 @@ pub fn relu<F: Float, D: ndarray::Dimension>(x: ndarray::Array<F, D>) -> ndarray
 /// Max-pool with window `k`, stride `stride`, padding `pad` (padded entries never win).
 pub fn max_pool<F: Float>(x: &Array4<F>, k: usize, stride: usize, pad: usize) -> Array4<F> {
     let (n, c, h, w) = x.dim();
-    let (oh, ow) = ((h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1);
+    let (oh, ow) = (
+        (h + 2 * pad - k) / stride + 1,
+        (w + 2 * pad - k) / stride + 1,
+    );
     Array4::from_shape_fn((n, c, oh, ow), |(s, ch, i, j)| {
         let mut m = F::neg_infinity();
         for u in 0..k {
@@ -213,7 +223,11 @@ fn conv_named<F: Float>(
 ///
 /// # Errors
 /// Missing parameters or inconsistent shapes.
-pub fn vgg_forward<F: Float>(p: &Params<F>, layout: &VggLayout, x: &Array4<F>) -> Result<Array2<F>> {
+pub fn vgg_forward<F: Float>(
+    p: &Params<F>,
+    layout: &VggLayout,
+    x: &Array4<F>,
+) -> Result<Array2<F>> {
     let step = if layout.batch_norm { 3 } else { 2 };
     let mut h = x.clone();
     for (i, &n) in layout.convs.iter().enumerate() {
@@ -293,7 +307,11 @@ pub fn resnet_forward<F: Float>(
                 h
             };
             if shortcut.shape() != y.shape() {
-                return Err(shape_error(&format!("{pre} residual"), y.shape(), shortcut.shape()));
+                return Err(shape_error(
+                    &format!("{pre} residual"),
+                    y.shape(),
+                    shortcut.shape(),
+                ));
             }
             h = relu(y + shortcut);
         }

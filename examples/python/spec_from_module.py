@@ -283,6 +283,82 @@ def spec_from_module(model, example_input):
     return spec_from_graph(record_graph(model, example_input))
 
 
+# --- Applying a spec and checking it in PyTorch (or NumPy) --------------------------------------
+
+
+def _entry(entry):
+    return (entry["axes"], entry.get("unflatten")) if isinstance(entry, dict) else (entry, None)
+
+
+def _view_shape(shape, view):
+    if not view:
+        return list(shape)
+    axis, inner = view["axis"], list(view["inner"])
+    block = 1
+    for v in inner:
+        block *= v
+    return list(shape[:axis]) + [shape[axis] // block] + inner + list(shape[axis + 1:])
+
+
+def perm_sizes(state, spec):
+    """Size of every permutation of `spec`, read off a state_dict (tensors or NumPy arrays)."""
+    sizes = {}
+    for name, entry in spec.items():
+        axes, view = _entry(entry)
+        shape = _view_shape(tuple(state[name].shape), view)
+        for axis, p in enumerate(axes):
+            if p is not None:
+                if sizes.setdefault(p, shape[axis]) != shape[axis]:
+                    raise ValueError(f"{p} has sizes {sizes[p]} and {shape[axis]} ({name}, axis {axis})")
+    return sizes
+
+
+def permute_state_dict(state, spec, perms):
+    """`W <- W[p]` on every axis the spec names (`llfc.apply_permutations`), through the views.
+
+    `perms` maps each permutation name to an index sequence; tensors may be torch tensors or
+    NumPy arrays. Returns a new dict; `state` is not modified."""
+    out = {}
+    for name, t in state.items():
+        if name not in spec:
+            out[name] = t
+            continue
+        axes, view = _entry(spec[name])
+        shape = tuple(t.shape)
+        t = t.reshape(_view_shape(shape, view))
+        for axis, p in enumerate(axes):
+            if p is not None:
+                if hasattr(t, "index_select"):  # torch
+                    import torch
+
+                    t = t.index_select(axis, torch.as_tensor(list(perms[p]), device=t.device))
+                else:
+                    t = t.take(list(perms[p]), axis=axis)
+        out[name] = t.reshape(shape)
+    return out
+
+
+def check_invariance(model, spec, inputs, tol=1e-5, seed=0):
+    """Permute a copy of `model` by random permutations through `spec` and return
+    `max |model(x) - permuted(x)|` in eval mode (PyTorch). A correct spec gives rounding noise
+    only (~1e-6 relative in float32); anything larger means the spec breaks the model."""
+    import copy
+
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    state = model.state_dict()
+    perms = {k: torch.randperm(n, generator=gen) for k, n in perm_sizes(state, spec).items()}
+    other = copy.deepcopy(model)
+    other.load_state_dict(permute_state_dict(state, spec, perms))
+    model.eval(), other.eval()
+    with torch.no_grad():
+        diff = (model(inputs) - other(inputs)).abs().max().item()
+    if diff > tol:
+        print(f"spec is NOT a symmetry: max |diff| = {diff:.3e} > {tol}", file=sys.stderr)
+    return diff
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--graph", required=True, help="a recorded module graph (JSON)")

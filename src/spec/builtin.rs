@@ -65,9 +65,13 @@ impl Builtin {
                 .into_iter()
                 .flat_map(move |bn| VGG_DEPTHS.into_iter().map(move |d| make(d, bn)))
         };
-        let mut all: Vec<Self> = vggs(|depth, batch_norm| Self::TorchvisionVgg { depth, batch_norm }).collect();
+        let mut all: Vec<Self> =
+            vggs(|depth, batch_norm| Self::TorchvisionVgg { depth, batch_norm }).collect();
         all.extend(RESNET_DEPTHS.map(Self::TorchvisionResNet));
-        all.extend(vggs(|depth, batch_norm| Self::LlfcVgg { depth, batch_norm }));
+        all.extend(vggs(|depth, batch_norm| Self::LlfcVgg {
+            depth,
+            batch_norm,
+        }));
         all.extend(RESNET_DEPTHS.map(Self::CifarResNet));
         all
     }

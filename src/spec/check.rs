@@ -183,7 +183,11 @@ where
         let mut max = 0.0_f64;
         Zip::from(&out).and(&reference).for_each(|&o, &r| {
             let d = (o.as_f64() - r.as_f64()).abs();
-            max = if d.is_nan() { f64::INFINITY } else { max.max(d) };
+            max = if d.is_nan() {
+                f64::INFINITY
+            } else {
+                max.max(d)
+            };
         });
         Ok(max)
     };

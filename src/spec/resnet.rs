@@ -200,8 +200,15 @@ impl PermutationSpec {
                 };
                 let mut prev = input;
                 for (k, out) in inner.iter().chain(std::iter::once(&cur)).enumerate() {
-                    spec.insert(format!("{pre}.conv{}.weight", k + 1), &conv(out, Some(&prev)));
-                    spec.insert_norm(NormKind::BatchNorm, &format!("{pre}.bn{}", k + 1), Some(out));
+                    spec.insert(
+                        format!("{pre}.conv{}.weight", k + 1),
+                        &conv(out, Some(&prev)),
+                    );
+                    spec.insert_norm(
+                        NormKind::BatchNorm,
+                        &format!("{pre}.bn{}", k + 1),
+                        Some(out),
+                    );
                     prev.clone_from(out);
                 }
             }

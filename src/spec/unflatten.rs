@@ -121,7 +121,11 @@ impl PermutationSpec {
     }
 
     /// The shape the spec's axes of `param` refer to: the stored shape, or its view.
-    pub(crate) fn spec_shape<'s>(&self, param: &str, shape: &'s [usize]) -> Result<Cow<'s, [usize]>> {
+    pub(crate) fn spec_shape<'s>(
+        &self,
+        param: &str,
+        shape: &'s [usize],
+    ) -> Result<Cow<'s, [usize]>> {
         match self.unflatten.get(param) {
             None => Ok(Cow::Borrowed(shape)),
             Some(u) => Ok(Cow::Owned(u.view_shape(param, shape)?)),

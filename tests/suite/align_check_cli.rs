@@ -16,10 +16,13 @@ use crate::spec_builtins::builtin_params;
 
 fn align(args: &[&str]) -> (bool, String, String) {
     let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("examples").join(format!(
-        "align{}",
-        std::env::consts::EXE_SUFFIX
-    ));
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(format!("align{}", std::env::consts::EXE_SUFFIX));
     let out = Command::new(bin).args(args).output().unwrap();
     (
         out.status.success(),
@@ -33,7 +36,12 @@ fn s(p: &Path) -> &str {
 }
 
 /// A and B (a planted permuted copy of A) written as `.npz` in `dir`.
-fn write_pair(dir: &Path, a: &Params<f64>, spec: &llfc::PermutationSpec, seed: u64) -> (PathBuf, PathBuf) {
+fn write_pair(
+    dir: &Path,
+    a: &Params<f64>,
+    spec: &llfc::PermutationSpec,
+    seed: u64,
+) -> (PathBuf, PathBuf) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let planted: BTreeMap<String, Permutation> = spec
         .perm_sizes(a)
@@ -64,14 +72,37 @@ fn a_json_spec_that_breaks_an_mlp_is_refused_by_default() {
             "layers.2.weight": [null, "P_1"]}"#,
     )
     .unwrap();
-    let (ok, _, stderr) = align(&["--a", s(&pa), "--b", s(&pb), "--spec", s(&bad), "-o", s(&out), "-q"]);
+    let (ok, _, stderr) = align(&[
+        "--a",
+        s(&pa),
+        "--b",
+        s(&pb),
+        "--spec",
+        s(&bad),
+        "-o",
+        s(&out),
+        "-q",
+    ]);
     assert!(!ok);
-    assert!(stderr.contains("refusing to write") && stderr.contains("P_0 alone"), "{stderr}");
+    assert!(
+        stderr.contains("refusing to write") && stderr.contains("P_0 alone"),
+        "{stderr}"
+    );
     assert!(!out.exists());
     // The correct spec passes and says so.
     let good = dir.path().join("good.json");
     std::fs::write(&good, llfc::PermutationSpec::mlp(3).to_json()).unwrap();
-    let (ok, stdout, stderr) = align(&["--a", s(&pa), "--b", s(&pb), "--spec", s(&good), "-o", s(&out), "-q"]);
+    let (ok, stdout, stderr) = align(&[
+        "--a",
+        s(&pa),
+        "--b",
+        s(&pb),
+        "--spec",
+        s(&good),
+        "-o",
+        s(&out),
+        "-q",
+    ]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("function check: passed"), "{stdout}");
     // The planted permutation is undone: the aligned B is A.
@@ -97,13 +128,36 @@ fn builtins_align_by_name_and_check_their_function() {
         let (pa, pb) = write_pair(dir.path(), &a, &b.spec(), 4 + i as u64);
         let out = dir.path().join("out.npz");
         let name = b.name();
-        let (ok, stdout, stderr) = align(&["--a", s(&pa), "--b", s(&pb), "--spec", &name, "-o", s(&out), "-q"]);
+        let (ok, stdout, stderr) = align(&[
+            "--a",
+            s(&pa),
+            "--b",
+            s(&pb),
+            "--spec",
+            &name,
+            "-o",
+            s(&out),
+            "-q",
+        ]);
         assert!(ok, "{name}: {stderr}");
         assert!(stdout.contains("function check: skipped"), "{stdout}");
-        let (ok, stdout, stderr) =
-            align(&["--a", s(&pa), "--b", s(&pb), "--spec", &name, "-o", s(&out), "-q", "--check"]);
+        let (ok, stdout, stderr) = align(&[
+            "--a",
+            s(&pa),
+            "--b",
+            s(&pb),
+            "--spec",
+            &name,
+            "-o",
+            s(&out),
+            "-q",
+            "--check",
+        ]);
         assert!(ok, "{name}: {stderr}");
-        assert!(stdout.contains("function check: passed"), "{name}: {stdout}");
+        assert!(
+            stdout.contains("function check: passed"),
+            "{name}: {stdout}"
+        );
         assert_eq!(io::read_npz::<f64>(&out).unwrap(), a, "{name}");
     }
 }
@@ -121,12 +175,40 @@ fn check_without_a_reference_forward_and_unknown_names_are_usage_errors() {
     let out = dir.path().join("out.npz");
     let json = dir.path().join("spec.json");
     std::fs::write(&json, b.spec().to_json()).unwrap();
-    let (ok, _, stderr) = align(&["--a", s(&pa), "--b", s(&pb), "--spec", s(&json), "-o", s(&out), "--check"]);
+    let (ok, _, stderr) = align(&[
+        "--a",
+        s(&pa),
+        "--b",
+        s(&pb),
+        "--spec",
+        s(&json),
+        "-o",
+        s(&out),
+        "--check",
+    ]);
     assert!(!ok && stderr.contains("no reference forward"), "{stderr}");
-    let (ok, _, stderr) = align(&["--a", s(&pa), "--b", s(&pb), "--spec", "torchvision-vgg17", "-o", s(&out)]);
+    let (ok, _, stderr) = align(&[
+        "--a",
+        s(&pa),
+        "--b",
+        s(&pb),
+        "--spec",
+        "torchvision-vgg17",
+        "-o",
+        s(&out),
+    ]);
     assert!(!ok && stderr.contains("torchvision-vgg16-bn"), "{stderr}");
     // The checkpoint is an LLFC VGG: torchvision's name refuses it.
-    let (ok, _, stderr) = align(&["--a", s(&pa), "--b", s(&pb), "--spec", "torchvision-vgg11", "-o", s(&out)]);
+    let (ok, _, stderr) = align(&[
+        "--a",
+        s(&pa),
+        "--b",
+        s(&pb),
+        "--spec",
+        "torchvision-vgg11",
+        "-o",
+        s(&out),
+    ]);
     assert!(!ok && stderr.contains("unflattened"), "{stderr}");
     assert!(!out.exists());
 }

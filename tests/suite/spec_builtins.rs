@@ -134,10 +134,9 @@ pub(crate) fn builtin_params(b: Builtin, rng: &mut ChaCha8Rng) -> Params<f64> {
         Builtin::LlfcVgg { depth, batch_norm } => {
             vgg_params(&VggLayout::llfc(depth, batch_norm), rng)
         }
-        Builtin::TorchvisionResNet(d) => resnet_params(
-            &ResNetLayout::standard(d, ResNetNaming::Torchvision),
-            rng,
-        ),
+        Builtin::TorchvisionResNet(d) => {
+            resnet_params(&ResNetLayout::standard(d, ResNetNaming::Torchvision), rng)
+        }
         Builtin::CifarResNet(d) => {
             resnet_params(&ResNetLayout::standard(d, ResNetNaming::Cifar), rng)
         }
@@ -154,11 +153,9 @@ fn builtin_forward(b: Builtin, p: &Params<f64>, x: &Array4<f64>) -> llfc::Result
         Builtin::LlfcVgg { depth, batch_norm } => {
             cnn::vgg_forward(p, &VggLayout::llfc(depth, batch_norm), x)?
         }
-        Builtin::TorchvisionResNet(d) => cnn::resnet_forward(
-            p,
-            &ResNetLayout::standard(d, ResNetNaming::Torchvision),
-            x,
-        )?,
+        Builtin::TorchvisionResNet(d) => {
+            cnn::resnet_forward(p, &ResNetLayout::standard(d, ResNetNaming::Torchvision), x)?
+        }
         Builtin::CifarResNet(d) => {
             cnn::resnet_forward(p, &ResNetLayout::standard(d, ResNetNaming::Cifar), x)?
         }
@@ -186,7 +183,10 @@ fn conv2d_equals_a_direct_loop() {
             for c in 0..3 {
                 for u in 0..3 {
                     for t in 0..3 {
-                        let (r, q) = ((i * stride + u) as isize - pad as isize, (j * stride + t) as isize - pad as isize);
+                        let (r, q) = (
+                            (i * stride + u) as isize - pad as isize,
+                            (j * stride + t) as isize - pad as isize,
+                        );
                         if (0..7).contains(&r) && (0..7).contains(&q) {
                             want += w[[o, c, u, t]] * x[[n, c, r as usize, q as usize]];
                         }
@@ -194,7 +194,10 @@ fn conv2d_equals_a_direct_loop() {
                 }
             }
             // Same terms, summed in another order: a few ulps of the magnitude (≤ 28 terms ≤ 1).
-            assert!((v - want).abs() < 1e-12, "stride {stride} pad {pad}: {v} vs {want}");
+            assert!(
+                (v - want).abs() < 1e-12,
+                "stride {stride} pad {pad}: {v} vs {want}"
+            );
         }
     }
 }
@@ -235,7 +238,10 @@ fn every_builtin_is_an_exact_symmetry_of_its_reference_forward() {
         assert!(report.passed(), "{b}: {report}");
         // The check is not vacuous: the outputs are O(1) and every permutation moved units.
         assert!(report.max_abs_output > 1e-3, "{b}: {report}");
-        assert!(report.perms.values().all(|p| p != &Permutation::identity(p.len())));
+        assert!(report
+            .perms
+            .values()
+            .all(|p| p != &Permutation::identity(p.len())));
     }
 }
 
@@ -305,7 +311,10 @@ fn resnet_with_a_wrong_shortcut_permutation_fails_the_check() {
         .unwrap();
     assert!(!report.passed());
     let broken = report.broken();
-    assert!(broken.contains(&"P_sc") && broken.contains(&"P_res2"), "{report}");
+    assert!(
+        broken.contains(&"P_sc") && broken.contains(&"P_res2"),
+        "{report}"
+    );
 }
 
 /// Weight matching of a planted permuted copy recovers it exactly.
@@ -323,7 +332,10 @@ fn planted_recovery(b: Builtin, seed: u64) {
         .iter()
         .filter(|(_, p)| **p != Permutation::identity(p.len()))
         .count();
-    assert!(moved * 2 > planted.len(), "{b}: the planted permutations move units");
+    assert!(
+        moved * 2 > planted.len(),
+        "{b}: the planted permutations move units"
+    );
     let pb = apply_permutations(&spec, &planted, &a).unwrap();
     let m = weight_matching(&spec, &a, &pb, &WeightMatchingOptions::default()).unwrap();
     for (k, p) in &planted {
@@ -364,13 +376,20 @@ fn layouts_read_off_checkpoints_equal_the_named_ones() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     for depth in [VggDepth::Vgg11, VggDepth::Vgg19] {
         for bn in [false, true] {
-            for layout in [VggLayout::torchvision(depth, bn), VggLayout::llfc(depth, bn)] {
+            for layout in [
+                VggLayout::torchvision(depth, bn),
+                VggLayout::llfc(depth, bn),
+            ] {
                 let p = vgg_params(&layout, &mut rng);
                 assert_eq!(VggLayout::from_params(&p).unwrap(), layout);
             }
         }
     }
-    for depth in [ResNetDepth::ResNet18, ResNetDepth::ResNet34, ResNetDepth::ResNet50] {
+    for depth in [
+        ResNetDepth::ResNet18,
+        ResNetDepth::ResNet34,
+        ResNetDepth::ResNet50,
+    ] {
         for naming in [ResNetNaming::Torchvision, ResNetNaming::Cifar] {
             let layout = ResNetLayout::standard(depth, naming);
             let p = resnet_params(&layout, &mut rng);
@@ -438,7 +457,10 @@ fn builtins_refuse_checkpoints_of_other_models() {
         depth: VggDepth::Vgg13,
         batch_norm: false,
     };
-    assert!(matches!(vgg13.spec_for(&p), Err(Error::MissingParam { .. })));
+    assert!(matches!(
+        vgg13.spec_for(&p),
+        Err(Error::MissingParam { .. })
+    ));
     // An extra tensor the builtin does not know would be left unpermuted: refused, by name.
     let mut extra = p.clone();
     extra.insert("features.30.weight", random_tensor(&[2, 2, 3, 3], &mut rng));
@@ -454,7 +476,10 @@ fn builtins_refuse_checkpoints_of_other_models() {
         },
         &mut rng,
     );
-    assert!(matches!(vgg11.spec_for(&llfc), Err(Error::InvalidSpec { .. })));
+    assert!(matches!(
+        vgg11.spec_for(&llfc),
+        Err(Error::InvalidSpec { .. })
+    ));
 }
 
 #[test]
@@ -475,7 +500,8 @@ fn unflatten_round_trips_through_json_and_old_specs_read_unchanged() {
     want.insert("layers.1.weight", &[None, Some("P_0")]);
     assert_eq!(parsed, want);
     assert!(parsed.unflatten("layers.1.weight").is_none());
-    let viewed = r#"{"fc.weight": {"axes": [null, "P", null], "unflatten": {"axis": 1, "inner": [4]}}}"#;
+    let viewed =
+        r#"{"fc.weight": {"axes": [null, "P", null], "unflatten": {"axis": 1, "inner": [4]}}}"#;
     let parsed = PermutationSpec::from_json(viewed).unwrap();
     assert_eq!(
         parsed.unflatten("fc.weight"),

@@ -21,12 +21,22 @@ fn forward(p: &Params<f64>, x: &Array2<f64>) -> llfc::Result<Array2<f64>> {
 #[test]
 fn a_correct_spec_passes_and_every_permutation_moves_units() {
     let (params, x, mut rng) = setup(1);
-    let report =
-        check_invariance(&PermutationSpec::mlp(4), &params, forward, &x, 1e-12, &mut rng).unwrap();
+    let report = check_invariance(
+        &PermutationSpec::mlp(4),
+        &params,
+        forward,
+        &x,
+        1e-12,
+        &mut rng,
+    )
+    .unwrap();
     assert!(report.passed(), "{report}");
     assert!(report.per_perm.is_empty());
     assert_eq!(report.perms.len(), 3);
-    assert!(report.perms.values().all(|p| *p != Permutation::identity(10)));
+    assert!(report
+        .perms
+        .values()
+        .all(|p| *p != Permutation::identity(10)));
     // Logits of a random MLP are O(1), so a max difference within 1e-12 is a real agreement.
     assert!(report.max_abs_output > 0.1);
     assert!(report.max_abs_diff <= 1e-12);
@@ -66,7 +76,10 @@ fn one_permutation_on_both_axes_of_a_feed_forward_weight_is_caught() {
     let report = check_invariance(&spec, &params, forward, &x, 1e-12, &mut rng).unwrap();
     assert!(!report.passed());
     let broken = report.broken();
-    assert!(broken.contains(&"P_0") && broken.contains(&"P_1"), "{report}");
+    assert!(
+        broken.contains(&"P_0") && broken.contains(&"P_1"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -121,14 +134,23 @@ fn bad_arguments_are_errors_and_inputs_unchanged() {
     ));
     // Errors of the forward pass through; a spec that does not fit is a validation error.
     let failing = |_: &Params<f64>, _: &Array2<f64>| -> llfc::Result<Array1<f64>> {
-        Err(Error::EmptyInput { what: "test".into() })
+        Err(Error::EmptyInput {
+            what: "test".into(),
+        })
     };
     assert!(matches!(
         check_invariance(&spec, &params, failing, &x, 1e-12, &mut rng),
         Err(Error::EmptyInput { .. })
     ));
     assert!(matches!(
-        check_invariance(&PermutationSpec::mlp(5), &params, forward, &x, 1e-12, &mut rng),
+        check_invariance(
+            &PermutationSpec::mlp(5),
+            &params,
+            forward,
+            &x,
+            1e-12,
+            &mut rng
+        ),
         Err(Error::MissingParam { .. })
     ));
     assert_eq!(params, before);

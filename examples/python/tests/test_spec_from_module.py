@@ -15,7 +15,9 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from spec_from_module import spec_from_graph  # noqa: E402
+import numpy as np  # noqa: E402
+
+from spec_from_module import perm_sizes, permute_state_dict, spec_from_graph  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(HERE), "fixtures")
 BN = ["weight", "bias", "running_mean", "running_var"]
@@ -209,6 +211,37 @@ def test_malformed_graphs_are_rejected():
         spec_from_graph({"nodes": [{"name": "x", "op": "input"}, {"name": "y", "op": "matmul", "inputs": ["x"]}]})
     with pytest.raises(ValueError, match="no earlier node"):
         spec_from_graph({"nodes": [{"name": "y", "op": "linear", "inputs": ["x"], "weight": "w"}]})
+
+
+def test_permute_state_dict_keeps_a_vgg_head_function_with_numpy():
+    # conv features [N, 3 channels, 2, 2] -> flatten -> linear -> relu -> linear, in NumPy.
+    rng = np.random.default_rng(0)
+    g = Graph()
+    g.conv("conv", bias=True)
+    g.add("relu0", "pointwise")
+    g.add("flatten", "flatten", inner=[2, 2])
+    g.linear("fc0")
+    g.add("relu1", "pointwise")
+    g.linear("fc1")
+    spec = spec_from_graph(g.graph())
+    state = {"conv.weight": rng.normal(size=(3, 2, 1, 1)), "conv.bias": rng.normal(size=3),
+             "fc0.weight": rng.normal(size=(5, 12)), "fc0.bias": rng.normal(size=5),
+             "fc1.weight": rng.normal(size=(4, 5)), "fc1.bias": rng.normal(size=4)}
+
+    def forward(s, x):
+        h = np.einsum("oc,nchw->nohw", s["conv.weight"][:, :, 0, 0], x) + s["conv.bias"][None, :, None, None]
+        h = np.maximum(h, 0).reshape(len(x), -1)
+        h = np.maximum(h @ s["fc0.weight"].T + s["fc0.bias"], 0)
+        return h @ s["fc1.weight"].T + s["fc1.bias"]
+
+    assert perm_sizes(state, spec) == {"P_conv": 3, "P_fc0": 5}
+    perms = {"P_conv": [2, 0, 1], "P_fc0": [4, 3, 0, 1, 2]}
+    permuted = permute_state_dict(state, spec, perms)
+    x = rng.normal(size=(6, 2, 2, 2))
+    np.testing.assert_allclose(forward(permuted, x), forward(state, x), rtol=0, atol=1e-12)
+    # Through the view, channel c's block of 2·2 consecutive columns moves as a whole.
+    np.testing.assert_array_equal(permuted["fc0.weight"][:, 0:4], state["fc0.weight"][perms["P_fc0"]][:, 8:12])
+    assert state["fc0.weight"].shape == (5, 12)  # inputs untouched
 
 
 def test_fixtures_are_up_to_date():
