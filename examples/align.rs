@@ -431,10 +431,14 @@ fn check_function(
         )));
     }
     let (y, y_aligned) = (forward.run(b, &x)?, forward.run(aligned, &x)?);
-    let diff = (&y - &y_aligned)
-        .iter()
-        .fold(0.0_f64, |m, d| m.max(d.abs()));
-    if !(diff <= CHECK_TOL) {
+    let diff = (&y - &y_aligned).iter().fold(0.0_f64, |m, d| {
+        if d.is_nan() {
+            f64::INFINITY
+        } else {
+            m.max(d.abs())
+        }
+    });
+    if diff > CHECK_TOL {
         return Err(CliError::Usage(format!(
             "refusing to write: the aligned B computes another function (max |Δoutput| = {diff:.3e} > {CHECK_TOL:.0e})"
         )));

@@ -17,6 +17,11 @@
 //! ([`PermutationSpec::resnet20`]), where all blocks of a stage share the residual-stream
 //! permutation. Always [`validate`](PermutationSpec::validate) a spec against the parameters:
 //! a spec that does not fit the model is an error, never a silent no-op.
+//!
+//! Checkpoints of torchvision's VGGs and ResNets and of the LLFC paper's code have named
+//! builtins ([`Builtin`], [`vgg`], [`resnet`]); an axis that packs several units per
+//! permutation entry (a flattened conv map) is listed through a view ([`Unflatten`]); and
+//! [`check_invariance`] runs any forward pass to check that a spec is a symmetry of the model.
 
 use std::collections::BTreeMap;
 
@@ -25,10 +30,10 @@ use crate::float::Float;
 use crate::params::Params;
 use crate::permutation::Permutation;
 
-mod builtin;
-mod check;
+pub mod builtin;
+pub mod check;
 pub mod resnet;
-mod unflatten;
+pub mod unflatten;
 pub mod vgg;
 pub use builtin::Builtin;
 pub use check::{check_invariance, InvarianceReport};

@@ -152,7 +152,7 @@ impl VggLayout {
         };
         let channels = params[format!("features.{last}.weight").as_str()].shape()[0];
         let width = params[format!("classifier.{head}.weight").as_str()].shape()[1];
-        if channels == 0 || width % channels != 0 {
+        if channels == 0 || !width.is_multiple_of(channels) {
             return Err(Error::InvalidSpec {
                 reason: format!(
                     "`classifier.{head}.weight` has {width} inputs, not a multiple of the {channels} channels of `features.{last}`"
@@ -200,7 +200,7 @@ impl PermutationSpec {
                 &[out.clone(), prev.clone(), None, None],
             );
             if layout.conv_bias {
-                spec.insert(format!("features.{n}.bias"), &[out.clone()]);
+                spec.insert(format!("features.{n}.bias"), std::slice::from_ref(&out));
             }
             if layout.batch_norm {
                 spec.insert_norm(
@@ -227,7 +227,7 @@ impl PermutationSpec {
                 spec.insert(weight, &[out.clone(), prev.clone()]);
             }
             if layout.linear_bias {
-                spec.insert(format!("classifier.{m}.bias"), &[out.clone()]);
+                spec.insert(format!("classifier.{m}.bias"), std::slice::from_ref(&out));
             }
             prev = out;
         }
