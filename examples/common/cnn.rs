@@ -8,33 +8,33 @@
 
 use llfc::spec::{Block, ResNetLayout, ResNetNaming, VggLayout};
 use llfc::{Error, Float, Params};
-use ndarray::{s, Array2, Array4, ArrayView1, ArrayView4, Axis, Ix1, Ix2, Ix4};
+use ndarray::{
+    s, Array2, Array4, ArrayView, ArrayView1, ArrayView4, Axis, Dimension, Ix1, Ix2, Ix4,
+};
 
 type Result<T> = std::result::Result<T, Error>;
 
 /// BatchNorm's ε (PyTorch's default).
 const BN_EPS: f64 = 1e-5;
 
-fn view4<'a, F: Float>(p: &'a Params<F>, name: &str) -> Result<ArrayView4<'a, F>> {
+/// Parameter `name` as an array of rank `D`.
+fn view<'a, F: Float, D: Dimension>(p: &'a Params<F>, name: &str) -> Result<ArrayView<'a, F, D>> {
     let t = p.require(name)?;
     t.view()
-        .into_dimensionality::<Ix4>()
+        .into_dimensionality::<D>()
         .map_err(|_| Error::RankMismatch {
             param: name.into(),
-            spec_rank: 4,
+            spec_rank: D::NDIM.unwrap_or(0),
             rank: t.ndim(),
         })
 }
 
+fn view4<'a, F: Float>(p: &'a Params<F>, name: &str) -> Result<ArrayView4<'a, F>> {
+    view::<F, Ix4>(p, name)
+}
+
 fn view1<'a, F: Float>(p: &'a Params<F>, name: &str) -> Result<ArrayView1<'a, F>> {
-    let t = p.require(name)?;
-    t.view()
-        .into_dimensionality::<Ix1>()
-        .map_err(|_| Error::RankMismatch {
-            param: name.into(),
-            spec_rank: 1,
-            rank: t.ndim(),
-        })
+    view::<F, Ix1>(p, name)
 }
 
 fn shape_error(what: &str, expected: &[usize], found: &[usize]) -> Error {

@@ -3,16 +3,15 @@
 //! builtins by name on checkpoints with no other input.
 #![cfg(all(feature = "io", feature = "serde"))]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use llfc::spec::{Builtin, ResNetDepth, VggDepth};
-use llfc::{apply_permutations, io, mlp, Params, Permutation};
+use llfc::{apply_permutations, io, mlp, Params};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::spec_builtins::builtin_params;
+use crate::spec_builtins::{builtin_params, random_perms};
 
 fn align(args: &[&str]) -> (bool, String, String) {
     let exe = std::env::current_exe().unwrap();
@@ -35,6 +34,19 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `align --a A --b B --spec SPEC -o OUT EXTRA…`.
+fn align_files(
+    a: &Path,
+    b: &Path,
+    spec: &str,
+    out: &Path,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let mut args = vec!["--a", s(a), "--b", s(b), "--spec", spec, "-o", s(out)];
+    args.extend(extra);
+    align(&args)
+}
+
 /// A and B (a planted permuted copy of A) written as `.npz` in `dir`.
 fn write_pair(
     dir: &Path,
@@ -43,12 +55,7 @@ fn write_pair(
     seed: u64,
 ) -> (PathBuf, PathBuf) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let planted: BTreeMap<String, Permutation> = spec
-        .perm_sizes(a)
-        .unwrap()
-        .into_iter()
-        .map(|(k, n)| (k, Permutation::random(n, &mut rng)))
-        .collect();
+    let planted = random_perms(spec, a, &mut rng);
     let b = apply_permutations(spec, &planted, a).unwrap();
     let (pa, pb) = (dir.join("a.npz"), dir.join("b.npz"));
     io::write_npz(&pa, a).unwrap();
@@ -72,17 +79,7 @@ fn a_json_spec_that_breaks_an_mlp_is_refused_by_default() {
             "layers.2.weight": [null, "P_1"]}"#,
     )
     .unwrap();
-    let (ok, _, stderr) = align(&[
-        "--a",
-        s(&pa),
-        "--b",
-        s(&pb),
-        "--spec",
-        s(&bad),
-        "-o",
-        s(&out),
-        "-q",
-    ]);
+    let (ok, _, stderr) = align_files(&pa, &pb, s(&bad), &out, &["-q"]);
     assert!(!ok);
     assert!(
         stderr.contains("refusing to write") && stderr.contains("P_0 alone"),
@@ -92,17 +89,7 @@ fn a_json_spec_that_breaks_an_mlp_is_refused_by_default() {
     // The correct spec passes and says so.
     let good = dir.path().join("good.json");
     std::fs::write(&good, llfc::PermutationSpec::mlp(3).to_json()).unwrap();
-    let (ok, stdout, stderr) = align(&[
-        "--a",
-        s(&pa),
-        "--b",
-        s(&pb),
-        "--spec",
-        s(&good),
-        "-o",
-        s(&out),
-        "-q",
-    ]);
+    let (ok, stdout, stderr) = align_files(&pa, &pb, s(&good), &out, &["-q"]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("function check: passed"), "{stdout}");
     // The planted permutation is undone: the aligned B is A.
@@ -128,31 +115,10 @@ fn builtins_align_by_name_and_check_their_function() {
         let (pa, pb) = write_pair(dir.path(), &a, &b.spec(), 4 + i as u64);
         let out = dir.path().join("out.npz");
         let name = b.name();
-        let (ok, stdout, stderr) = align(&[
-            "--a",
-            s(&pa),
-            "--b",
-            s(&pb),
-            "--spec",
-            &name,
-            "-o",
-            s(&out),
-            "-q",
-        ]);
+        let (ok, stdout, stderr) = align_files(&pa, &pb, &name, &out, &["-q"]);
         assert!(ok, "{name}: {stderr}");
         assert!(stdout.contains("function check: skipped"), "{stdout}");
-        let (ok, stdout, stderr) = align(&[
-            "--a",
-            s(&pa),
-            "--b",
-            s(&pb),
-            "--spec",
-            &name,
-            "-o",
-            s(&out),
-            "-q",
-            "--check",
-        ]);
+        let (ok, stdout, stderr) = align_files(&pa, &pb, &name, &out, &["-q", "--check"]);
         assert!(ok, "{name}: {stderr}");
         assert!(
             stdout.contains("function check: passed"),
@@ -175,40 +141,12 @@ fn check_without_a_reference_forward_and_unknown_names_are_usage_errors() {
     let out = dir.path().join("out.npz");
     let json = dir.path().join("spec.json");
     std::fs::write(&json, b.spec().to_json()).unwrap();
-    let (ok, _, stderr) = align(&[
-        "--a",
-        s(&pa),
-        "--b",
-        s(&pb),
-        "--spec",
-        s(&json),
-        "-o",
-        s(&out),
-        "--check",
-    ]);
+    let (ok, _, stderr) = align_files(&pa, &pb, s(&json), &out, &["--check"]);
     assert!(!ok && stderr.contains("no reference forward"), "{stderr}");
-    let (ok, _, stderr) = align(&[
-        "--a",
-        s(&pa),
-        "--b",
-        s(&pb),
-        "--spec",
-        "torchvision-vgg17",
-        "-o",
-        s(&out),
-    ]);
+    let (ok, _, stderr) = align_files(&pa, &pb, "torchvision-vgg17", &out, &[]);
     assert!(!ok && stderr.contains("torchvision-vgg16-bn"), "{stderr}");
     // The checkpoint is an LLFC VGG: torchvision's name refuses it.
-    let (ok, _, stderr) = align(&[
-        "--a",
-        s(&pa),
-        "--b",
-        s(&pb),
-        "--spec",
-        "torchvision-vgg11",
-        "-o",
-        s(&out),
-    ]);
+    let (ok, _, stderr) = align_files(&pa, &pb, "torchvision-vgg11", &out, &[]);
     assert!(!ok && stderr.contains("unflattened"), "{stderr}");
     assert!(!out.exists());
 }

@@ -317,17 +317,25 @@ fn resnet_with_a_wrong_shortcut_permutation_fails_the_check() {
     );
 }
 
+/// A uniformly random permutation for every permutation of the spec.
+pub(crate) fn random_perms(
+    spec: &PermutationSpec,
+    p: &Params<f64>,
+    rng: &mut ChaCha8Rng,
+) -> BTreeMap<String, Permutation> {
+    spec.perm_sizes(p)
+        .unwrap()
+        .into_iter()
+        .map(|(k, n)| (k, Permutation::random(n, rng)))
+        .collect()
+}
+
 /// Weight matching of a planted permuted copy recovers it exactly.
 fn planted_recovery(b: Builtin, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let a = builtin_params(b, &mut rng);
     let spec = b.spec_for(&a).unwrap();
-    let planted: BTreeMap<String, Permutation> = spec
-        .perm_sizes(&a)
-        .unwrap()
-        .into_iter()
-        .map(|(k, n)| (k, Permutation::random(n, &mut rng)))
-        .collect();
+    let planted = random_perms(&spec, &a, &mut rng);
     let moved = planted
         .iter()
         .filter(|(_, p)| **p != Permutation::identity(p.len()))
