@@ -24,6 +24,11 @@ plain-data *graph*: nodes in execution order, each with an `op` and the names of
 - `output` and anything the tracer does not know (`opaque`: concatenation, padding, reshapes
   that mix channels, grouped convs) fix the spaces they touch: those units are not permuted.
 
+The recorder assumes the layout of PyTorch's layers: convs and BatchNorm read the channels on
+axis 1, linear layers and LayerNorm the last axis (MLPs, batch-first transformers, features
+after a flatten). A model that applies an `nn.Linear` to the last axis of a conv map breaks that
+assumption: run `check_invariance` (below), which catches any spec that is not a symmetry.
+
 A space merged with a fixed one is not permuted; every other space becomes one permutation,
 named `P_<first producing module>`. Unknown ops only ever remove permutations, so the spec is a
 symmetry by construction; check it anyway (`align --check`, or the PyTorch snippet in the
@@ -217,7 +222,11 @@ def record_graph(model, example_input):
 
     def shape(n):
         meta = n.meta.get("tensor_meta") if hasattr(n, "meta") else None
+        if isinstance(meta, (tuple, list)):  # a module returning a tuple (attention): its first
+            meta = meta[0] if meta else None
         return list(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+    attention_nodes = set()
 
     def tensor_inputs(n):
         return [a.name for a in n.all_input_nodes if shape(a) is not None]
@@ -241,12 +250,15 @@ def record_graph(model, example_input):
             elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m.groups == 1:
                 entry.update(op="conv", weight=f"{t}.weight", bias=f"{t}.bias" if m.bias is not None else None, rank=m.weight.dim())
             elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) or (
+                # LayerNorm over the last axis, on features whose last axis is the units
                 isinstance(m, nn.LayerNorm) and len(m.normalized_shape) == 1
+                and len(shape(n.all_input_nodes[0]) or [0, 0, 0, 0]) <= 3
             ):
                 entry.update(op="norm", params=params_of(t, ["weight", "bias", "running_mean", "running_var"]))
             elif isinstance(m, nn.Embedding):
                 entry.update(op="embedding", weight=f"{t}.weight")
             elif isinstance(m, nn.MultiheadAttention) and m._qkv_same_embed_dim:
+                attention_nodes.add(n.name)
                 entry.update(op="attention", inputs=entry["inputs"][:1],
                              in_proj_weight=f"{t}.in_proj_weight",
                              in_proj_bias=f"{t}.in_proj_bias" if m.in_proj_bias is not None else None,
@@ -262,6 +274,8 @@ def record_graph(model, example_input):
             target = n.target
             if target in (operator.add, operator.iadd, torch.add) or target in ("add", "add_"):
                 entry["op"] = "add"
+            elif target is operator.getitem and n.args[0].name in attention_nodes and n.args[1] == 0:
+                entry.update(op="pointwise", inputs=[n.args[0].name])  # attention's output
             elif target in pointwise_functions or target in pointwise_methods:
                 entry["op"] = "pointwise"
             elif target in (torch.flatten, "flatten", "view", "reshape") and shape(n) and len(shape(n)) == 2:
