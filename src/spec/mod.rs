@@ -217,10 +217,12 @@ impl PermutationSpec {
     ///
     /// Every parameter the spec names must exist, with exactly as many axes as the spec lists;
     /// all axes governed by one permutation must have the same size. Parameters the spec does not
-    /// mention are allowed and reported in [`Validation::unmentioned`].
+    /// mention are allowed and reported in [`Validation::unmentioned`]. For a parameter listed
+    /// through a view ([`Unflatten`]), ranks and sizes are those of the view.
     ///
     /// # Errors
     /// - [`Error::MissingParam`]: a parameter named in the spec is absent;
+    /// - [`Error::InvalidSpec`]: a view does not divide its axis (see [`Unflatten::view_shape`]);
     /// - [`Error::AxisOutOfRange`]: the spec permutes an axis beyond the tensor's rank;
     /// - [`Error::RankMismatch`]: the spec lists a different number of axes than the rank;
     /// - [`Error::InconsistentPermutationSize`]: two axes of one permutation differ in size.
