@@ -29,7 +29,8 @@
 //! what B computes, both within 1e-8 (absolute, in f64); otherwise it refuses to write, names
 //! the permutations that break the model and exits with status 1. It runs by default for MLPs
 //! (`layers.{i}.weight`/`.bias`, whatever the spec: builtin or JSON) through the reference
-//! `llfc::mlp::forward`; `--check` extends it to the CNN builtins through the reference forwards
+//! `llfc::mlp::forward`; `--check` extends it to the CNNs of the builtins' families (torchvision
+//! and LLFC-code VGGs and ResNets, with a builtin or a JSON spec) through the reference forwards
 //! of `examples/common/cnn.rs` (2 random 32×32 images).
 //!
 //! Activation matching reads two features `.npz` files (`--features-a`, `--features-b`): one
@@ -128,8 +129,8 @@ struct Args {
     /// Print no progress on stderr.
     #[arg(long, short)]
     quiet: bool,
-    /// Also check the function of the CNN builtins (reference forwards on random images); MLPs
-    /// are always checked.
+    /// Also check the function of CNNs of the builtins' families, with a builtin or a JSON spec
+    /// (reference forwards on random images); MLPs are always checked.
     #[arg(long)]
     check: bool,
 }
@@ -394,6 +395,9 @@ fn reference_forward(
     if !check {
         return Ok(None);
     }
+    // A builtin names its family; any other spec (JSON, `resnet20`) is checked with the family
+    // its checkpoint's names belong to.
+    let has = |k: &str| params.contains(k);
     let forward = match spec.parse::<Builtin>() {
         Ok(Builtin::TorchvisionVgg { .. } | Builtin::LlfcVgg { .. }) => {
             Forward::Vgg(VggLayout::from_params(params)?)
@@ -404,9 +408,20 @@ fn reference_forward(
         Ok(Builtin::CifarResNet(_)) => {
             Forward::ResNet(ResNetLayout::from_params(params, ResNetNaming::Cifar)?)
         }
+        _ if has("features.0.weight") && has("classifier.0.weight") => {
+            Forward::Vgg(VggLayout::from_params(params)?)
+        }
+        _ if has("layer1.0.conv1.weight") && (has("fc.weight") || has("linear.weight")) => {
+            let naming = if has("fc.weight") {
+                ResNetNaming::Torchvision
+            } else {
+                ResNetNaming::Cifar
+            };
+            Forward::ResNet(ResNetLayout::from_params(params, naming)?)
+        }
         _ => {
             return Err(CliError::Usage(format!(
-                "--check: no reference forward for spec `{spec}` (it covers MLPs and the CNN builtins torchvision-vgg*, torchvision-resnet*, llfc-vgg*, cifar-resnet*)"
+                "--check: no reference forward for the model of spec `{spec}` (it covers MLPs `layers.{{i}}.*` and the torchvision / LLFC-code VGGs (`features.N`, `classifier.M`) and ResNets (`layer{{s}}.{{b}}.conv{{k}}`, `fc` or `linear`))"
             )))
         }
     };
@@ -443,8 +458,25 @@ fn check_function(
             "refusing to write: the aligned B computes another function (max |Δoutput| = {diff:.3e} > {CHECK_TOL:.0e})"
         )));
     }
+    // A model whose outputs do not depend on its input (dead units) passes any spec.
+    let first = y.row(0);
+    let spread = y
+        .rows()
+        .into_iter()
+        .flat_map(|r| {
+            r.iter()
+                .zip(first.iter())
+                .map(|(a, b)| (a - b).abs())
+                .collect::<Vec<_>>()
+        })
+        .fold(0.0_f64, f64::max);
+    let note = if spread <= CHECK_TOL {
+        " - INCONCLUSIVE: the outputs do not depend on the inputs"
+    } else {
+        ""
+    };
     Ok(format!(
-        "passed (aligned B vs B: max |Δoutput| {diff:.1e}; random permutations through the spec: {:.1e}; {} random inputs, tolerance {CHECK_TOL:.0e})",
+        "passed (aligned B vs B: max |Δoutput| {diff:.1e}; random permutations through the spec: {:.1e}; {} random inputs, tolerance {CHECK_TOL:.0e}){note}",
         report.max_abs_diff,
         x.shape()[0]
     ))

@@ -121,7 +121,7 @@ fn builtins_align_by_name_and_check_their_function() {
         let (ok, stdout, stderr) = align_files(&pa, &pb, &name, &out, &["-q", "--check"]);
         assert!(ok, "{name}: {stderr}");
         assert!(
-            stdout.contains("function check: passed"),
+            stdout.contains("function check: passed") && !stdout.contains("INCONCLUSIVE"),
             "{name}: {stdout}"
         );
         assert_eq!(io::read_npz::<f64>(&out).unwrap(), a, "{name}");
@@ -134,19 +134,48 @@ fn check_without_a_reference_forward_and_unknown_names_are_usage_errors() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let b = Builtin::LlfcVgg {
         depth: VggDepth::Vgg11,
-        batch_norm: false,
+        batch_norm: true,
     };
     let a = builtin_params(b, &mut rng);
     let (pa, pb) = write_pair(dir.path(), &a, &b.spec(), 6);
     let out = dir.path().join("out.npz");
+    // A JSON spec of a model of a builtin family is checked with that family's forward: the
+    // builtin's own spec passes; one BatchNorm statistic left unpermuted is refused, by name.
     let json = dir.path().join("spec.json");
     std::fs::write(&json, b.spec().to_json()).unwrap();
-    let (ok, _, stderr) = align_files(&pa, &pb, s(&json), &out, &["--check"]);
+    let (ok, stdout, stderr) = align_files(&pa, &pb, s(&json), &out, &["-q", "--check"]);
+    assert!(
+        ok && stdout.contains("function check: passed"),
+        "{stdout} {stderr}"
+    );
+    std::fs::remove_file(&out).unwrap();
+    let bad = b.spec().with("features.1.running_var", &[None::<&str>]);
+    std::fs::write(&json, bad.to_json()).unwrap();
+    let (ok, stdout, stderr) = align_files(&pa, &pb, s(&json), &out, &["-q", "--check"]);
+    assert!(
+        !ok && stderr.contains("P_features.0 alone"),
+        "{stdout} {stderr}"
+    );
+    assert!(!out.exists());
+    // A model outside those families has no reference forward: --check says so.
+    let mut other = Params::new();
+    other.insert("conv0.weight", a["features.0.weight"].clone());
+    other.insert(
+        "fc0.weight",
+        ndarray::ArrayD::zeros(ndarray::IxDyn(&[5, a["features.0.weight"].shape()[0]])),
+    );
+    let (po, pj) = (dir.path().join("o.npz"), dir.path().join("o.json"));
+    io::write_npz(&po, &other).unwrap();
+    let spec = llfc::PermutationSpec::new()
+        .with("conv0.weight", &[Some("P"), None, None, None])
+        .with("fc0.weight", &[None, Some("P")]);
+    std::fs::write(&pj, spec.to_json()).unwrap();
+    let (ok, _, stderr) = align_files(&po, &po, s(&pj), &out, &["--check"]);
     assert!(!ok && stderr.contains("no reference forward"), "{stderr}");
     let (ok, _, stderr) = align_files(&pa, &pb, "torchvision-vgg17", &out, &[]);
     assert!(!ok && stderr.contains("torchvision-vgg16-bn"), "{stderr}");
     // The checkpoint is an LLFC VGG: torchvision's name refuses it.
-    let (ok, _, stderr) = align_files(&pa, &pb, "torchvision-vgg11", &out, &[]);
+    let (ok, _, stderr) = align_files(&pa, &pb, "torchvision-vgg11-bn", &out, &[]);
     assert!(!ok && stderr.contains("unflattened"), "{stderr}");
     assert!(!out.exists());
 }

@@ -21,38 +21,49 @@ fn random_tensor(shape: &[usize], rng: &mut ChaCha8Rng) -> ArrayD<f64> {
     ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0..1.0))
 }
 
-/// A weight uniform in `±√(3 / fan_in)`: unit-variance outputs for unit-variance inputs, so
-/// that activations stay O(1) through deep nets and an absolute tolerance means something.
+/// A weight uniform in `±√(6 / fan_in)` (He): activations keep their scale through ReLU
+/// layers, so deep narrow nets neither die nor blow up and an absolute tolerance means something.
 fn random_weight(shape: &[usize], rng: &mut ChaCha8Rng) -> ArrayD<f64> {
     let fan_in: usize = shape[1..].iter().product();
-    random_tensor(shape, rng) * (3.0 / fan_in as f64).sqrt()
+    random_tensor(shape, rng) * (6.0 / fan_in as f64).sqrt()
 }
 
+/// A small bias, uniform in `±0.1`.
+fn random_bias(n: usize, rng: &mut ChaCha8Rng) -> ArrayD<f64> {
+    random_tensor(&[n], rng) * 0.1
+}
+
+/// BatchNorm with scales in 0.5..1.5 and small shifts, so that ReLU keeps units alive through
+/// deep narrow nets (a dead net computes a constant and would pass any symmetry check).
 fn add_bn(p: &mut Params<f64>, prefix: &str, c: usize, rng: &mut ChaCha8Rng) {
-    for f in ["weight", "bias", "running_mean"] {
-        p.insert(format!("{prefix}.{f}"), random_tensor(&[c], rng));
+    for (f, scale, offset) in [
+        ("weight", 0.5, 1.0),
+        ("bias", 0.1, 0.0),
+        ("running_mean", 0.1, 0.0),
+        ("running_var", 0.5, 1.0),
+    ] {
+        let t = random_tensor(&[c], rng).mapv(|v| offset + scale * v);
+        p.insert(format!("{prefix}.{f}"), t);
     }
-    let var = random_tensor(&[c], rng).mapv(|v| 0.5 + v.abs());
-    p.insert(format!("{prefix}.running_var"), var);
     p.insert(
         format!("{prefix}.num_batches_tracked"),
         ArrayD::from_elem(IxDyn(&[]), 7.0),
     );
 }
 
-/// Random parameters of a VGG layout: conv `i` has `3 + i % 3` channels, hidden linears 6, 5
+/// Random parameters of a VGG layout: conv `i` has `6 + i % 3` channels, hidden linears 6, 5
 /// classes.
 fn vgg_params(layout: &VggLayout, rng: &mut ChaCha8Rng) -> Params<f64> {
     let mut p = Params::new();
     let mut cin = 3;
     for (i, &n) in layout.convs.iter().enumerate() {
-        let c = 3 + i % 3;
+        let c = 6 + i % 3;
         p.insert(
             format!("features.{n}.weight"),
             random_weight(&[c, cin, 3, 3], rng),
         );
         if layout.conv_bias {
-            p.insert(format!("features.{n}.bias"), random_tensor(&[c], rng));
+            p.insert(format!("features.{n}.bias"), random_bias(c, rng));
         }
         if layout.batch_norm {
             add_bn(&mut p, &format!("features.{}", n + 1), c, rng);
@@ -68,7 +79,7 @@ fn vgg_params(layout: &VggLayout, rng: &mut ChaCha8Rng) -> Params<f64> {
             random_weight(&[out, width], rng),
         );
         if layout.linear_bias {
-            p.insert(format!("classifier.{m}.bias"), random_tensor(&[out], rng));
+            p.insert(format!("classifier.{m}.bias"), random_bias(out, rng));
         }
         width = out;
     }
@@ -121,7 +132,7 @@ fn resnet_params(layout: &ResNetLayout, rng: &mut ChaCha8Rng) -> Params<f64> {
         }
     }
     p.insert(format!("{head}.weight"), random_weight(&[5, cin], rng));
-    p.insert(format!("{head}.bias"), random_tensor(&[5], rng));
+    p.insert(format!("{head}.bias"), random_bias(5, rng));
     p
 }
 
@@ -236,12 +247,33 @@ fn every_builtin_is_an_exact_symmetry_of_its_reference_forward() {
             .check_invariance(&p, |p, x| builtin_forward(b, p, x), &x, 1e-10, &mut rng)
             .unwrap();
         assert!(report.passed(), "{b}: {report}");
-        // The check is not vacuous: the outputs are O(1) and every permutation moved units.
-        assert!(report.max_abs_output > 1e-3, "{b}: {report}");
+        // The check is not vacuous: every permutation moved units, the outputs depend on the
+        // input, and unpermuting the first vector the spec permutes breaks it, by name.
         assert!(report
             .perms
             .values()
             .all(|p| p != &Permutation::identity(p.len())));
+        let y = builtin_forward(b, &p, &x).unwrap();
+        let spread = (&y.index_axis(ndarray::Axis(0), 0) - &y.index_axis(ndarray::Axis(0), 1))
+            .iter()
+            .fold(0.0_f64, |m, d| m.max(d.abs()));
+        assert!(spread > 1e-3, "{b}: output does not depend on the input");
+        let (param, perm) = spec
+            .iter()
+            .find_map(|(k, axes)| match axes {
+                [Some(p)] => Some((k.to_string(), p.clone())),
+                _ => None,
+            })
+            .unwrap();
+        let broken = spec.clone().with(param.as_str(), &[None::<&str>]);
+        let report = broken
+            .check_invariance(&p, |p, x| builtin_forward(b, p, x), &x, 1e-10, &mut rng)
+            .unwrap();
+        assert_eq!(
+            report.broken(),
+            vec![perm.as_str()],
+            "{b}: {param} unpermuted"
+        );
     }
 }
 
