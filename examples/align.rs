@@ -16,8 +16,22 @@
 //! `conv{i}.bias`, `bn{i}.*`, `fc{j}.*`), `resnet20` (the CIFAR ResNet naming of
 //! `PermutationSpec::resnet_cifar`: `conv1`, `bn1`, `layer{s}.{b}.{conv1,bn1,conv2,bn2}`,
 //! `layer{s}.0.shortcut.{0,1}`, `linear`; blocks per stage and shortcut type are read off the
-//! checkpoint), or a JSON spec file (`{"param": ["perm" or null, …]}`). Parameters the spec does
-//! not mention (e.g. `num_batches_tracked`) are copied through unchanged and listed.
+//! checkpoint), a builtin named after the model definition that saved the checkpoint (names
+//! exactly as those checkpoints store them, any widths: `torchvision-vgg11` … `torchvision-vgg19`,
+//! `torchvision-vgg11-bn` … `torchvision-vgg19-bn`, `torchvision-resnet18/34/50`, the LLFC
+//! paper's `llfc-vgg11` … `llfc-vgg19-bn` and `cifar-resnet18/34/50`; see `llfc::spec::Builtin`),
+//! or a JSON spec file (`{"param": ["perm" or null, …]}`). Parameters the spec does not mention
+//! (e.g. `num_batches_tracked`) are copied through unchanged and listed.
+//!
+//! Function check: whenever `align` can run the model, it checks before writing anything that
+//! the spec is a symmetry of the model (random permutations through the spec leave the outputs
+//! on random inputs unchanged, `llfc::spec::check_invariance`) and that the aligned B computes
+//! what B computes, both within 1e-8 (absolute, in f64); otherwise it refuses to write, names
+//! the permutations that break the model and exits with status 1. It runs by default for MLPs
+//! (`layers.{i}.weight`/`.bias`, whatever the spec: builtin or JSON) through the reference
+//! `llfc::mlp::forward`; `--check` extends it to the CNNs of the builtins' families (torchvision
+//! and LLFC-code VGGs and ResNets, with a builtin or a JSON spec) through the reference forwards
+//! of `examples/common/cnn.rs` (2 random 32×32 images).
 //!
 //! Activation matching reads two features `.npz` files (`--features-a`, `--features-b`): one
 //! array per permutation, keyed by the permutation's name, `[samples, units]` or
@@ -41,6 +55,8 @@ use std::time::Instant;
 
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "common/cnn.rs"]
+mod cnn;
 
 use clap::{Parser, ValueEnum};
 use cli::{check_outputs, CliError, Named};
@@ -54,8 +70,11 @@ use llfc::matching::activation::{
 use llfc::matching::weight::{
     weight_matching_with_progress, MatchingEvent, WeightMatching, WeightMatchingOptions,
 };
-use llfc::spec::{Shortcut, VggConfig};
-use llfc::{apply_permutations, Error, Float, Params, Permutation, PermutationSpec};
+use llfc::spec::{Builtin, ResNetLayout, ResNetNaming, Shortcut, VggConfig, VggLayout};
+use llfc::{apply_permutations, mlp, Error, Float, Params, Permutation, PermutationSpec};
+use ndarray::{Array2, Array4, ArrayD, Ix2, Ix4};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Method {
@@ -85,7 +104,9 @@ struct Args {
     /// Checkpoint of model B (.safetensors or .npz): the model to permute.
     #[arg(long)]
     b: PathBuf,
-    /// Permutation spec: `mlp`, `vgg`, `resnet20`, or the path of a JSON spec file.
+    /// Permutation spec: `mlp`, `vgg`, `resnet20`; a builtin: `torchvision-vgg{11,13,16,19}`,
+    /// `torchvision-vgg{11,13,16,19}-bn`, `torchvision-resnet{18,34,50}`, `llfc-vgg{11,13,16,19}`,
+    /// `llfc-vgg{11,13,16,19}-bn`, `cifar-resnet{18,34,50}`; or the path of a JSON spec file.
     #[arg(long)]
     spec: String,
     /// Matching method.
@@ -122,6 +143,10 @@ struct Args {
     /// Print no progress on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Also check the function of CNNs of the builtins' families, with a builtin or a JSON spec
+    /// (reference forwards on random images); MLPs are always checked.
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
@@ -263,6 +288,11 @@ fn run(args: &Args) -> Result<(), CliError> {
         params: apply_permutations(&spec, &perms, &b.params)?,
         ..b.clone()
     };
+    // Refuse to write a B that computes another function.
+    let check = match reference_forward(&args.spec, &b.params, args.check)? {
+        Some(forward) => check_function(&forward, &spec, &b.params, &permuted.params, args.seed)?,
+        None => "skipped (no reference forward for this model: MLPs are checked by default, the CNN builtins with --check)".into(),
+    };
     // Every output to a temporary first, then all renamed: never a half-written result.
     let mut staged = OutputSet::new();
     staged.stage_bytes(&output, &checkpoint_to_bytes(&permuted, format)?)?;
@@ -292,6 +322,7 @@ fn run(args: &Args) -> Result<(), CliError> {
         println!("sweeps: {s}{note}");
     }
     println!("time: {seconds:.3} s");
+    println!("function check: {check}");
     println!("permuted B: {}", output.display());
     println!("permutations: {}", perms_path.display());
     let mut copied: Vec<&str> = validation.unmentioned.iter().map(String::as_str).collect();
@@ -355,6 +386,167 @@ fn perms_json(perms: &BTreeMap<String, Permutation>) -> String {
     format!("{{\n{}\n}}\n", body.join(",\n"))
 }
 
+/// Tolerance of the function check: absolute, on outputs computed in f64 (a permutation only
+/// reorders the terms of sums, ~1e-16 relative).
+const CHECK_TOL: f64 = 1e-8;
+
+/// A reference forward pass `align` can run.
+enum Forward {
+    /// `llfc::mlp::forward`.
+    Mlp,
+    /// `cnn::vgg_forward`.
+    Vgg(VggLayout),
+    /// `cnn::resnet_forward`.
+    ResNet(ResNetLayout),
+}
+
+impl Forward {
+    /// Random inputs for the model: 64 rows for an MLP, two 32×32 images for a CNN.
+    fn inputs(&self, params: &Params<f64>, rng: &mut ChaCha8Rng) -> Result<ArrayD<f64>, Error> {
+        let mut draw =
+            |shape: &[usize]| ArrayD::from_shape_fn(shape, |_| rng.random_range(-2.0..2.0));
+        Ok(match self {
+            Self::Mlp => draw(&[64, mlp::widths(params)?[0]]),
+            Self::Vgg(l) => {
+                let first = format!("features.{}.weight", l.convs[0]);
+                draw(&[2, params.require(&first)?.shape()[1], 32, 32])
+            }
+            Self::ResNet(_) => draw(&[2, params.require("conv1.weight")?.shape()[1], 32, 32]),
+        })
+    }
+
+    fn run(&self, params: &Params<f64>, x: &ArrayD<f64>) -> Result<Array2<f64>, Error> {
+        let shape_error = |rank: usize| Error::ShapeMismatch {
+            what: "check inputs".into(),
+            expected: vec![0; rank],
+            found: x.shape().to_vec(),
+        };
+        match self {
+            Self::Mlp => {
+                let x = x
+                    .view()
+                    .into_dimensionality::<Ix2>()
+                    .map_err(|_| shape_error(2))?;
+                mlp::forward(params, &x)
+            }
+            Self::Vgg(l) => {
+                let x: Array4<f64> = x
+                    .clone()
+                    .into_dimensionality::<Ix4>()
+                    .map_err(|_| shape_error(4))?;
+                cnn::vgg_forward(params, l, &x)
+            }
+            Self::ResNet(l) => {
+                let x: Array4<f64> = x
+                    .clone()
+                    .into_dimensionality::<Ix4>()
+                    .map_err(|_| shape_error(4))?;
+                cnn::resnet_forward(params, l, &x)
+            }
+        }
+    }
+}
+
+/// The reference forward for B's model: the MLP whenever the checkpoint is one, the CNN
+/// builtins' forwards with `--check`.
+fn reference_forward(
+    spec: &str,
+    params: &Params<f64>,
+    check: bool,
+) -> Result<Option<Forward>, CliError> {
+    if mlp::widths(params).is_ok() {
+        return Ok(Some(Forward::Mlp));
+    }
+    if !check {
+        return Ok(None);
+    }
+    // A builtin names its family; any other spec (JSON, `resnet20`) is checked with the family
+    // its checkpoint's names belong to.
+    let has = |k: &str| params.contains(k);
+    let forward = match spec.parse::<Builtin>() {
+        Ok(Builtin::TorchvisionVgg { .. } | Builtin::LlfcVgg { .. }) => {
+            Forward::Vgg(VggLayout::from_params(params)?)
+        }
+        Ok(Builtin::TorchvisionResNet(_)) => {
+            Forward::ResNet(ResNetLayout::from_params(params, ResNetNaming::Torchvision)?)
+        }
+        Ok(Builtin::CifarResNet(_)) => {
+            Forward::ResNet(ResNetLayout::from_params(params, ResNetNaming::Cifar)?)
+        }
+        _ if has("features.0.weight") && has("classifier.0.weight") => {
+            Forward::Vgg(VggLayout::from_params(params)?)
+        }
+        _ if has("layer1.0.conv1.weight") && (has("fc.weight") || has("linear.weight")) => {
+            let naming = if has("fc.weight") {
+                ResNetNaming::Torchvision
+            } else {
+                ResNetNaming::Cifar
+            };
+            Forward::ResNet(ResNetLayout::from_params(params, naming)?)
+        }
+        _ => {
+            return Err(CliError::Usage(format!(
+                "--check: no reference forward for the model of spec `{spec}` (it covers MLPs `layers.{{i}}.*` and the torchvision / LLFC-code VGGs (`features.N`, `classifier.M`) and ResNets (`layer{{s}}.{{b}}.conv{{k}}`, `fc` or `linear`))"
+            )))
+        }
+    };
+    Ok(Some(forward))
+}
+
+/// Check that the spec is a symmetry of the model and that the aligned B computes what B
+/// computes; the summary line, or an error that stops `align` before it writes anything.
+fn check_function(
+    forward: &Forward,
+    spec: &PermutationSpec,
+    b: &Params<f64>,
+    aligned: &Params<f64>,
+    seed: u64,
+) -> Result<String, CliError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let x = forward.inputs(b, &mut rng)?;
+    let report = spec.check_invariance(b, |p, x| forward.run(p, x), &x, CHECK_TOL, &mut rng)?;
+    if !report.passed() {
+        return Err(CliError::Usage(format!(
+            "refusing to write: the spec is not a symmetry of the model. {report}"
+        )));
+    }
+    let (y, y_aligned) = (forward.run(b, &x)?, forward.run(aligned, &x)?);
+    let diff = (&y - &y_aligned).iter().fold(0.0_f64, |m, d| {
+        if d.is_nan() {
+            f64::INFINITY
+        } else {
+            m.max(d.abs())
+        }
+    });
+    if diff > CHECK_TOL {
+        return Err(CliError::Usage(format!(
+            "refusing to write: the aligned B computes another function (max |Δoutput| = {diff:.3e} > {CHECK_TOL:.0e})"
+        )));
+    }
+    // A model whose outputs do not depend on its input (dead units) passes any spec.
+    let first = y.row(0);
+    let spread = y
+        .rows()
+        .into_iter()
+        .flat_map(|r| {
+            r.iter()
+                .zip(first.iter())
+                .map(|(a, b)| (a - b).abs())
+                .collect::<Vec<_>>()
+        })
+        .fold(0.0_f64, f64::max);
+    let note = if spread <= CHECK_TOL {
+        " - INCONCLUSIVE: the outputs do not depend on the inputs"
+    } else {
+        ""
+    };
+    Ok(format!(
+        "passed (aligned B vs B: max |Δoutput| {diff:.1e}; random permutations through the spec: {:.1e}; {} random inputs, tolerance {CHECK_TOL:.0e}){note}",
+        report.max_abs_diff,
+        x.shape()[0]
+    ))
+}
+
 /// A builtin spec shaped after the checkpoint, or a JSON spec file.
 fn load_spec(name: &str, a: &Checkpoint) -> Result<PermutationSpec, CliError> {
     let has = |k: &str| a.params.contains(k);
@@ -392,8 +584,12 @@ fn load_spec(name: &str, a: &Checkpoint) -> Result<PermutationSpec, CliError> {
             };
             Ok(PermutationSpec::resnet_cifar(&blocks, shortcut))
         }
+        name if name.parse::<Builtin>().is_ok() => {
+            let builtin: Builtin = name.parse()?;
+            Ok(builtin.spec_for(&a.params)?)
+        }
         path => {
-            let bytes = read_regular_file(path).map_err(|e| CliError::Usage(format!("unknown spec `{path}`: not a builtin (mlp, vgg, resnet20) and not a readable JSON file ({e})")))?;
+            let bytes = read_regular_file(path).map_err(|e| CliError::Usage(format!("unknown spec `{path}`: not a builtin (mlp, vgg, resnet20, {}) and not a readable JSON file ({e})", Builtin::all().iter().map(Builtin::name).collect::<Vec<_>>().join(", "))))?;
             let text = String::from_utf8(bytes).map_err(|e| {
                 CliError::Usage(format!("spec file `{path}` is not UTF-8 text: {e}"))
             })?;

@@ -166,6 +166,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A permuted model computes a different function: the spec is not a symmetry of the model
+    /// (see [`crate::spec::check_invariance`]).
+    #[error(
+        "the permuted model computes a different function: max |Δoutput| = {max_abs_diff:.3e} > tolerance {tol:.1e}{}",
+        if broken.is_empty() { String::new() } else { format!(" (broken by permutation(s) {})", broken.join(", ")) }
+    )]
+    NotInvariant {
+        /// Largest absolute output difference with all permutations applied.
+        max_abs_diff: f64,
+        /// The tolerance.
+        tol: f64,
+        /// The permutations that change the output on their own.
+        broken: Vec<String>,
+    },
     /// A file is malformed (truncated, corrupted, wrong dtype, unexpected layout).
     #[error("malformed file `{}`{}: {reason}", path.display(), key.as_ref().map(|k| format!(" (key `{k}`)")).unwrap_or_default())]
     Format {

@@ -257,7 +257,9 @@ impl<F> IntoIterator for Params<F> {
 
 /// Apply named permutations to a parameter set through a spec: for every parameter the spec
 /// mentions and every axis `k` governed by permutation `p`, `W ← permute_axis(W, k, p)`
-/// (`P W` on an output axis, `W Pᵀ` on an input axis). Parameters the spec does not mention are
+/// (`P W` on an output axis, `W Pᵀ` on an input axis); a parameter the spec lists through a view
+/// ([`Unflatten`](crate::spec::Unflatten)) is permuted as that view and keeps its stored shape.
+/// Parameters the spec does not mention are
 /// copied unchanged. Returns new parameters; `params` is not modified.
 ///
 /// `perms` must contain every permutation of the spec (use `Permutation::identity` for the ones
@@ -299,10 +301,18 @@ pub fn apply_permutations<F: Float>(
     for (name, tensor) in params.iter() {
         let mut t = tensor.clone();
         if let Some(axes) = spec.axes(name) {
+            // An unflattened parameter is permuted as its view, then given its shape back.
+            let view = spec.spec_shape(name, tensor.shape())?;
+            if view.as_ref() != tensor.shape() {
+                t = crate::spec::reshape(&t, &view);
+            }
             for (axis, perm) in axes.iter().enumerate() {
                 if let Some(perm) = perm {
                     t = permute_axis(&t, axis, &perms[perm])?;
                 }
+            }
+            if t.shape() != tensor.shape() {
+                t = crate::spec::reshape(&t, tensor.shape());
             }
         }
         out.insert(name, t);

@@ -312,6 +312,9 @@ pub fn weight_matching_controlled<F: Float>(
     options: &WeightMatchingOptions,
     mut control: impl FnMut(&MatchingEvent<'_>) -> ControlFlow<()>,
 ) -> Result<WeightMatching> {
+    // Unflattened parameters are matched as their views (see `spec::Unflatten`).
+    let ((plain, a), (_, b)) = (spec.viewed(a)?, spec.viewed(b)?);
+    let (spec, a, b) = (plain.as_ref(), a.as_ref(), b.as_ref());
     let sizes = spec.perm_sizes(a)?;
     let sizes_b = spec.perm_sizes(b)?;
     check_inputs(spec, a, b, &sizes, &sizes_b, options)?;
@@ -744,6 +747,8 @@ pub fn single_step_gain<F: Float>(
     perms: &BTreeMap<String, Permutation>,
     perm: &str,
 ) -> Result<f64> {
+    let ((plain, a), (_, b)) = (spec.viewed(a)?, spec.viewed(b)?);
+    let (spec, a, b) = (plain.as_ref(), a.as_ref(), b.as_ref());
     let sizes = spec.perm_sizes(a)?;
     let n = *sizes.get(perm).ok_or_else(|| Error::PermutationName {
         perm: perm.to_string(),

@@ -17,6 +17,11 @@
 //! ([`PermutationSpec::resnet20`]), where all blocks of a stage share the residual-stream
 //! permutation. Always [`validate`](PermutationSpec::validate) a spec against the parameters:
 //! a spec that does not fit the model is an error, never a silent no-op.
+//!
+//! Checkpoints of torchvision's VGGs and ResNets and of the LLFC paper's code have named
+//! builtins ([`Builtin`], [`vgg`], [`resnet`]); an axis that packs several units per
+//! permutation entry (a flattened conv map) is listed through a view ([`Unflatten`]); and
+//! [`check_invariance`] runs any forward pass to check that a spec is a symmetry of the model.
 
 use std::collections::BTreeMap;
 
@@ -25,18 +30,34 @@ use crate::float::Float;
 use crate::params::Params;
 use crate::permutation::Permutation;
 
+pub mod builtin;
+pub mod check;
+pub mod resnet;
+pub mod unflatten;
+pub mod vgg;
+pub use builtin::Builtin;
+pub use check::{check_invariance, InvarianceReport};
+pub use resnet::{Block, ResNetDepth, ResNetLayout, ResNetNaming};
+pub(crate) use unflatten::reshape;
+pub use unflatten::Unflatten;
+pub use vgg::{VggDepth, VggLayout};
+
 /// For each parameter name, one optional permutation name per axis.
 ///
 /// With the `serde` feature the spec (de)serialises as a JSON object
-/// `{"layers.0.weight": ["P_0", null], …}`, so Python users can write specs by hand.
+/// `{"layers.0.weight": ["P_0", null], …}`, so Python users can write specs by hand; a
+/// parameter listed through a view is an object `{"axes": […], "unflatten": {…}}` (see
+/// [`Unflatten`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(
     feature = "serde",
     derive(serde::Serialize, serde::Deserialize),
-    serde(transparent)
+    serde(from = "unflatten::SpecMap", into = "unflatten::SpecMap")
 )]
 pub struct PermutationSpec {
     axes: BTreeMap<String, Vec<Option<String>>>,
+    /// Parameters whose axes are listed for a view of the tensor (see [`Unflatten`]).
+    unflatten: BTreeMap<String, Unflatten>,
 }
 
 /// What [`PermutationSpec::validate`] found about a parameter set that fits the spec.
@@ -134,7 +155,9 @@ impl PermutationSpec {
             .iter()
             .map(|a| a.as_ref().map(|s| s.as_ref().to_string()))
             .collect();
-        self.axes.insert(param.into(), axes);
+        let param = param.into();
+        self.unflatten.remove(&param);
+        self.axes.insert(param, axes);
     }
 
     /// Builder form of [`PermutationSpec::insert`].
@@ -194,10 +217,12 @@ impl PermutationSpec {
     ///
     /// Every parameter the spec names must exist, with exactly as many axes as the spec lists;
     /// all axes governed by one permutation must have the same size. Parameters the spec does not
-    /// mention are allowed and reported in [`Validation::unmentioned`].
+    /// mention are allowed and reported in [`Validation::unmentioned`]. For a parameter listed
+    /// through a view ([`Unflatten`]), ranks and sizes are those of the view.
     ///
     /// # Errors
     /// - [`Error::MissingParam`]: a parameter named in the spec is absent;
+    /// - [`Error::InvalidSpec`]: a view does not divide its axis (see [`Unflatten::view_shape`]);
     /// - [`Error::AxisOutOfRange`]: the spec permutes an axis beyond the tensor's rank;
     /// - [`Error::RankMismatch`]: the spec lists a different number of axes than the rank;
     /// - [`Error::InconsistentPermutationSize`]: two axes of one permutation differ in size.
@@ -208,7 +233,8 @@ impl PermutationSpec {
                 param: param.clone(),
                 context: "the parameters (it is named in the permutation spec)".into(),
             })?;
-            let rank = tensor.ndim();
+            let shape = self.spec_shape(param, tensor.shape())?;
+            let rank = shape.len();
             if let Some(axis) = (rank..axes.len()).find(|&k| axes[k].is_some()) {
                 return Err(Error::AxisOutOfRange {
                     what: param.clone(),
@@ -225,7 +251,7 @@ impl PermutationSpec {
             }
             for (axis, perm) in axes.iter().enumerate() {
                 let Some(perm) = perm else { continue };
-                let n = tensor.shape()[axis];
+                let n = shape[axis];
                 match sizes.get(perm) {
                     None => {
                         sizes.insert(perm.clone(), (n, param.clone(), axis));

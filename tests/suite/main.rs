@@ -1,10 +1,13 @@
 //! The integration test suite, through the public API only: one test binary (one link) for
 //! every area, each area a module of its own.
 
+mod align_check_cli;
 mod align_cli;
 mod assignment;
 mod attribution;
 mod cli_support;
+#[path = "../../examples/common/cnn.rs"]
+mod cnn;
 mod commutativity_matching;
 mod io;
 mod io_hardening;
@@ -22,3 +25,6 @@ mod repair;
 mod repair_cli;
 mod science;
 mod spec;
+mod spec_builtins;
+mod spec_check;
+mod spec_generator;
