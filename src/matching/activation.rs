@@ -314,7 +314,7 @@ fn center_into<F: Float>(
 }
 
 /// View a 2-D `[n, d]` or 4-D `[n, c, h, w]` feature array as `[samples, units]`.
-fn as_samples_by_units<F: Float>(x: ArrayViewD<'_, F>) -> Result<Array2<F>> {
+pub(crate) fn as_samples_by_units<F: Float>(x: ArrayViewD<'_, F>) -> Result<Array2<F>> {
     match x.ndim() {
         2 => Ok(x
             .into_dimensionality::<Ix2>()

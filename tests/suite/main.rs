@@ -5,6 +5,7 @@ mod align_cli;
 mod assignment;
 mod commutativity_matching;
 mod io;
+mod linalg;
 mod llfc_report_cli;
 mod lmc;
 mod matching;
