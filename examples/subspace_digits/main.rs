@@ -45,22 +45,25 @@ const MID: f64 = 0.5;
 /// The setups of `llfc_digits`: 64-128-128-128-10 for 15 epochs and 64-512-512-10 for 10, SGD
 /// with momentum, C spawned after 2 epochs, seed 0.
 fn setups() -> Vec<Setup> {
-    [(vec![64, 128, 128, 128, 10], 15), (vec![64, 512, 512, 10], 10)]
-        .into_iter()
-        .map(|(widths, epochs)| Setup {
-            widths,
-            sgd: SgdConfig {
-                learning_rate: 0.05,
-                momentum: 0.9,
-                weight_decay: 0.0,
-                nesterov: false,
-                batch_size: 32,
-                epochs,
-            },
-            spawn_epoch: 2,
-            seed: 0,
-        })
-        .collect()
+    [
+        (vec![64, 128, 128, 128, 10], 15),
+        (vec![64, 512, 512, 10], 10),
+    ]
+    .into_iter()
+    .map(|(widths, epochs)| Setup {
+        widths,
+        sgd: SgdConfig {
+            learning_rate: 0.05,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            nesterov: false,
+            batch_size: 32,
+            epochs,
+        },
+        spawn_epoch: 2,
+        seed: 0,
+    })
+    .collect()
 }
 
 /// The second endpoints compared with A: the four pairs of `llfc_digits` and B aligned by CCA.
@@ -75,16 +78,22 @@ pub enum Pair {
 /// The ridges of the CCA rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ridge {
-    /// The library's default, `1e-4 · tr(Σ)/d`.
-    Default,
+    /// A small relative ridge, `1e-4 · tr(Σ)/d`.
+    Small,
+    /// The library's default, a tenth of the mean variance, `0.1 · tr(Σ)/d` (marked `*`).
+    Relative,
     /// Horoi et al.'s code default, `0.1 I`.
     Paper,
 }
 
 impl Ridge {
+    /// Every ridge, in table order.
+    const ALL: [Self; 3] = [Self::Small, Self::Relative, Self::Paper];
+
     fn regularization(self) -> Regularization {
         match self {
-            Self::Default => Regularization::default(),
+            Self::Small => Regularization::Relative(1e-4),
+            Self::Relative => Regularization::Relative(0.1),
             Self::Paper => Regularization::Absolute(0.1),
         }
     }
@@ -95,14 +104,18 @@ impl Pair {
     pub fn label(self) -> &'static str {
         match self {
             Self::Permutation(m) => m.label(),
-            Self::Cca(Ridge::Default) => "CCA (λ = 1e-4·tr Σ/d)",
-            Self::Cca(Ridge::Paper) => "CCA (λ = 0.1)",
+            Self::Cca(Ridge::Small) => "CCA, λ = 1e-4·tr Σ/d",
+            Self::Cca(Ridge::Relative) => "CCA, λ = 0.1·tr Σ/d *",
+            Self::Cca(Ridge::Paper) => "CCA, λ = 0.1",
         }
     }
 }
 
 /// The hidden post-activations on `x`, keyed `P_0, P_1, …` like `PermutationSpec::mlp`.
-fn hidden_features(p: &Params<Real>, x: &Array2<Real>) -> llfc::Result<BTreeMap<String, ArrayD<Real>>> {
+fn hidden_features(
+    p: &Params<Real>,
+    x: &Array2<Real>,
+) -> llfc::Result<BTreeMap<String, ArrayD<Real>>> {
     let f = mlp::forward_features(p, x)?;
     Ok((0..f.num_layers() - 1)
         .map(|l| (format!("P_{l}"), f.post[l].clone().into_dyn()))
@@ -152,7 +165,10 @@ fn angles(
     Ok(Angles {
         pair,
         left: weights.iter().map(|w| w.mean_left().to_degrees()).collect(),
-        right: weights.iter().map(|w| w.mean_right().to_degrees()).collect(),
+        right: weights
+            .iter()
+            .map(|w| w.mean_right().to_degrees())
+            .collect(),
         features,
     })
 }
@@ -189,8 +205,11 @@ fn main() -> Result<(), Box<dyn Error>> {
                 }
             })
             .collect();
-        let (ha, hb) = (hidden_features(a, &data.x_train)?, hidden_features(b, &data.x_train)?);
-        for ridge in [Ridge::Default, Ridge::Paper] {
+        let (ha, hb) = (
+            hidden_features(a, &data.x_train)?,
+            hidden_features(b, &data.x_train)?,
+        );
+        for ridge in Ridge::ALL {
             let options = CcaOptions {
                 regularization: ridge.regularization(),
             };
@@ -208,14 +227,22 @@ fn main() -> Result<(), Box<dyn Error>> {
 
         println!("━━ MLP {} (seed {}) ━━", setup.name(), setup.seed);
         let acc = outcome.accuracy.map(|v| 100.0 * v);
-        println!("test accuracy: A {:.1} %, B {:.1} %, C {:.1} %", acc[0], acc[1], acc[2]);
-        println!("\nLMC and LLFC on the test set (E[1 − cos_α] of the post-activations at α = {MID}):");
+        println!(
+            "test accuracy: A {:.1} %, B {:.1} %, C {:.1} %",
+            acc[0], acc[1], acc[2]
+        );
+        println!(
+            "\nLMC and LLFC on the test set (E[1 − cos_α] of the post-activations at α = {MID}):"
+        );
         let heads: Vec<String> = (0..layers).map(|l| layer_name(l, layers)).collect();
         print!("  {:<24} {:>8} {:>9}", "pair", "loss b.", "error b.");
         for h in &heads {
             print!(" {h:>8}");
         }
-        println!(" {:>10} {:>10} {:>9}", "Δf(B) rel", "same pred", "acc(B')");
+        println!(
+            " {:>9} {:>10} {:>10} {:>9}",
+            "acc(½)", "Δf(B) rel", "same pred", "acc(B')"
+        );
         for row in &rows {
             let r = &row.result;
             print!(
@@ -228,8 +255,15 @@ fn main() -> Result<(), Box<dyn Error>> {
                 print!(" {:>8.4}", r.llfc(MID, l).0);
             }
             let acc = mlp::evaluate(&row.second, &data.x_test, &data.y_test)?.accuracy;
+            let mid = r.curve.alphas.iter().position(|&a| (a - MID).abs() < 1e-12);
+            let mid = mid.map_or(f64::NAN, |k| 100.0 * (1.0 - r.curve.error[k]));
+            print!(" {mid:>8.1}%");
             match row.change {
-                Some(c) => print!(" {:>10.4} {:>9.1}%", c.relative_logits, 100.0 * c.same_prediction),
+                Some(c) => print!(
+                    " {:>10.4} {:>9.1}%",
+                    c.relative_logits,
+                    100.0 * c.same_prediction
+                ),
                 None => print!(" {:>10} {:>10}", "-", "-"),
             }
             println!(" {:>8.1}%", 100.0 * acc);

@@ -16,7 +16,8 @@ fn colour(pair: Pair) -> RGBColor {
         Pair::Permutation(Method::WeightMatched) => RGBColor(31, 119, 180),
         Pair::Permutation(Method::ActivationMatched) => RGBColor(44, 160, 44),
         Pair::Permutation(Method::Spawned) => RGBColor(148, 103, 189),
-        Pair::Cca(Ridge::Default) => RGBColor(255, 127, 14),
+        Pair::Cca(Ridge::Small) => RGBColor(255, 127, 14),
+        Pair::Cca(Ridge::Relative) => RGBColor(23, 190, 207),
         Pair::Cca(Ridge::Paper) => RGBColor(140, 86, 75),
     }
 }
@@ -73,7 +74,9 @@ pub fn plot_angles(
             chart
                 .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))?
                 .label(ang.pair.label())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
             chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
         }
         chart

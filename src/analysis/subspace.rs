@@ -58,7 +58,10 @@ use crate::params::Params;
 /// assert!((theta[0] - 30f64.to_radians()).abs() < 1e-15);
 /// # Ok::<(), llfc::Error>(())
 /// ```
-pub fn principal_angles<F: Float>(a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Result<Array1<f64>> {
+pub fn principal_angles<F: Float>(
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+) -> Result<Array1<f64>> {
     if a.nrows() != b.nrows() {
         return Err(Error::ShapeMismatch {
             what: "principal angles: the two bases need the same number of rows".into(),
@@ -110,7 +113,11 @@ fn angles_of_orthonormal(qa: &Array2<f64>, qb: &Array2<f64>) -> Result<Array1<f6
 
 /// The top-`k` right singular vectors `[d, k]` of `x` (`[m, d]`), checking that `x` has rank
 /// at least `k`; also returns all singular values.
-fn top_right_vectors(x: &Array2<f64>, k: usize, what: &str) -> Result<(Array2<f64>, Array2<f64>, Array1<f64>)> {
+fn top_right_vectors(
+    x: &Array2<f64>,
+    k: usize,
+    what: &str,
+) -> Result<(Array2<f64>, Array2<f64>, Array1<f64>)> {
     let (u, sv, vt) = thin_svd(x, what)?;
     let rank = numerical_rank(&sv, x.dim());
     if rank < k {
@@ -214,7 +221,11 @@ pub fn weight_subspace_angles<F: Float, S: AsRef<str> + Sync>(
         }
         let out = wa.shape()[0];
         let rest = wa.len() / out.max(1);
-        check_k(k, out.min(rest), &format!("weight `{name}` of shape {:?}", wa.shape()))?;
+        check_k(
+            k,
+            out.min(rest),
+            &format!("weight `{name}` of shape {:?}", wa.shape()),
+        )?;
         let matrix = |w: &ndarray::ArrayD<F>, who: &str| -> Result<Array2<f64>> {
             if w.iter().any(|v| !v.is_finite()) {
                 return Err(Error::NonFinite {
