@@ -22,6 +22,9 @@ fn colour(pair: Pair) -> RGBColor {
     }
 }
 
+/// Picks one kind of angles of a pair.
+type Pick = fn(&Angles) -> &Vec<f64>;
+
 /// Write `angles_<arch>.svg`: x is the layer, y the mean of its `K` principal angles.
 ///
 /// # Errors
@@ -38,7 +41,7 @@ pub fn plot_angles(
     let root = SVGBackend::new(path, (1680, 440)).into_drawing_area();
     root.fill(&WHITE)?;
     let panels = root.split_evenly((1, 3));
-    let kinds: [(&str, fn(&Angles) -> &Vec<f64>); 3] = [
+    let kinds: [(&str, Pick); 3] = [
         ("weights: left (output) subspaces", |a| &a.left),
         ("weights: right (input) subspaces", |a| &a.right),
         ("features: principal subspaces", |a| &a.features),

@@ -5,7 +5,7 @@
 #![cfg(feature = "linalg")]
 
 use std::collections::BTreeMap;
-use std::f64::consts::FRAC_PI_2;
+use std::f64::consts::{FRAC_PI_2, FRAC_PI_4};
 
 use llfc::analysis::subspace::{feature_subspace_angles, principal_angles, weight_subspace_angles};
 use llfc::matching::cca::{
@@ -52,7 +52,7 @@ fn invertible(n: usize, rng: &mut ChaCha8Rng) -> (Array2<f64>, Array2<f64>) {
     let q = random_orthogonal(n, rng);
     let d = Array1::from_shape_simple_fn(n, || 0.5 + 1.5 * rng.random::<f64>());
     let m = &q * &d.view().insert_axis(Axis(0));
-    let inv = q.t().to_owned() / &d.view().insert_axis(Axis(1));
+    let inv = q.t().to_owned() / d.view().insert_axis(Axis(1));
     (m, inv)
 }
 
@@ -94,7 +94,16 @@ fn assert_angles(found: &Array1<f64>, want: &[f64], tol: f64) {
 
 #[test]
 fn planted_angles_are_recovered_including_near_zero_ones() {
-    let thetas = [1e-13, 3e-10, 1e-7, 1e-4, 0.3, 0.7853, 1.2, FRAC_PI_2 - 1e-9];
+    let thetas = [
+        1e-13,
+        3e-10,
+        1e-7,
+        1e-4,
+        0.3,
+        FRAC_PI_4 - 1e-6,
+        1.2,
+        FRAC_PI_2 - 1e-9,
+    ];
     let mut r = rng(1);
     let (a, b) = planted(20, &thetas, &mut r);
     let found = principal_angles(a.view(), b.view()).unwrap();
