@@ -42,7 +42,7 @@ use std::collections::BTreeMap;
 
 use ndarray::{Array1, Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Data, Ix2};
 
-use super::activation::{ActivationStats, Statistic};
+use super::activation::{as_samples_by_units, stats_per_layer, ActivationStats, Statistic};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::linalg::{spectral_function, symmetric_eigen, thin_svd};
@@ -104,10 +104,7 @@ impl CcaStats {
         a: ArrayViewD<'_, F>,
         b: ArrayViewD<'_, F>,
     ) -> Result<()> {
-        let (a, b) = (
-            super::activation::as_samples_by_units(a)?,
-            super::activation::as_samples_by_units(b)?,
-        );
+        let (a, b) = (as_samples_by_units(a)?, as_samples_by_units(b)?);
         self.update(a.view(), b.view())
     }
 
@@ -302,23 +299,11 @@ pub fn cca_alignment_from_features<F: Float>(
     features_b: &BTreeMap<String, ArrayD<F>>,
     options: &CcaOptions,
 ) -> Result<BTreeMap<String, Cca>> {
-    if let Some(k) = features_b.keys().find(|k| !features_a.contains_key(*k)) {
-        return Err(Error::MissingParam {
-            param: k.clone(),
-            context: "the features of model A".into(),
-        });
-    }
-    let mut stats = BTreeMap::new();
-    for (name, fa) in features_a {
-        let fb = features_b.get(name).ok_or_else(|| Error::MissingParam {
-            param: name.clone(),
-            context: "the features of model B".into(),
-        })?;
-        let units = |f: &ArrayD<F>| if f.ndim() >= 2 { f.shape()[1] } else { 0 };
-        let mut st = CcaStats::new(units(fa), units(fb));
-        st.update_dyn(fa.view(), fb.view())?;
-        stats.insert(name.clone(), st);
-    }
+    let stats = stats_per_layer(features_a, features_b, |d_a, d_b, a, b| {
+        let mut st = CcaStats::new(d_a, d_b);
+        st.update_dyn(a, b)?;
+        Ok(st)
+    })?;
     cca_alignment(&stats, options)
 }
 

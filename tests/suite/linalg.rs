@@ -29,20 +29,24 @@ fn random_matrix(rows: usize, cols: usize, rng: &mut ChaCha8Rng) -> Array2<f64> 
     Array2::from_shape_simple_fn((rows, cols), || rng.random::<f64>() * 2.0 - 1.0)
 }
 
-/// A random `n × n` orthogonal matrix: modified Gram–Schmidt, twice (so orthonormal to ~1e-16).
+/// Modified Gram–Schmidt on the columns of `q` (full column rank), in place.
+fn gram_schmidt(q: &mut Array2<f64>) {
+    for j in 0..q.ncols() {
+        for i in 0..j {
+            let proj = q.column(i).dot(&q.column(j));
+            let qi = q.column(i).to_owned();
+            q.column_mut(j).scaled_add(-proj, &qi);
+        }
+        let norm = q.column(j).dot(&q.column(j)).sqrt();
+        q.column_mut(j).mapv_inplace(|v| v / norm);
+    }
+}
+
+/// A random `n × n` orthogonal matrix: Gram–Schmidt twice (so orthonormal to ~1e-16).
 fn random_orthogonal(n: usize, rng: &mut ChaCha8Rng) -> Array2<f64> {
     let mut q = random_matrix(n, n, rng);
-    for _ in 0..2 {
-        for j in 0..n {
-            for i in 0..j {
-                let proj = q.column(i).dot(&q.column(j));
-                let qi = q.column(i).to_owned();
-                q.column_mut(j).scaled_add(-proj, &qi);
-            }
-            let norm = q.column(j).dot(&q.column(j)).sqrt();
-            q.column_mut(j).mapv_inplace(|v| v / norm);
-        }
-    }
+    gram_schmidt(&mut q);
+    gram_schmidt(&mut q);
     q
 }
 
@@ -151,15 +155,7 @@ fn subspaces_of_different_dimension_and_a_vector_against_a_subspace() {
     let w = random_matrix(10, 3, &mut r);
     let v = random_matrix(10, 1, &mut r);
     let mut basis = w.clone();
-    for j in 0..3 {
-        for i in 0..j {
-            let proj = basis.column(i).dot(&basis.column(j));
-            let bi = basis.column(i).to_owned();
-            basis.column_mut(j).scaled_add(-proj, &bi);
-        }
-        let norm = basis.column(j).dot(&basis.column(j)).sqrt();
-        basis.column_mut(j).mapv_inplace(|x| x / norm);
-    }
+    gram_schmidt(&mut basis);
     let vv = v.column(0);
     let residual = &vv - &basis.dot(&basis.t().dot(&vv));
     let want = (residual.dot(&residual).sqrt() / vv.dot(&vv).sqrt()).asin();
