@@ -154,6 +154,25 @@ pub enum Error {
         /// Why it is invalid.
         reason: String,
     },
+    /// A matrix has a lower numerical rank than an operation needs (e.g. the top-`k` singular
+    /// subspace of a weight of rank below `k`, or an unregularised covariance that is singular).
+    #[error("{what} has numerical rank {rank}, but {required} is required")]
+    RankDeficient {
+        /// The matrix concerned.
+        what: String,
+        /// Its numerical rank.
+        rank: usize,
+        /// The rank the operation needs.
+        required: usize,
+    },
+    /// A LAPACK routine failed (e.g. an SVD that did not converge).
+    #[error("linear algebra failed on {what}: {reason}")]
+    LinearAlgebra {
+        /// The matrix concerned.
+        what: String,
+        /// The backend's message.
+        reason: String,
+    },
     /// A linear assignment problem has no assignment of finite total cost.
     #[error("infeasible assignment: no complete assignment with finite cost exists")]
     Infeasible,

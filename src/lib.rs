@@ -18,7 +18,9 @@
 //!   into the producing layers, and the BatchNorm running-statistics reset;
 //! - reading and writing `.npz` / `.safetensors` checkpoints (`io`, feature `io`);
 //! - a reference ReLU MLP ([`mlp`]) with per-layer features and seeded SGD training, and the
-//!   bundled digits data ([`data`]).
+//!   bundled digits data ([`data`]);
+//! - with the `linalg` feature: principal angles between weight and feature subspaces
+//!   (`analysis::subspace`) and CCA alignment (`matching::cca`), on LAPACK.
 //!
 //! ## Conventions
 //! - Tensors use the PyTorch layout: a linear weight is `[out, in]`, a conv weight
@@ -60,6 +62,12 @@
 //! - `blas`: passes through `ndarray/blas`; the user links a BLAS implementation of their choice,
 //!   and the matching modules' products go through it. Without it they run on the pure-Rust
 //!   `gemm` crate, which picks AVX-512, AVX2 or NEON kernels at run time.
+//! - `linalg`: principal angles (`analysis::subspace`) and CCA alignment (`matching::cca`) on
+//!   LAPACK through `ndarray-linalg`, which needs a LAPACK backend. The crate never picks one:
+//!   `linalg-openblas-system` adds ndarray-linalg's `openblas-system` backend (the system
+//!   OpenBLAS, `apt-get install libopenblas-dev liblapack-dev`); with `linalg` alone, add
+//!   `ndarray-linalg = { version = "0.18", features = ["<backend>"] }` (e.g. `netlib-system`,
+//!   `intel-mkl-system`) to your own `Cargo.toml`, and Cargo links that one.
 //!
 //! ## Papers
 //! - Zhou, Yang, Yang, Yan, Hu. *Going Beyond Linear Mode Connectivity: The Layerwise Linear
@@ -72,8 +80,12 @@
 //!   for Interpolation Repair.* ICLR 2023.
 //! - Entezari, Sedghi, Saukh, Neyshabur. *The Role of Permutation Invariance in Linear Mode
 //!   Connectivity of Neural Networks.* ICLR 2022.
+//! - Horoi, Camacho, Belilovsky, Wolf. *Harmony in Diversity: Merging Neural Networks with
+//!   Canonical Correlation Analysis.* ICML 2024 (feature `linalg`).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "linalg")]
+pub mod analysis;
 pub mod assignment;
 pub mod data;
 pub mod error;
@@ -82,6 +94,8 @@ pub mod float;
 pub mod io;
 #[cfg(any(feature = "io", feature = "serde"))]
 mod json_keys;
+#[cfg(feature = "linalg")]
+mod linalg;
 pub mod lmc;
 pub mod matching;
 mod matmul;

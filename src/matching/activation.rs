@@ -331,7 +331,7 @@ fn center_into<F: Float>(
 }
 
 /// View a 2-D `[n, d]` or 4-D `[n, c, h, w]` feature array as `[samples, units]`.
-fn as_samples_by_units<F: Float>(x: ArrayViewD<'_, F>) -> Result<Array2<F>> {
+pub(crate) fn as_samples_by_units<F: Float>(x: ArrayViewD<'_, F>) -> Result<Array2<F>> {
     match x.ndim() {
         2 => Ok(x
             .into_dimensionality::<Ix2>()
@@ -408,6 +408,24 @@ pub fn activation_matching_from_features<F: Float>(
     features_b: &BTreeMap<String, ndarray::ArrayD<F>>,
     options: &ActivationMatchingOptions,
 ) -> Result<BTreeMap<String, Permutation>> {
+    let stats = stats_per_layer(features_a, features_b, |d_a, d_b, a, b| {
+        let mut st = ActivationStats::new(d_a, d_b);
+        st.update_dyn(a, b)?;
+        Ok(st)
+    })?;
+    activation_matching(&stats, options)
+}
+
+/// Statistics of every layer from whole feature arrays: `build(d_a, d_b, a, b)` for the features
+/// `a = features_a[name]`, `b = features_b[name]` (`d` their units, axis 1), keyed by `name`.
+///
+/// # Errors
+/// [`Error::MissingParam`] if a name of one side is missing on the other; what `build` reports.
+pub(crate) fn stats_per_layer<F: Float, S>(
+    features_a: &BTreeMap<String, ndarray::ArrayD<F>>,
+    features_b: &BTreeMap<String, ndarray::ArrayD<F>>,
+    mut build: impl FnMut(usize, usize, ArrayViewD<'_, F>, ArrayViewD<'_, F>) -> Result<S>,
+) -> Result<BTreeMap<String, S>> {
     if let Some(k) = features_b.keys().find(|k| !features_a.contains_key(*k)) {
         return Err(Error::MissingParam {
             param: k.clone(),
@@ -421,9 +439,8 @@ pub fn activation_matching_from_features<F: Float>(
             context: "the features of model B".into(),
         })?;
         let units = |f: &ndarray::ArrayD<F>| if f.ndim() >= 2 { f.shape()[1] } else { 0 };
-        let mut st = ActivationStats::new(units(fa), units(fb));
-        st.update_dyn(fa.view(), fb.view())?;
+        let st = build(units(fa), units(fb), fa.view(), fb.view())?;
         stats.insert(name.clone(), st);
     }
-    activation_matching(&stats, options)
+    Ok(stats)
 }

@@ -2,12 +2,16 @@
 //!
 //! - [`weight`]: weight matching, coordinate ascent on `⟨θ_A, π(θ_B)⟩` over a
 //!   [`PermutationSpec`](crate::PermutationSpec);
-//! - [`activation`]: activation matching from streaming feature statistics.
+//! - [`activation`]: activation matching from streaming feature statistics;
+//! - `cca` (feature `linalg`): CCA alignment (Horoi et al. 2024), invertible linear maps
+//!   instead of permutations.
 //!
 //! Both return permutations keyed by the spec's permutation names, to be applied to B with
 //! [`apply_permutations`](crate::apply_permutations).
 
 pub mod activation;
+#[cfg(feature = "linalg")]
+pub mod cca;
 pub mod commutativity;
 pub mod weight;
 

@@ -12,6 +12,7 @@ mod commutativity_matching;
 mod io;
 mod io_hardening;
 mod lap_cli;
+mod linalg;
 mod llfc_report_attribution;
 mod llfc_report_cli;
 mod lmc;
