@@ -555,8 +555,9 @@ pub fn commutativity_matching<F: Float>(
                     ..step
                 });
             }
+            let visit = swaps::Visit::new(&cache);
             for _ in 0..options.max_swap_rounds {
-                let Some(cand) = swaps::swap_round(&cache, &perms[l]) else {
+                let Some(cand) = swaps::swap_round(&visit, &perms[l]) else {
                     break;
                 };
                 let step = try_step(&cache, &mut perms, &mut terms, l, cand, options);
