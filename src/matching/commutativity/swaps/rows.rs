@@ -12,29 +12,10 @@
 //! visit ([`Transposes`]); each round only gathers rows and columns, which reads and writes
 //! memory in order.
 
-use ndarray::{Array1, Array2, ArrayBase, ArrayView2, Data, Ix2, Zip};
+use ndarray::{Array1, Array2, ArrayBase, Data, Ix2, Zip};
 
+use super::super::transposed;
 use super::{products, Moments, SwapState};
-
-/// `m` transposed, in standard layout, in 32 × 32 tiles (reads and writes stay in cache).
-fn transposed(m: ArrayView2<'_, f64>) -> Array2<f64> {
-    const TILE: usize = 32;
-    let m = m.as_standard_layout();
-    let (r, c) = m.dim();
-    let src = m.as_slice().expect("standard layout");
-    let mut out = vec![0.0; r * c];
-    for i0 in (0..r).step_by(TILE) {
-        for j0 in (0..c).step_by(TILE) {
-            for i in i0..(i0 + TILE).min(r) {
-                let row = &src[i * c..(i + 1) * c];
-                for j in j0..(j0 + TILE).min(c) {
-                    out[j * r + i] = row[j];
-                }
-            }
-        }
-    }
-    Array2::from_shape_vec((c, r), out).expect("sizes agree")
-}
 
 /// `m[:, q]` (`m[i, q(j)]` at `[i, j]`), in standard layout.
 fn columns<S: Data<Elem = f64>>(m: &ArrayBase<S, Ix2>, q: &[usize]) -> Array2<f64> {
@@ -79,10 +60,9 @@ fn matched_rows(m: &Array2<f64>, q: &[usize]) -> Array1<f64> {
     q.iter().enumerate().map(|(k, &qk)| m[[qk, k]]).collect()
 }
 
-/// The transposes of one moment triple.
+/// The transposes of one moment triple (`abᵀ` is [`Moments::ab_t`]).
 struct MomentTransposes {
     aa: Array2<f64>,
-    ab: Array2<f64>,
     bb: Array2<f64>,
 }
 
@@ -90,7 +70,6 @@ impl MomentTransposes {
     fn new(m: &Moments) -> Self {
         Self {
             aa: transposed(m.aa.view()),
-            ab: transposed(m.ab.view()),
             bb: transposed(m.bb.view()),
         }
     }
@@ -163,7 +142,7 @@ impl<'a> MomentRows<'a> {
         let bb_rr = rows(&bb_r, q);
         let x = minus(&m.aa, &ab_q);
         // x[j, i] = aa[j, i] − ab[j, q(i)].
-        let x_t = minus(&t.aa, &rows(&t.ab, q));
+        let x_t = minus(&t.aa, &rows(&m.ab_t, q));
         // g[j, i] = aa[j, i] − ab[j, q(i)] − ab[i, q(j)] + bb[q(j), q(i)], in gram's order.
         let g_t = Zip::from(&x_t)
             .and(&ab_q)
@@ -176,13 +155,13 @@ impl<'a> MomentRows<'a> {
             aa_t: &t.aa,
             aa_d: m.aa.diag().to_owned(),
             ab_d: matched(&m.ab, q),
-            ab_t: &t.ab,
+            ab_t: &m.ab_t,
             bb_d: q.iter().map(|&k| m.bb[[k, k]]).collect(),
             bb_r,
             g,
             g_t,
             g_d: g.diag().to_owned(),
-            y: minus(&bb_q, &t.ab),
+            y: minus(&bb_q, &m.ab_t),
             // yᵀ[k, b] = bbᵀ[q(k), b] − ab[k, b], viewed as y.
             y_f: minus(&rows(&t.bb, q), &m.ab).reversed_axes(),
             x,
