@@ -12,7 +12,7 @@ use llfc::matching::commutativity::{
 };
 use llfc::{apply_permutations, Params, PermutationSpec, Result};
 
-use crate::experiment::{measure, Method, Outcome, PairResult, Setup};
+use crate::experiment::{measure, Method, Observer, Outcome, PairResult, Setup, Stage};
 use crate::table::layer_name;
 
 /// The α of the LLFC and weak-additivity columns.
@@ -62,7 +62,9 @@ pub fn compare(
     data: &Dataset<f32>,
     alphas: &[f64],
     outcome: &Outcome,
+    observer: &mut impl Observer,
 ) -> Result<Vec<Row>> {
+    observer.stage(Stage::CommutativityMatching);
     let spec = PermutationSpec::mlp(setup.num_layers());
     let a = &outcome.a;
     let b = &outcome.pair(Method::Naive).second;

@@ -104,6 +104,8 @@ pub enum Stage {
     ActivationMatching,
     /// Measuring the four pairs.
     Measuring,
+    /// Commutativity matching of B onto A from every start, and measuring those pairs.
+    CommutativityMatching,
 }
 
 /// Runs epochs of one setup on the training set and reports them.
@@ -215,14 +217,7 @@ pub fn activation_matched(
     b: &Params<Real>,
     x: &ndarray::Array2<Real>,
 ) -> Result<Params<Real>> {
-    let options = ActivationMatchingOptions {
-        statistic: if std::env::var("STAT").is_ok() {
-            llfc::matching::activation::Statistic::InnerProduct
-        } else {
-            Default::default()
-        },
-        ..Default::default()
-    };
+    let options = ActivationMatchingOptions::default();
     let perms = activation_matching_from_features(
         &hidden_features(a, x)?,
         &hidden_features(b, x)?,

@@ -73,6 +73,7 @@ fn label(stage: Stage) -> &'static str {
         Stage::WeightMatching => "weight matching",
         Stage::ActivationMatching => "activation matching",
         Stage::Measuring => "measuring LMC and LLFC",
+        Stage::CommutativityMatching => "commutativity matching (3 starts) and measuring",
     }
 }
 
