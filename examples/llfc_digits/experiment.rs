@@ -89,6 +89,8 @@ pub trait Observer {
     fn epoch(&mut self, _model: Model, _epoch: usize) {}
     /// Weight matching finished sweep `sweep` (from 0) with objective `⟨θ_A, π(θ_B)⟩`.
     fn sweep(&mut self, _sweep: usize, _objective: f64) {}
+    /// A step inside the running stage finished (e.g. one start of commutativity matching).
+    fn step(&mut self, _what: &str) {}
 }
 
 impl Observer for () {}

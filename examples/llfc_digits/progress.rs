@@ -90,6 +90,13 @@ impl Observer for Progress {
         }
     }
 
+    fn step(&mut self, what: &str) {
+        match &self.current {
+            Some((_, bar, _)) if self.interactive => bar.println(format!("[{}] {what}", self.name)),
+            _ => eprintln!("[{}] {what}", self.name),
+        }
+    }
+
     fn sweep(&mut self, sweep: usize, objective: f64) {
         if let Some((_, bar, _)) = &self.current {
             bar.set_message(format!(
