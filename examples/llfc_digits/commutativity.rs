@@ -101,12 +101,7 @@ pub fn compare(
             label,
             j_train: m.objective,
             j_test: objective(&spec, a, &aligned, &data.x_test)?,
-            descent: Some((
-                m.initial_objective,
-                m.sweeps,
-                accepted,
-                m.history.len(),
-            )),
+            descent: Some((m.initial_objective, m.sweeps, accepted, m.history.len())),
             pair: measure(Method::Naive, a, &aligned, data, alphas)?,
         });
     }
@@ -124,11 +119,9 @@ pub fn print(setup: &Setup, rows: &[Row]) {
     for row in rows {
         let logits = row.pair.llfc(MID, layers - 1).0;
         let mid = row.pair.curve.len() / 2;
-        let descent = row
-            .descent
-            .map_or(String::new(), |(j0, sw, acc, steps)| {
-                format!("  {j0:.1} → {sw} sweeps, {acc}/{steps}")
-            });
+        let descent = row.descent.map_or(String::new(), |(j0, sw, acc, steps)| {
+            format!("  {j0:.1} → {sw} sweeps, {acc}/{steps}")
+        });
         println!(
             "  {:<20} {:>9.2} {:>9.2} {:>8.4} {:>6.2} % {:>8.4} {:>6.2} % {:>8.4}{descent}",
             row.label,

@@ -307,8 +307,7 @@ impl PairResult {
             .report
             .layer(self.alpha_index(alpha), layer, FeatureKind::Post)
             .expect("layer in range");
-        let mean = |s: &llfc::metrics::SampleStats| s.mean.unwrap_or(f64::NAN);
-        (mean(&m.distance), mean(&m.baseline))
+        (m.distance.mean_or_nan(), m.baseline.mean_or_nan())
     }
 
     /// Weak-additivity residual `‖σ(αZ_A + (1−α)Z_B) − (ασ(Z_A) + (1−α)σ(Z_B))‖ / ‖…‖` of

@@ -1,6 +1,7 @@
 //! The integration test suite, through the public API only: one test binary (one link) for
 //! every area, each area a module of its own.
 
+mod activation_api;
 mod align_cli;
 mod assignment;
 mod commutativity_matching;

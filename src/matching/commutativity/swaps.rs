@@ -252,9 +252,15 @@ mod tests {
         let (c, z) = (&problem.moments[0], &problem.moments[0]);
         let slow = Array2::from_shape_fn((6, 6), |(i, j)| entry(c, i, j, q[i], q[j]));
         let fast = gram(c, &q);
-        assert!(fast.iter().zip(&slow).all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(fast
+            .iter()
+            .zip(&slow)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
         let inner: f64 = slow.iter().zip(&gram(z, &q)).map(|(a, b)| a * b).sum();
-        assert_eq!(super::super::gram_inner(c, z, &q).to_bits(), inner.to_bits());
+        assert_eq!(
+            super::super::gram_inner(c, z, &q).to_bits(),
+            inner.to_bits()
+        );
         let perms = vec![vec![2, 0, 5, 1, 4, 3], vec![1, 4, 0, 3, 2]];
         let total = |p: &[Vec<usize>]| (0..3).map(|l| problem.term(p, l)).sum::<f64>();
         for l in 0..2 {
