@@ -51,6 +51,12 @@
 //! let x = ndarray::Array2::from_shape_fn((5, 4), |(i, j)| (i as f64 - j as f64) / 3.0);
 //! let (y0, y1) = (mlp::forward(&params, &x)?, mlp::forward(&permuted, &x)?);
 //! assert!(y0.iter().zip(&y1).all(|(a, b)| (a - b).abs() < 1e-12));
+//!
+//! // Matching permutes B towards A, so aligning `permuted` (B) to `params` (A) recovers the
+//! // *inverses* of the planted permutations: B's unit p[i] is A's unit i.
+//! let options = llfc::matching::weight::WeightMatchingOptions::default();
+//! let m = llfc::matching::weight::weight_matching(&spec, &params, &permuted, &options)?;
+//! assert!(perms.iter().all(|(name, p)| m.perms[name] == p.inverse()));
 //! # Ok::<(), llfc::Error>(())
 //! ```
 //!

@@ -12,7 +12,7 @@ use llfc::matching::commutativity::{
 };
 use llfc::{apply_permutations, Params, PermutationSpec, Result};
 
-use crate::experiment::{measure, Method, Outcome, PairResult, Setup};
+use crate::experiment::{measure, Method, Observer, Outcome, PairResult, Setup, Stage};
 use crate::table::layer_name;
 
 /// The α of the LLFC and weak-additivity columns.
@@ -26,9 +26,8 @@ pub struct Row {
     pub j_train: f64,
     /// `J` (per sample) on the test inputs.
     pub j_test: f64,
-    /// For commutativity matching: `J` at the start (train), sweeps, accepted/scored steps and
-    /// seconds.
-    pub descent: Option<(f64, usize, usize, usize, f64)>,
+    /// For commutativity matching: `J` at the start (train), sweeps and accepted/scored steps.
+    pub descent: Option<(f64, usize, usize, usize)>,
     /// The LMC curve and LLFC report of (A, π(B)) on the test set.
     pub pair: PairResult,
 }
@@ -62,7 +61,9 @@ pub fn compare(
     data: &Dataset<f32>,
     alphas: &[f64],
     outcome: &Outcome,
+    observer: &mut impl Observer,
 ) -> Result<Vec<Row>> {
+    observer.stage(Stage::CommutativityMatching);
     let spec = PermutationSpec::mlp(setup.num_layers());
     let a = &outcome.a;
     let b = &outcome.pair(Method::Naive).second;
@@ -89,20 +90,18 @@ pub fn compare(
             ..CommutativityMatchingOptions::default()
         };
         let m = commutativity_matching(a, b, &stats, &options)?;
-        let seconds = clock.elapsed().as_secs_f64();
+        observer.step(&format!(
+            "{label}: {} sweeps in {:.2} s",
+            m.sweeps,
+            clock.elapsed().as_secs_f64()
+        ));
         let aligned = apply_permutations(&spec, &m.perms, b)?;
         let accepted = m.history.iter().filter(|s| s.accepted).count();
         rows.push(Row {
             label,
             j_train: m.objective,
             j_test: objective(&spec, a, &aligned, &data.x_test)?,
-            descent: Some((
-                m.initial_objective,
-                m.sweeps,
-                accepted,
-                m.history.len(),
-                seconds,
-            )),
+            descent: Some((m.initial_objective, m.sweeps, accepted, m.history.len())),
             pair: measure(Method::Naive, a, &aligned, data, alphas)?,
         });
     }
@@ -114,17 +113,15 @@ pub fn print(setup: &Setup, rows: &[Row]) {
     let layers = setup.num_layers();
     println!("Commutativity matching (B onto A; J = Σ_ℓ ‖(H_A − H̃_B)(W_A − W̃_B)ᵀ‖² / N):");
     println!(
-        "  {:<20} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}  descent: J start → sweeps, accepted/steps, s",
+        "  {:<20} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}  descent: J start → sweeps, accepted/steps",
         "pair", "J train", "J test", "loss b.", "error b.", "loss ½", "error ½", "LLFC ½"
     );
     for row in rows {
         let logits = row.pair.llfc(MID, layers - 1).0;
         let mid = row.pair.curve.len() / 2;
-        let descent = row
-            .descent
-            .map_or(String::new(), |(j0, sw, acc, steps, s)| {
-                format!("  {j0:.1} → {sw} sweeps, {acc}/{steps}, {s:.2} s")
-            });
+        let descent = row.descent.map_or(String::new(), |(j0, sw, acc, steps)| {
+            format!("  {j0:.1} → {sw} sweeps, {acc}/{steps}")
+        });
         println!(
             "  {:<20} {:>9.2} {:>9.2} {:>8.4} {:>6.2} % {:>8.4} {:>6.2} % {:>8.4}{descent}",
             row.label,

@@ -89,6 +89,8 @@ pub trait Observer {
     fn epoch(&mut self, _model: Model, _epoch: usize) {}
     /// Weight matching finished sweep `sweep` (from 0) with objective `⟨θ_A, π(θ_B)⟩`.
     fn sweep(&mut self, _sweep: usize, _objective: f64) {}
+    /// A step inside the running stage finished (e.g. one start of commutativity matching).
+    fn step(&mut self, _what: &str) {}
 }
 
 impl Observer for () {}
@@ -104,6 +106,8 @@ pub enum Stage {
     ActivationMatching,
     /// Measuring the four pairs.
     Measuring,
+    /// Commutativity matching of B onto A from every start, and measuring those pairs.
+    CommutativityMatching,
 }
 
 /// Runs epochs of one setup on the training set and reports them.
@@ -215,14 +219,7 @@ pub fn activation_matched(
     b: &Params<Real>,
     x: &ndarray::Array2<Real>,
 ) -> Result<Params<Real>> {
-    let options = ActivationMatchingOptions {
-        statistic: if std::env::var("STAT").is_ok() {
-            llfc::matching::activation::Statistic::InnerProduct
-        } else {
-            Default::default()
-        },
-        ..Default::default()
-    };
+    let options = ActivationMatchingOptions::default();
     let perms = activation_matching_from_features(
         &hidden_features(a, x)?,
         &hidden_features(b, x)?,
@@ -310,8 +307,7 @@ impl PairResult {
             .report
             .layer(self.alpha_index(alpha), layer, FeatureKind::Post)
             .expect("layer in range");
-        let mean = |s: &llfc::metrics::SampleStats| s.mean.unwrap_or(f64::NAN);
-        (mean(&m.distance), mean(&m.baseline))
+        (m.distance.mean_or_nan(), m.baseline.mean_or_nan())
     }
 
     /// Weak-additivity residual `‖σ(αZ_A + (1−α)Z_B) − (ασ(Z_A) + (1−α)σ(Z_B))‖ / ‖…‖` of

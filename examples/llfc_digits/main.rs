@@ -15,8 +15,10 @@
 //! (`llfc::matching::commutativity`, from the identity, weight- and activation-matching
 //! starts) and compares the objective `J`, the residuals, LLFC and the barriers of all the
 //! alignments of B, and shows what REPAIR (Jordan et al. 2023) of θ(α) does to the barriers
-//! and to LLFC of the naive and matched pairs. SVG plots go to `target/llfc_digits/` (or the
-//! directory given as the first argument). Training is seeded and deterministic.
+//! and to LLFC of the naive and matched pairs, and the exact attribution of each layer's LLFC
+//! deviation to its sources. SVG plots go to `$CARGO_TARGET_DIR/llfc_digits/`
+//! (`target/llfc_digits/` when `CARGO_TARGET_DIR` is unset, or the directory given as the first
+//! argument). Training is seeded and deterministic.
 
 mod attribution;
 mod commutativity;
@@ -67,11 +69,17 @@ fn setups() -> Vec<Setup> {
     .collect()
 }
 
-/// The output directory: the first argument, or `target/llfc_digits`.
+/// The output directory: the first argument, or `llfc_digits/` in Cargo's target directory
+/// (`$CARGO_TARGET_DIR` when set, else `target/`).
 fn output_dir() -> PathBuf {
-    std::env::args_os()
-        .nth(1)
-        .map_or_else(|| PathBuf::from("target/llfc_digits"), PathBuf::from)
+    std::env::args_os().nth(1).map_or_else(
+        || {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+                .join("llfc_digits")
+        },
+        PathBuf::from,
+    )
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -86,9 +94,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     for setup in setups() {
         let mut progress = Progress::new(&setup);
         let outcome = run(&setup, &data, &alphas, &mut progress)?;
+        let rows = commutativity::compare(&setup, &data, &alphas, &outcome, &mut progress)?;
         progress.finish();
         table::print_outcome(&setup, &outcome, GRID_POINTS);
-        let rows = commutativity::compare(&setup, &data, &alphas, &outcome)?;
         commutativity::print(&setup, &rows);
         repair::print(&setup, &repair::compare(&data, &alphas, &outcome)?);
         let attributions = attribution::compute(&data, &outcome, &rows)?;

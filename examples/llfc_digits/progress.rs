@@ -73,6 +73,7 @@ fn label(stage: Stage) -> &'static str {
         Stage::WeightMatching => "weight matching",
         Stage::ActivationMatching => "activation matching",
         Stage::Measuring => "measuring LMC and LLFC",
+        Stage::CommutativityMatching => "commutativity matching (3 starts) and measuring",
     }
 }
 
@@ -86,6 +87,13 @@ impl Observer for Progress {
         if let Some((_, bar, _)) = &self.current {
             bar.inc(1);
             bar.set_message(format!("model {model:?}, epoch {epoch}"));
+        }
+    }
+
+    fn step(&mut self, what: &str) {
+        match &self.current {
+            Some((_, bar, _)) if self.interactive => bar.println(format!("[{}] {what}", self.name)),
+            _ => eprintln!("[{}] {what}", self.name),
         }
     }
 

@@ -39,13 +39,24 @@ _DTYPES = {code: np.dtype(name) for name, code in _CODES.items()}
 ORDER_KEY = "llfc.order"
 
 
+def _umask():
+    """The process umask (read by setting it and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path, write):
-    """Call `write(file)` on a temporary file next to `path`, then rename it to `path`."""
+    """Call `write(file)` on a temporary file next to `path`, then rename it to `path`.
+
+    The file gets the permissions of a normally created file (0666 minus the umask), not the
+    0600 of the temporary file."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -80,15 +91,24 @@ def save_safetensors(path, arrays):
 
 
 def load_safetensors(path):
-    """Read a `.safetensors` file into a dict name -> NumPy array, in data order."""
+    """Read a `.safetensors` file into a dict name -> NumPy array, in the model's order: the
+    order recorded under the `llfc.order` metadata key (what `save_safetensors` and `align`
+    write) when it lists exactly the file's tensors, else the order of the data."""
     with open(path, "rb") as f:
         raw = f.read()
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + n])
-    header.pop("__metadata__", None)
+    metadata = header.pop("__metadata__", None) or {}
     data = raw[8 + n :]
+    names = sorted(header, key=lambda k: header[k]["data_offsets"][0])
+    try:
+        recorded = json.loads(metadata.get(ORDER_KEY, "null"))
+    except ValueError:
+        recorded = None
+    if isinstance(recorded, list) and sorted(recorded) == sorted(header):
+        names = recorded
     out = {}
-    for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+    for name, info in ((k, header[k]) for k in names):
         if info["dtype"] not in _DTYPES:
             raise ValueError(f"{path}: tensor {name!r} has dtype {info['dtype']}, which NumPy cannot hold")
         start, end = info["data_offsets"]
@@ -104,7 +124,41 @@ def load_params(path):
     if path.endswith(".npz"):
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
+    if path.endswith((".pt", ".pth", ".bin")):
+        raise ValueError(
+            f"{path}: a PyTorch file; convert it first with "
+            f"`python3 export_state_dict.py {path} model.safetensors` (needs torch)"
+        )
     raise ValueError(f"{path}: expected a .npz or .safetensors file")
+
+
+def name_map_path(path):
+    """Where the name map of a renamed export `path` is written: `path + ".names.json"`."""
+    return path + ".names.json"
+
+
+def save_name_map(path, mapping):
+    """Write `{new name: original name}` as JSON (atomically) beside an exported file."""
+    text = json.dumps(mapping, indent=1).encode() + b"\n"
+    _atomic_write(path, lambda f: f.write(text))
+
+
+def load_name_map(path):
+    """Read a `{new name: original name}` JSON map written by `save_name_map`."""
+    with open(path, encoding="utf-8") as f:
+        mapping = json.load(f)
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+        raise ValueError(f"{path}: expected a JSON object of names")
+    return mapping
+
+
+def restore_names(arrays, mapping):
+    """Rename `arrays` back to the original names of `mapping` (`{new: original}`), keeping
+    the order. Every tensor must be in the map, so that nothing is silently left renamed."""
+    missing = [k for k in arrays if k not in mapping]
+    if missing:
+        raise ValueError(f"tensors not in the name map: {', '.join(missing)}")
+    return {mapping[k]: v for k, v in arrays.items()}
 
 
 def save_npz(path, arrays):

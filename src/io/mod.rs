@@ -187,13 +187,39 @@ impl FileFormat {
 /// # Errors
 /// [`Error::InvalidArgument`] for an unknown extension; [`Error::Io`] naming the path if the
 /// file cannot be read; [`Error::Format`] naming the path (and the entry) if it is truncated,
-/// corrupted, or holds a non-float tensor.
+/// corrupted, or holds a non-float tensor. An integer or boolean tensor (a PyTorch checkpoint
+/// with BatchNorm holds `num_batches_tracked`, int64) is refused with a reason that names
+/// [`read_checkpoint`], which reads such files: it keeps those tensors apart, as stored.
 pub fn read_params<F: Float>(path: impl AsRef<Path>) -> Result<Params<F>> {
     let path = path.as_ref();
-    match FileFormat::from_path(path)? {
+    let read = match FileFormat::from_path(path)? {
         FileFormat::Npz => read_npz(path),
         FileFormat::Safetensors => read_safetensors(path),
-    }
+    };
+    read.map_err(|e| match e {
+        Error::Format {
+            path,
+            key,
+            reason,
+        } if integer_or_bool(&reason) => Error::Format {
+            path,
+            key,
+            reason: format!(
+                "{reason}; `read_params` reads float tensors only: use `llfc::io::read_checkpoint`, which keeps integer and boolean tensors (e.g. `num_batches_tracked`) apart"
+            ),
+        },
+        e => e,
+    })
+}
+
+/// Whether a read error's reason is about an integer or boolean tensor (safetensors `I*`, `U*`,
+/// `BOOL`; NumPy integer and boolean dtypes), which [`read_checkpoint`] keeps.
+fn integer_or_bool(reason: &str) -> bool {
+    ["dtype I", "dtype U", "dtype BOOL"]
+        .iter()
+        .any(|p| reason.starts_with(p))
+        || reason.contains("an integer dtype")
+        || reason.contains("a boolean dtype")
 }
 
 /// Write a parameter set in the precision of `F`, choosing the format from the extension

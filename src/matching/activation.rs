@@ -18,7 +18,11 @@
 //! A's unit `i`. Layers are independent and solved in parallel.
 //!
 //! Conv feature maps `[N, c, h, w]` are viewed as `[N·h·w, c]` (every spatial position is a
-//! sample of the channel), as in Git Re-Basin.
+//! sample of the channel), as in Git Re-Basin; token features `[N, T, d]` (transformers) as
+//! `[N·T, d]` (every token is a sample of the unit).
+//!
+//! For the reference MLP ([`crate::mlp`]), [`mlp_activation_stats`] gathers the statistics of
+//! every hidden layer and [`mlp_activation_matching`] does the whole matching in one call.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -203,11 +207,13 @@ impl ActivationStats {
         }
     }
 
-    /// Add features of any rank: 2-D `[batch, units]`, or 4-D conv maps `[batch, c, h, w]`
-    /// viewed as `[batch·h·w, c]`.
+    /// Add features of any rank: 2-D `[batch, units]`; 3-D token features `[batch, tokens, d]`
+    /// viewed as `[batch·tokens, d]` (every token a sample); 4-D conv maps `[batch, c, h, w]`
+    /// viewed as `[batch·h·w, c]` (every position a sample).
     ///
     /// # Errors
-    /// As [`ActivationStats::update`]; [`Error::InvalidArgument`] for ranks other than 2 and 4.
+    /// As [`ActivationStats::update`]; [`Error::InvalidArgument`] for ranks other than 2, 3
+    /// and 4.
     pub fn update_dyn<F: Float>(
         &mut self,
         a: ArrayViewD<'_, F>,
@@ -330,13 +336,30 @@ fn center_into<F: Float>(
     }
 }
 
-/// View a 2-D `[n, d]` or 4-D `[n, c, h, w]` feature array as `[samples, units]`.
+/// The number of units of a 2-D `[n, d]`, 3-D `[n, t, d]` or 4-D `[n, c, h, w]` feature array
+/// (0 for other ranks, which [`as_samples_by_units`] refuses).
+fn units_of(shape: &[usize]) -> usize {
+    match shape.len() {
+        2 | 4 => shape[1],
+        3 => shape[2],
+        _ => 0,
+    }
+}
+
+/// View a 2-D `[n, d]`, 3-D `[n, t, d]` or 4-D `[n, c, h, w]` feature array as
+/// `[samples, units]`: `[n, d]`, `[n·t, d]`, `[n·h·w, c]`.
 pub(crate) fn as_samples_by_units<F: Float>(x: ArrayViewD<'_, F>) -> Result<Array2<F>> {
     match x.ndim() {
         2 => Ok(x
             .into_dimensionality::<Ix2>()
             .expect("rank checked")
             .to_owned()),
+        3 => {
+            let s = x.shape();
+            let (rows, d) = (s[0] * s[1], s[2]);
+            let data: Vec<F> = x.iter().copied().collect();
+            Ok(Array2::from_shape_vec((rows, d), data).expect("sizes agree"))
+        }
         4 => {
             let s = x.shape();
             let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
@@ -347,7 +370,7 @@ pub(crate) fn as_samples_by_units<F: Float>(x: ArrayViewD<'_, F>) -> Result<Arra
         r => Err(Error::InvalidArgument {
             name: "features",
             reason: format!(
-                "expected rank 2 [samples, units] or 4 [samples, c, h, w], got rank {r}"
+                "expected rank 2 [samples, units], 3 [samples, tokens, units] or 4 [samples, c, h, w], got rank {r}"
             ),
         }),
     }
@@ -398,7 +421,8 @@ pub fn activation_matching(
 }
 
 /// Activation matching from whole feature arrays: `features_a[name]` and `features_b[name]`
-/// are the features of permutation `name`'s units (`[N, d]` or `[N, c, h, w]`).
+/// are the features of permutation `name`'s units (`[N, d]`, `[N, T, d]` or `[N, c, h, w]`,
+/// see [`ActivationStats::update_dyn`]).
 ///
 /// # Errors
 /// [`Error::MissingParam`] if a name of A is missing in B (or vice versa); as
@@ -438,9 +462,87 @@ pub(crate) fn stats_per_layer<F: Float, S>(
             param: name.clone(),
             context: "the features of model B".into(),
         })?;
-        let units = |f: &ndarray::ArrayD<F>| if f.ndim() >= 2 { f.shape()[1] } else { 0 };
-        let st = build(units(fa), units(fb), fa.view(), fb.view())?;
+        let st = build(units_of(fa.shape()), units_of(fb.shape()), fa.view(), fb.view())?;
         stats.insert(name.clone(), st);
     }
     Ok(stats)
+}
+
+/// [`ActivationStats`] of every hidden layer's post-activations of two MLPs (named like
+/// [`mlp`](crate::mlp): `layers.{ℓ}.weight` / `layers.{ℓ}.bias`) on the inputs `x`
+/// (`[N, in]`), streamed over row blocks of at most 1024 samples, keyed `P_0 … P_{L−2}` like
+/// [`PermutationSpec::mlp`](crate::PermutationSpec::mlp)'s permutations of those units.
+///
+/// # Errors
+/// What [`mlp::forward_features`](crate::mlp::forward_features) reports (a malformed MLP, a
+/// bad input); [`Error::ShapeMismatch`] if A and B have different widths;
+/// [`Error::EmptyInput`] if `x` has no rows.
+pub fn mlp_activation_stats<F: Float>(
+    a: &crate::Params<F>,
+    b: &crate::Params<F>,
+    x: ArrayView2<'_, F>,
+) -> Result<BTreeMap<String, ActivationStats>> {
+    let (wa, wb) = (crate::mlp::widths(a)?, crate::mlp::widths(b)?);
+    if wa != wb {
+        return Err(Error::ShapeMismatch {
+            what: "MLP widths of B versus A".into(),
+            expected: wa,
+            found: wb,
+        });
+    }
+    if x.nrows() == 0 {
+        return Err(Error::EmptyInput {
+            what: "inputs x of the activation statistics".into(),
+        });
+    }
+    let hidden = &wa[1..wa.len() - 1];
+    let mut stats: Vec<ActivationStats> =
+        hidden.iter().map(|&d| ActivationStats::new(d, d)).collect();
+    for chunk in x.axis_chunks_iter(Axis(0), 1024) {
+        let fa = crate::mlp::forward_features(a, &chunk)?;
+        let fb = crate::mlp::forward_features(b, &chunk)?;
+        for (l, st) in stats.iter_mut().enumerate() {
+            st.update(fa.post[l].view(), fb.post[l].view())?;
+        }
+    }
+    Ok(stats
+        .into_iter()
+        .enumerate()
+        .map(|(l, st)| (format!("P_{l}"), st))
+        .collect())
+}
+
+/// Activation matching of two MLPs in one call: [`mlp_activation_stats`] on `x`, then
+/// [`activation_matching`]. Apply the result to B with
+/// [`apply_permutations`](crate::apply_permutations) and
+/// [`PermutationSpec::mlp`](crate::PermutationSpec::mlp).
+///
+/// # Errors
+/// As [`mlp_activation_stats`] and [`activation_matching`].
+///
+/// # Examples
+/// ```
+/// use llfc::matching::activation::{mlp_activation_matching, ActivationMatchingOptions};
+/// use llfc::{apply_permutations, mlp, Permutation, PermutationSpec};
+/// use rand::SeedableRng;
+/// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+/// let a = mlp::init::<f64, _>(&[4, 8, 8, 3], &mut rng)?;
+/// let spec = PermutationSpec::mlp(3);
+/// let planted = spec.perm_sizes(&a)?.into_iter()
+///     .map(|(k, n)| (k, Permutation::random(n, &mut rng))).collect();
+/// let b = apply_permutations(&spec, &planted, &a)?; // B: a permuted copy of A
+/// let x = ndarray::Array2::from_shape_fn((64, 4), |(i, j)| ((i * 7 + j * 3) % 11) as f64 - 5.0);
+/// let perms = mlp_activation_matching(&a, &b, x.view(), &ActivationMatchingOptions::default())?;
+/// let aligned = apply_permutations(&spec, &perms, &b)?;
+/// let (ya, yb) = (mlp::forward(&aligned, &x)?, mlp::forward(&b, &x)?);
+/// assert!(ya.iter().zip(&yb).all(|(u, v)| (u - v).abs() < 1e-12)); // the same function
+/// # Ok::<(), llfc::Error>(())
+/// ```
+pub fn mlp_activation_matching<F: Float>(
+    a: &crate::Params<F>,
+    b: &crate::Params<F>,
+    x: ArrayView2<'_, F>,
+    options: &ActivationMatchingOptions,
+) -> Result<BTreeMap<String, Permutation>> {
+    activation_matching(&mlp_activation_stats(a, b, x)?, options)
 }

@@ -353,11 +353,77 @@ impl Problem {
     }
 }
 
+/// Row `i` of [`gram`]: `G[i, j] = C_AA[i, j] − C_AB[i, q(j)] − C_AB[j, q(i)] + C_BB[q(i), q(j)]`,
+/// from four contiguous rows (`C_AB[j, q(i)]` is row `q(i)` of `C_ABᵀ`).
+struct GramRow<'a> {
+    aa: &'a [f64],
+    ab: &'a [f64],
+    ab_t: &'a [f64],
+    bb: &'a [f64],
+    q: &'a [usize],
+}
+
+impl<'a> GramRow<'a> {
+    fn new(m: &'a Moments, q: &'a [usize], i: usize) -> Self {
+        let row = |x: &'a Array2<f64>, r: usize| {
+            let n = x.ncols();
+            &x.as_slice().expect("standard layout")[r * n..(r + 1) * n]
+        };
+        Self {
+            aa: row(&m.aa, i),
+            ab: row(&m.ab, i),
+            ab_t: row(&m.ab_t, q[i]),
+            bb: row(&m.bb, q[i]),
+            q,
+        }
+    }
+
+    fn at(&self, j: usize) -> f64 {
+        let qj = self.q[j];
+        self.aa[j] - self.ab[qj] - self.ab_t[j] + self.bb[qj]
+    }
+}
+
 /// `G = C_AA − C_AB Qᵀ − Q C_BA + Q C_BB Qᵀ`, element by element (exactly symmetric).
 fn gram(m: &Moments, q: &[usize]) -> Array2<f64> {
-    Array2::from_shape_fn(m.aa.dim(), |(i, j)| {
-        m.aa[[i, j]] - m.ab[[i, q[j]]] - m.ab[[j, q[i]]] + m.bb[[q[i], q[j]]]
-    })
+    let d = q.len();
+    let mut out = Vec::with_capacity(d * d);
+    for i in 0..d {
+        let row = GramRow::new(m, q, i);
+        out.extend((0..d).map(|j| row.at(j)));
+    }
+    Array2::from_shape_vec((d, d), out).expect("sizes agree")
+}
+
+/// `⟨gram(c, q), gram(z, q)⟩`, summed in row order (the same sum as forming both matrices
+/// first), without forming them.
+fn gram_inner(c: &Moments, z: &Moments, q: &[usize]) -> f64 {
+    (0..q.len())
+        .flat_map(|i| {
+            let (rc, rz) = (GramRow::new(c, q, i), GramRow::new(z, q, i));
+            (0..q.len()).map(move |j| rc.at(j) * rz.at(j))
+        })
+        .sum()
+}
+
+/// `m` transposed, in standard layout, in 32 × 32 tiles (reads and writes stay in cache).
+fn transposed(m: ArrayView2<'_, f64>) -> Array2<f64> {
+    const TILE: usize = 32;
+    let m = m.as_standard_layout();
+    let (r, c) = m.dim();
+    let src = m.as_slice().expect("standard layout");
+    let mut out = vec![0.0; r * c];
+    for i0 in (0..r).step_by(TILE) {
+        for j0 in (0..c).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(r) {
+                let row = &src[i * c..(i + 1) * c];
+                for j in j0..(j0 + TILE).min(c) {
+                    out[j * r + i] = row[j];
+                }
+            }
+        }
+    }
+    Array2::from_shape_vec((c, r), out).expect("sizes agree")
 }
 
 /// `tr(M G Mᵀ) = Σ_{ij} (M G)_{ij} M_{ij}`, summed in f64 in row order.
@@ -555,8 +621,9 @@ pub fn commutativity_matching<F: Float>(
                     ..step
                 });
             }
+            let visit = swaps::Visit::new(&cache);
             for _ in 0..options.max_swap_rounds {
-                let Some(cand) = swaps::swap_round(&cache, &perms[l]) else {
+                let Some(cand) = swaps::swap_round(&visit, &perms[l]) else {
                     break;
                 };
                 let step = try_step(&cache, &mut perms, &mut terms, l, cand, options);

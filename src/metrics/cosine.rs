@@ -89,6 +89,46 @@ impl SampleStats {
             std,
         }
     }
+
+    /// The mean, or NaN if every sample was skipped (for tables and plots; [`mean`](Self::mean)
+    /// keeps the distinction as `None`).
+    ///
+    /// # Examples
+    /// ```
+    /// use llfc::metrics::SampleStats;
+    /// assert_eq!(SampleStats::from_values(vec![Some(1.0), Some(3.0)]).mean_or_nan(), 2.0);
+    /// assert!(SampleStats::from_values(vec![None]).mean_or_nan().is_nan());
+    /// ```
+    #[must_use]
+    pub fn mean_or_nan(&self) -> f64 {
+        self.mean.unwrap_or(f64::NAN)
+    }
+
+    /// The standard deviation, or NaN if every sample was skipped.
+    #[must_use]
+    pub fn std_or_nan(&self) -> f64 {
+        self.std.unwrap_or(f64::NAN)
+    }
+}
+
+/// `mean ± std (n = count)`, with ` , k skipped` when samples were skipped, or
+/// `no sample (k skipped)`; the precision of the formatter applies to mean and std
+/// (`{:.4}` → `0.0123 ± 0.0040 (n = 449)`).
+impl std::fmt::Display for SampleStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (Some(mean), Some(std)) = (self.mean, self.std) else {
+            return write!(f, "no sample ({} skipped)", self.skipped);
+        };
+        match f.precision() {
+            Some(p) => write!(f, "{mean:.p$} ± {std:.p$}")?,
+            None => write!(f, "{mean} ± {std}")?,
+        }
+        write!(f, " (n = {}", self.count)?;
+        if self.skipped > 0 {
+            write!(f, ", {} skipped", self.skipped)?;
+        }
+        write!(f, ")")
+    }
 }
 
 /// `cos = dot / (‖u‖ ‖v‖)` from `dot = ⟨u, v⟩`, `nu = ‖u‖²`, `nv = ‖v‖²`, clamped to `[−1, 1]`;
@@ -218,5 +258,17 @@ mod tests {
     fn empty_summary_has_no_mean() {
         let s = SampleStats::from_values(vec![None, None]);
         assert_eq!((s.count, s.skipped, s.mean, s.std), (0, 2, None, None));
+        assert!(s.mean_or_nan().is_nan() && s.std_or_nan().is_nan());
+        assert_eq!(s.to_string(), "no sample (2 skipped)");
+    }
+
+    #[test]
+    fn display_shows_mean_std_and_counts() {
+        // Values 1 and 3: mean 2, population std 1.
+        let s = SampleStats::from_values(vec![Some(1.0), None, Some(3.0)]);
+        assert_eq!(format!("{s:.3}"), "2.000 ± 1.000 (n = 2, 1 skipped)");
+        let t = SampleStats::from_values(vec![Some(0.5)]);
+        assert_eq!(t.to_string(), "0.5 ± 0 (n = 1)");
+        assert_eq!((t.mean_or_nan(), t.std_or_nan()), (0.5, 0.0));
     }
 }

@@ -897,3 +897,29 @@ fn features_of_extreme_scale_give_the_same_report() {
         }
     }
 }
+
+/// Pre-activations without a negative entry (post-ReLU values recorded by a hook before an
+/// in-place ReLU) give a warning on stderr naming the array; real pre-activations give none.
+#[test]
+fn post_relu_values_in_pre_arrays_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fx = fixture(21);
+    let (f, _, _) = fx.write(dir.path());
+    let (ok, _, err) = run(&[s(&f), "--layers", "layers.0"]);
+    assert!(ok, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    // Replace pre/A/layers.0 by its ReLU, as the broken hook recorded it.
+    for (k, v) in &mut fx.arrays {
+        if k == "pre/A/layers.0" {
+            v.mapv_inplace(|z| z.max(0.0));
+        }
+    }
+    let (f, _, _) = fx.write(dir.path());
+    let (ok, _, err) = run(&[s(&f), "--layers", "layers.0"]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning") && err.contains("`pre/A/layers.0` has no negative entry"),
+        "{err}"
+    );
+    assert!(!err.contains("pre/B/layers.0"), "{err}");
+}

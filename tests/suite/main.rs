@@ -1,6 +1,7 @@
 //! The integration test suite, through the public API only: one test binary (one link) for
 //! every area, each area a module of its own.
 
+mod activation_api;
 mod align_check_cli;
 mod align_cli;
 mod assignment;

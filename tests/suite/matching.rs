@@ -358,7 +358,8 @@ fn activation_bad_input_is_an_error() {
         activation_matching(&rect, &ActivationMatchingOptions::default()),
         Err(Error::ShapeMismatch { .. })
     ));
-    let x = ndarray::arr3(&[[[1.0f64]]]).into_dyn();
+    // Ranks 2, 3 (tokens) and 4 (conv maps) are features; rank 1 is not.
+    let x = ndarray::arr1(&[1.0f64]).into_dyn();
     assert!(matches!(
         st.update_dyn(x.view(), x.view()),
         Err(Error::InvalidArgument { .. })

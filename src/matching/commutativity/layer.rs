@@ -16,7 +16,7 @@
 
 use ndarray::Array2;
 
-use super::{gram, matmul, Moments, Problem};
+use super::{gram, gram_inner, matmul, Moments, Problem};
 
 /// The fixed parts of `J_ℓ` and `J_{ℓ+1}` for hidden layer `ℓ`.
 pub(super) struct LayerCache<'a> {
@@ -40,11 +40,11 @@ impl<'a> LayerCache<'a> {
         let id: Vec<usize> = (0..u.nrows()).collect();
         let p = problem.out_perm(perms, l + 1, &id);
         let v = Array2::from_shape_fn(wb.dim(), |(r, c)| wb[[p[r], c]]);
-        let z = Moments {
-            aa: matmul(u.t(), u.view()),
-            ab: matmul(u.t(), v.view()),
-            bb: matmul(v.t(), v.view()),
-        };
+        let z = Moments::new(
+            matmul(u.t(), u.view()),
+            matmul(u.t(), v.view()),
+            matmul(v.t(), v.view()),
+        );
         let (s, constant, own_weights) = if l == 0 {
             (None, 0.0, None)
         } else {
@@ -78,7 +78,7 @@ impl<'a> LayerCache<'a> {
             let linear: f64 = q.iter().enumerate().map(|(i, &j)| s[[i, j]]).sum();
             self.constant - 2.0 * linear
         });
-        (own, inner(&gram(self.c, q), &gram(&self.z, q)))
+        (own, gram_inner(self.c, &self.z, q))
     }
 
     /// `S_ℓ + T_ℓ` at `P_ℓ = q`: `T_ℓ = G (Mᵀ V) + N (C_AB − Q C_BB)` with

@@ -79,11 +79,7 @@ impl CommutativityStats {
     /// The means `(C_AA, C_AB, C_BB)` = `E[h_A h_Aᵀ]`, `E[h_A h_Bᵀ]`, `E[h_B h_Bᵀ]`.
     pub(super) fn moments(&self) -> Result<Moments> {
         let m = |s: &ActivationStats| s.statistic(Statistic::InnerProduct);
-        Ok(Moments {
-            aa: m(&self.aa)?,
-            ab: m(&self.ab)?,
-            bb: m(&self.bb)?,
-        })
+        Ok(Moments::new(m(&self.aa)?, m(&self.ab)?, m(&self.bb)?))
     }
 }
 
@@ -121,11 +117,34 @@ pub fn mlp_commutativity_stats<F: Float>(
     Ok(stats)
 }
 
-/// Raw second moments of one layer.
+/// Raw second moments of one layer, in standard layout.
 pub(super) struct Moments {
     pub(super) aa: Array2<f64>,
     pub(super) ab: Array2<f64>,
     pub(super) bb: Array2<f64>,
+    /// `abᵀ`: its rows are the columns of `ab`, so that rows of [`gram`](super::gram) read
+    /// contiguous memory.
+    pub(super) ab_t: Array2<f64>,
+}
+
+impl Moments {
+    /// The moments `(aa, ab, bb)`, stored in standard layout, with `abᵀ`.
+    pub(super) fn new(aa: Array2<f64>, ab: Array2<f64>, bb: Array2<f64>) -> Self {
+        let standard = |m: Array2<f64>| {
+            if m.is_standard_layout() {
+                m
+            } else {
+                m.as_standard_layout().into_owned()
+            }
+        };
+        let ab = standard(ab);
+        Self {
+            aa: standard(aa),
+            ab_t: super::transposed(ab.view()),
+            ab,
+            bb: standard(bb),
+        }
+    }
 }
 
 /// Widths of two MLPs, which must agree.

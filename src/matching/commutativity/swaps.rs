@@ -16,8 +16,12 @@
 
 use ndarray::{Array1, Array2, Axis};
 
+mod rows;
+
 use super::layer::LayerCache;
 use super::{gram, matmul, Moments};
+use rows::{RowLayout, Transposes};
+use std::sync::OnceLock;
 
 /// `G[a, b]` with `a`, `b` matched to B's units `qa`, `qb`.
 fn entry(m: &Moments, a: usize, b: usize, qa: usize, qb: usize) -> f64 {
@@ -25,12 +29,30 @@ fn entry(m: &Moments, a: usize, b: usize, qa: usize, qb: usize) -> f64 {
 }
 
 /// The scan of one round: `x`, `y`, `ẋ`, `ẏ` and `W` of the module docs.
+#[cfg(test)]
 struct Scan {
     x: Array2<f64>,
     y: Array2<f64>,
     xd: Array2<f64>,
     yd: Array2<f64>,
     w: Array2<f64>,
+}
+
+/// `W[a, x] = Σ_k (x_a + y_x)(ẋ_a + ẏ_x)[k] = (X Ẏᵀ + Ẋ Yᵀ)[a, x] + ⟨x_a, ẋ_a⟩ + ⟨y_x, ẏ_x⟩`.
+fn products(x: &Array2<f64>, y: &Array2<f64>, xd: &Array2<f64>, yd: &Array2<f64>) -> Array2<f64> {
+    let dot = |p: &Array2<f64>, r: &Array2<f64>| -> Array1<f64> {
+        p.rows()
+            .into_iter()
+            .zip(r.rows())
+            .map(|(a, b)| a.dot(&b))
+            .collect()
+    };
+    let (t1, t4) = (dot(x, xd), dot(y, yd));
+    let mut w = matmul(x.view(), yd.t());
+    w += &matmul(xd.view(), y.t());
+    w += &t1.view().insert_axis(Axis(1));
+    w += &t4.view().insert_axis(Axis(0));
+    w
 }
 
 /// The state of one swap round of hidden layer `l`.
@@ -92,30 +114,23 @@ impl<'a> SwapState<'a> {
         self.linear_delta(i, j) + 2.0 * rows + self.block_delta(i, j)
     }
 
-    /// The products that score every pair at once (see the module docs).
+    /// The scan of the module docs, straight from the formulas (the reference that
+    /// [`RowLayout`] lays out differently, with the same values).
+    #[cfg(test)]
     fn scan(&self) -> Scan {
         let q = &self.q;
         // x_a[k] = M_aa[a, k] − M_ab[a, q(k)],  y_x[k] = M_bb[x, q(k)] − M_ab[k, x].
         let xs = |m: &Moments| &m.aa - &m.ab.select(Axis(1), q);
         let ys = |m: &Moments| &m.bb.select(Axis(1), q) - &m.ab.t();
         let (x, y, xd, yd) = (xs(self.c), ys(self.c), xs(self.z), ys(self.z));
-        let dot = |p: &Array2<f64>, r: &Array2<f64>| -> Array1<f64> {
-            p.rows()
-                .into_iter()
-                .zip(r.rows())
-                .map(|(a, b)| a.dot(&b))
-                .collect()
-        };
-        let (t1, t4) = (dot(&x, &xd), dot(&y, &yd));
-        // W[a, x] = Σ_k (x_a + y_x)(ẋ_a + ẏ_x)[k].
-        let mut w = matmul(x.view(), yd.t());
-        w += &matmul(xd.view(), y.t());
-        w += &t1.view().insert_axis(Axis(1));
-        w += &t4.view().insert_axis(Axis(0));
+        let w = products(&x, &y, &xd, &yd);
         Scan { x, y, xd, yd, w }
     }
 
-    /// The exact change of `J` when `i < j` swap, in `O(1)` from `scan`.
+    /// The exact change of `J` when `i < j` swap, in `O(1)` from `scan`: the formula that
+    /// [`RowLayout::deltas`] evaluates for a whole row of pairs, with the same operations in
+    /// the same order (so the same values) from contiguous copies.
+    #[cfg(test)]
     fn scan_delta(&self, scan: &Scan, i: usize, j: usize) -> f64 {
         let (qi, qj) = (self.q[i], self.q[j]);
         // Row `a` matched to B's unit `b`, summed over k ∉ {i, j}.
@@ -130,15 +145,16 @@ impl<'a> SwapState<'a> {
 
     /// Every swap `(ΔJ, i, j)`, `i < j`, with `ΔJ < 0`, scored in parallel over `i` (each
     /// value is computed alike whatever the thread count).
-    fn improving(&self) -> Vec<(f64, usize, usize)> {
-        let scan = self.scan();
+    fn improving(&self, transposes: &Transposes) -> Vec<(f64, usize, usize)> {
+        let rows = RowLayout::new(self, transposes);
         let d = self.q.len();
         let row = |i: usize| -> Vec<(f64, usize, usize)> {
-            (i + 1..d)
-                .filter_map(|j| {
-                    let v = self.scan_delta(&scan, i, j);
-                    (v < 0.0).then_some((v, i, j))
-                })
+            let mut deltas = vec![0.0; d - i - 1];
+            rows.deltas(i, &mut deltas);
+            deltas
+                .into_iter()
+                .zip(i + 1..)
+                .filter_map(|(v, j)| (v < 0.0).then_some((v, i, j)))
                 .collect()
         };
         #[cfg(feature = "rayon")]
@@ -168,12 +184,30 @@ impl<'a> SwapState<'a> {
     }
 }
 
+/// The swap rounds of one layer visit (the other permutations fixed): the cache and the
+/// transposes every round reads, made at the first round.
+pub(super) struct Visit<'a> {
+    cache: &'a LayerCache<'a>,
+    transposes: OnceLock<Transposes>,
+}
+
+impl<'a> Visit<'a> {
+    /// The visit of `cache`'s layer (nothing is computed before the first round).
+    pub(super) fn new(cache: &'a LayerCache<'a>) -> Self {
+        Self {
+            cache,
+            transposes: OnceLock::new(),
+        }
+    }
+}
+
 /// One round of swaps of `P_l`: score every pair, then apply, best first, the improving swaps
 /// of distinct units, each re-scored exactly after the previous ones. `None` if no swap
 /// improves `J`.
-pub(super) fn swap_round(cache: &LayerCache<'_>, q: &[usize]) -> Option<Vec<usize>> {
-    let mut state = SwapState::new(cache, q);
-    let mut improving = state.improving();
+pub(super) fn swap_round(visit: &Visit<'_>, q: &[usize]) -> Option<Vec<usize>> {
+    let mut state = SwapState::new(visit.cache, q);
+    let transposes = visit.transposes.get_or_init(|| Transposes::new(&state));
+    let mut improving = state.improving(transposes);
     improving.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
     let mut used = vec![false; state.q.len()];
     let mut swapped = false;
@@ -213,21 +247,48 @@ mod tests {
             })
             .collect();
         let problem = Problem { wa, wb, moments };
+        // The row-wise Gram matrix and the fused ⟨G, N⟩ equal the element formula, bit for bit.
+        let q = [2, 0, 5, 1, 4, 3];
+        let (c, z) = (&problem.moments[0], &problem.moments[0]);
+        let slow = Array2::from_shape_fn((6, 6), |(i, j)| entry(c, i, j, q[i], q[j]));
+        let fast = gram(c, &q);
+        assert!(fast
+            .iter()
+            .zip(&slow)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        let inner: f64 = slow.iter().zip(&gram(z, &q)).map(|(a, b)| a * b).sum();
+        assert_eq!(
+            super::super::gram_inner(c, z, &q).to_bits(),
+            inner.to_bits()
+        );
         let perms = vec![vec![2, 0, 5, 1, 4, 3], vec![1, 4, 0, 3, 2]];
         let total = |p: &[Vec<usize>]| (0..3).map(|l| problem.term(p, l)).sum::<f64>();
         for l in 0..2 {
             let cache = LayerCache::new(&problem, &perms, l);
             let state = SwapState::new(&cache, &perms[l]);
             let scan = state.scan();
+            let transposes = Transposes::new(&state);
+            let rows = RowLayout::new(&state, &transposes);
+            let [x, y, xd, yd] = rows.xy();
+            for (fast, slow) in [(x, &scan.x), (y, &scan.y), (xd, &scan.xd), (yd, &scan.yd)] {
+                assert!(fast
+                    .iter()
+                    .zip(slow)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()));
+            }
             let d = perms[l].len();
             for i in 0..d {
+                let mut row = vec![f64::NAN; d - i - 1];
+                rows.deltas(i, &mut row);
                 for j in i + 1..d {
+                    // Same operations in the same order: the same bits.
+                    let fast = state.scan_delta(&scan, i, j);
+                    assert_eq!(row[j - i - 1].to_bits(), fast.to_bits(), "{l} {i} {j}");
                     let mut p = perms.clone();
                     p[l].swap(i, j);
                     let exact = total(&p) - total(&perms);
                     let tol = 1e-9 * exact.abs().max(1.0);
                     assert!((state.delta(i, j) - exact).abs() < tol, "{l} {i} {j}");
-                    let fast = state.scan_delta(&scan, i, j);
                     assert!((fast - exact).abs() < tol, "{l} {i} {j}: {fast} vs {exact}");
                 }
             }
