@@ -4,6 +4,7 @@
 mod align_cli;
 mod assignment;
 mod attribution;
+mod attribution_scale;
 mod cli_support;
 mod commutativity_matching;
 mod io;

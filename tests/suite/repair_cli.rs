@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::cli_support::{assert_failures_touch_nothing, run_example, s, strings, Snapshot};
+use super::cli_support::{assert_failures_touch_nothing, run_example, s, strings, Snapshot, Traps};
 
 use llfc::repair::{set_running_stats, BatchNormLayer, RunningVariance, UnitStats};
 use llfc::{io, mlp, Params};
@@ -198,14 +198,13 @@ fn failures_touch_no_file_and_outputs_never_alias_inputs() {
     write_stats(&st, &stats(&a.interpolate(&b, 0.5).unwrap()));
     let out = d.join("out.safetensors");
     io::write_params(&out, &b).unwrap(); // an existing output: must survive failures
-    let link_a = d.join("link.safetensors");
-    std::os::unix::fs::symlink(&pa, &link_a).unwrap();
-    let hard_st = d.join("hard.npz");
-    std::fs::hard_link(&st, &hard_st).unwrap();
-    let outdir = d.join("outdir.safetensors");
-    std::fs::create_dir(&outdir).unwrap();
-    let zero = d.join("zero.npz");
-    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let traps = Traps::new(
+        d,
+        (&pa, "link.safetensors"),
+        (&st, "hard.npz"),
+        "outdir.safetensors",
+    );
+    let (link_a, hard_st, outdir, zero) = (traps.link, traps.hard, traps.outdir, traps.zero);
     let dotted = d.join(".").join("b.npz");
     let missing_dir = d.join("no").join("x.safetensors");
     let long_layer = "x".repeat(5000) + "=";
@@ -237,17 +236,9 @@ fn failures_touch_no_file_and_outputs_never_alias_inputs() {
         v
     };
     let reset = |theta: &Path, stats: &Path, o: &Path| {
-        strings(&[
-            "reset-bn",
-            "--theta",
-            s(theta),
-            "--stats",
-            s(stats),
-            "--bn",
-            "bn",
-            "-o",
-            s(o),
-        ])
+        let mut v = strings(&reset_bn_args(theta, stats, "bn"));
+        v.extend(strings(&["-o", s(o)]));
+        v
     };
     let same = "same file as input";
     let cases: Vec<(Vec<String>, &str)> = vec![
