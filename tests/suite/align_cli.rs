@@ -373,7 +373,10 @@ fn bad_inputs_fail_cleanly_without_output() {
 // checkpoint, non-convergence, long names, a full disk, --help.
 // ---------------------------------------------------------------------------------------------
 
-use super::cli_support::{assert_failures_touch_nothing, run_example, strings, Snapshot, Traps};
+use super::cli_support::{
+    assert_failures_touch_nothing, assert_succeeds_and_writes, run_example, strings, Snapshot,
+    Traps,
+};
 
 /// Item 1, item 2 and the per-CLI guarantee: every failing command (aliasing outputs, an output
 /// that is a directory, bad inputs of every kind) fails in one line with exit status 1 and
@@ -487,16 +490,7 @@ fn failures_touch_no_file_and_outputs_never_alias_inputs() {
     ];
     assert_failures_touch_nothing("align", d, &cases);
     // The same command with distinct outputs succeeds (the cases failed for their own reason).
-    let before = Snapshot::of(d);
-    let run = run_example(
-        "align",
-        &base(&[o, s(&out), "-q"])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(Snapshot::of(d) != before);
+    assert_succeeds_and_writes("align", d, &base(&[o, s(&out), "-q"]));
     assert_eq!(io::read_params::<f32>(&pa).unwrap(), a);
     assert_eq!(io::read_params::<f32>(&pb).unwrap(), b);
 }

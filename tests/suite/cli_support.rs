@@ -110,6 +110,15 @@ pub fn assert_failures_touch_nothing(name: &str, dir: &Path, cases: &[(Vec<Strin
     }
 }
 
+/// Run example `name` with `args`: it must succeed and change the directory (its output).
+pub fn assert_succeeds_and_writes(name: &str, dir: &Path, args: &[String]) {
+    let before = Snapshot::of(dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = run_example(name, &args);
+    assert_eq!(run.code, Some(0), "{name} {args:?}: {}", run.stderr);
+    assert!(Snapshot::of(dir) != before, "{name} {args:?} wrote nothing");
+}
+
 /// Files in a test directory that a careless tool would read or overwrite: a symbolic link to
 /// one input, a hard link to another, a directory, and an `.npz` link to `/dev/zero`.
 pub struct Traps {

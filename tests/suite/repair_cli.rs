@@ -7,7 +7,9 @@
 
 use std::path::Path;
 
-use super::cli_support::{assert_failures_touch_nothing, run_example, s, strings, Snapshot, Traps};
+use super::cli_support::{
+    assert_failures_touch_nothing, assert_succeeds_and_writes, run_example, s, strings, Traps,
+};
 
 use llfc::repair::{set_running_stats, BatchNormLayer, RunningVariance, UnitStats};
 use llfc::{io, mlp, Params};
@@ -291,13 +293,7 @@ fn failures_touch_no_file_and_outputs_never_alias_inputs() {
         interpolate(&pa, &pb, &out),
         fold(&pa, &st, "layers.0", &out),
     ] {
-        let before = Snapshot::of(d);
-        let run = run_example(
-            "repair",
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        );
-        assert_eq!(run.code, Some(0), "{}", run.stderr);
-        assert!(Snapshot::of(d) != before);
+        assert_succeeds_and_writes("repair", d, &args);
         assert_eq!(io::read_params::<f32>(&pa).unwrap(), a);
         assert_eq!(io::read_params::<f32>(&pb).unwrap(), b);
     }
