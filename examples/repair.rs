@@ -26,8 +26,15 @@
 //! feeds another (layer by layer is the rule: each layer is measured on the network whose
 //! earlier layers are already repaired). A layer without bias is an error.
 //!
-//! The output keeps θ's format (by extension), dtypes and integer buffers; errors print one
-//! line on stderr, exit with status 1 and write nothing.
+//! The output keeps θ's format (by extension), dtypes and integer buffers.
+//!
+//! Guarantees (as `align`, `llfc_report`, `lap`; README, "What the tools guarantee"): before
+//! anything is read, the output is compared with every input by canonical path and by device
+//! and inode (a symbolic or hard link to an input is refused), and must be a regular file in an
+//! existing directory; inputs are read by the crate's hardened readers (regular files only,
+//! sizes bounded); the output is written to a temporary sibling and renamed only when complete
+//! ([`llfc::io::OutputSet`]). Every error is one line `repair: error: …` on stderr, exit status
+//! 1, and no file is touched; `--help` and `--version` exit 0.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,8 +43,10 @@ use std::process::ExitCode;
 mod cli;
 
 use clap::{Parser, Subcommand};
-use cli::{usage, CliError};
-use llfc::io::{read_checkpoint, read_npz_arrays, write_checkpoint, Checkpoint};
+use cli::{check_outputs, usage, CliError, Named};
+use llfc::io::{
+    checkpoint_to_bytes, read_checkpoint, read_npz_arrays, Checkpoint, FileFormat, OutputSet,
+};
 use llfc::repair::{
     fold_correction, set_running_stats, BatchNormLayer, Correction, RepairLayer, RepairOptions,
     RunningVariance, Target, UnitStats,
@@ -113,7 +122,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    cli::exit("repair", run(Args::parse().command))
+    match cli::parse_args::<Args>("repair") {
+        Ok(args) => cli::exit("repair", run(args.command)),
+        Err(code) => code,
+    }
+}
+
+/// Before anything is read: the output's format is known, it is a regular file (or new) in an
+/// existing directory, and it is none of the inputs (by canonical path or device and inode).
+fn check(inputs: &[Named<'_>], output: &Path) -> Result<FileFormat, CliError> {
+    let format = FileFormat::from_path(output)?;
+    check_outputs(inputs, &[("--output", output)])?;
+    Ok(format)
 }
 
 fn run(command: Command) -> Result<(), CliError> {
@@ -124,9 +144,10 @@ fn run(command: Command) -> Result<(), CliError> {
             alpha,
             output,
         } => {
+            let format = check(&[("--a", &a), ("--b", &b)], &output)?;
             let (a, b) = (read_checkpoint(&a)?, read_checkpoint(&b)?);
             let params = a.params.interpolate(&b.params, alpha)?;
-            write(&output, Checkpoint { params, ..a })
+            write(&output, format, &Checkpoint { params, ..a }, &[])
         }
         Command::Fold {
             theta,
@@ -137,6 +158,17 @@ fn run(command: Command) -> Result<(), CliError> {
             layers,
             output,
         } => {
+            let inputs: [Named<'_>; 4] = [
+                ("--theta", &theta),
+                ("--stats-a", &stats_a),
+                ("--stats-b", &stats_b),
+                ("--stats", &stats),
+            ];
+            let format = check(&inputs, &output)?;
+            let layers = layers
+                .iter()
+                .map(|spec| parse_layer(spec))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut ckpt = read_checkpoint(&theta)?;
             let (sa, sb, st) = (
                 read_stats(&stats_a)?,
@@ -144,8 +176,8 @@ fn run(command: Command) -> Result<(), CliError> {
                 read_stats(&stats)?,
             );
             let tolerance = RepairOptions::default().zero_std_tolerance;
-            for spec in &layers {
-                let layer = parse_layer(spec)?;
+            let mut report = Vec::with_capacity(layers.len());
+            for layer in &layers {
                 let name = layer.feature.as_str();
                 let target = Target::interpolate(&sa.get(name)?, &sb.get(name)?, alpha)?;
                 let correction = Correction::new(&st.get(name)?, &target, tolerance)?;
@@ -157,13 +189,13 @@ fn run(command: Command) -> Result<(), CliError> {
                     .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &s| {
                         (l.min(s), h.max(s))
                     });
-                println!(
+                report.push(format!(
                     "{name}: {} units, scale σ_α/σ̃ in [{lo:.4}, {hi:.4}], zero-variance units {:?}",
                     correction.units(),
                     correction.zero_variance
-                );
+                ));
             }
-            write(&output, ckpt)
+            write(&output, format, &ckpt, &report)
         }
         Command::ResetBn {
             theta,
@@ -172,6 +204,7 @@ fn run(command: Command) -> Result<(), CliError> {
             population,
             output,
         } => {
+            let format = check(&[("--theta", &theta), ("--stats", &stats)], &output)?;
             let mut ckpt = read_checkpoint(&theta)?;
             let st = read_stats(&stats)?;
             let variance = if population {
@@ -179,20 +212,24 @@ fn run(command: Command) -> Result<(), CliError> {
             } else {
                 RunningVariance::Unbiased
             };
+            let mut report = Vec::with_capacity(bns.len());
             for name in &bns {
                 let layer = BatchNormLayer::module(name);
                 let s = st.get(name)?;
                 ckpt.params = set_running_stats(&ckpt.params, &layer, &s, variance)?;
-                println!(
+                report.push(format!(
                     "{name}: running statistics of {} channels from {} values each",
                     s.units(),
                     s.count()
-                );
+                ));
             }
-            write(&output, ckpt)
+            write(&output, format, &ckpt, &report)
         }
     }
 }
+
+/// Most characters of an argument or a file's content quoted in an error.
+const QUOTE: usize = 200;
 
 /// `NAME` or `NAME=WEIGHT,BIAS`.
 fn parse_layer(spec: &str) -> Result<RepairLayer, CliError> {
@@ -203,7 +240,8 @@ fn parse_layer(spec: &str) -> Result<RepairLayer, CliError> {
                 Ok(RepairLayer::new(name, w, b))
             }
             _ => usage(format!(
-                "--layer `{spec}`: expected NAME or NAME=WEIGHT,BIAS"
+                "--layer `{}`: expected NAME or NAME=WEIGHT,BIAS",
+                cli::one_line(spec, QUOTE)
             )),
         },
         None => usage("--layer: empty name"),
@@ -239,9 +277,9 @@ impl StatsFile {
                 .into_dimensionality::<ndarray::Ix1>()
                 .map_err(|_| {
                     CliError::Usage(format!(
-                        "`{}`: `{name}/{what}` must be a vector, has shape {:?}",
+                        "`{}`: `{name}/{what}` must be a vector, has shape {}",
                         self.path.display(),
-                        a.shape()
+                        cli::one_line(&format!("{:?}", a.shape()), QUOTE)
                     ))
                 })
         };
@@ -264,9 +302,20 @@ impl StatsFile {
     }
 }
 
-/// Write atomically (the library writes to a temporary file and renames it).
-fn write(path: &Path, ckpt: Checkpoint) -> Result<(), CliError> {
-    write_checkpoint(path, &ckpt)?;
+/// Write the output through a temporary sibling renamed into place only when complete (nothing
+/// is written on error), then print `report` and where it went.
+fn write(
+    path: &Path,
+    format: FileFormat,
+    ckpt: &Checkpoint,
+    report: &[String],
+) -> Result<(), CliError> {
+    let mut staged = OutputSet::new();
+    staged.stage_bytes(path, &checkpoint_to_bytes(ckpt, format)?)?;
+    staged.commit()?;
+    for line in report {
+        println!("{line}");
+    }
     println!("wrote {}", path.display());
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Pieces shared by the command-line examples (`align`, `llfc_report`, `lap`): a one-line error
+//! Pieces shared by the command-line examples (`align`, `llfc_report`, `lap`, `repair`): a one-line error
 //! type, argument parsing with one-line errors, the exit report, and the checks that keep every
 //! output apart from every input before any work is done.
 // Each example uses a subset of these helpers.
@@ -83,6 +83,13 @@ pub fn parse_args<T: clap::Parser>(name: &str) -> std::result::Result<T, ExitCod
         if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
             let _ = e.print();
             return ExitCode::SUCCESS;
+        }
+        if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            // clap would print the whole help: say what is missing instead.
+            return fail(
+                name,
+                &format!("a subcommand is required (see `{name} --help`)"),
+            );
         }
         // The message proper: the lines before clap's usage and tip, joined.
         let text = e.to_string();

@@ -18,6 +18,7 @@
 
 use ndarray::{s, Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4, Axis, Zip};
 
+use super::scaled;
 use super::{
     check_features, check_same, par_map, relative_from_sums, vanilla_from_sums, Commutativity,
 };
@@ -292,7 +293,10 @@ pub fn conv2d<F: Float>(
 ///
 /// Biases are not included (they cancel in `R`), as for dense layers. `R` is computed through
 /// the factorisation, so it is exactly 0 when `W_A = W_B` or `H_A = H_B`. Everything runs in
-/// f64 (im2col, five products per sample and group).
+/// f64 (im2col, five products per sample and group), scale-safe: the weights and the inputs
+/// are each divided by a power of two near their largest magnitude first, so the ratios of
+/// `s W` and `t H` equal those of `W` and `H` for any finite `s, t ≠ 0` (bit for bit for
+/// powers of two) and `‖R‖` is scaled back exactly.
 ///
 /// # Errors
 /// [`Error::ShapeMismatch`] if `W_B` differs in shape from `W_A`, `H_B` from `H_A`, or the
@@ -321,11 +325,22 @@ pub fn conv_commutativity<F: Float>(
     geometry: &ConvGeometry,
 ) -> Result<Commutativity> {
     let shape = check_conv(&w_a, &w_b, &h_a, &h_b, *geometry)?;
-    let (wa, wb) = (shape.weight_matrix(&w_a), shape.weight_matrix(&w_b));
+    // Scale-safe: the weights and the inputs are each divided by a power of two near their
+    // largest magnitude (exact), so no product overflows or underflows; every sum below is
+    // bilinear squared, so the ratios do not change and ‖R‖ is scaled back by 2^(ew + eh).
+    let (ew, eh) = (
+        scaled::exponent(scaled::max_abs(w_a.iter().chain(w_b.iter()))),
+        scaled::exponent(scaled::max_abs(h_a.iter().chain(h_b.iter()))),
+    );
+    let (kw, kh) = (scaled::pow2(-ew), scaled::pow2(-eh));
+    let (wa, wb) = (
+        shape.weight_matrix(&w_a) * kw,
+        shape.weight_matrix(&w_b) * kw,
+    );
     let dw = &wa - &wb;
     // [‖R‖², ‖S‖², ‖X‖², ‖AA − BB‖², ‖AA‖², ‖BB‖²]
     let sums = sum_over_blocks(h_a.shape()[0], |i| {
-        let (sa, sb) = (sample_f64(&h_a, i), sample_f64(&h_b, i));
+        let (sa, sb) = (sample_f64(&h_a, i) * kh, sample_f64(&h_b, i) * kh);
         let ud = shape.unfold_all(&(&sa - &sb).view());
         let r = shape.apply(&dw.view(), &ud);
         let ua = shape.unfold_all(&sa.view());
@@ -353,6 +368,6 @@ pub fn conv_commutativity<F: Float>(
         relative: relative_from_sums(r, ns),
         vanilla: vanilla_from_sums(r, ns, nx),
         baseline: vanilla_from_sums(d, na, nb),
-        residual_norm: r.sqrt(),
+        residual_norm: scaled::ldexp(r.sqrt(), ew + eh),
     })
 }

@@ -373,7 +373,10 @@ fn bad_inputs_fail_cleanly_without_output() {
 // checkpoint, non-convergence, long names, a full disk, --help.
 // ---------------------------------------------------------------------------------------------
 
-use super::cli_support::{assert_failures_touch_nothing, run_example, strings, Snapshot};
+use super::cli_support::{
+    assert_failures_touch_nothing, assert_succeeds_and_writes, run_example, strings, Snapshot,
+    Traps,
+};
 
 /// Item 1, item 2 and the per-CLI guarantee: every failing command (aliasing outputs, an output
 /// that is a directory, bad inputs of every kind) fails in one line with exit status 1 and
@@ -393,14 +396,8 @@ fn failures_touch_no_file_and_outputs_never_alias_inputs() {
     std::fs::write(&spec, PermutationSpec::mlp(2).to_json()).unwrap();
     let out = d.join("out.safetensors");
     io::write_params(&out, &b).unwrap(); // an existing output: must survive failures
-    let link_a = d.join("link.safetensors");
-    std::os::unix::fs::symlink(&pa, &link_a).unwrap();
-    let hard_b = d.join("hard.npz");
-    std::fs::hard_link(&pb, &hard_b).unwrap();
-    let outdir = d.join("outdir");
-    std::fs::create_dir(&outdir).unwrap();
-    let zero = d.join("zero.npz");
-    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let traps = Traps::new(d, (&pa, "link.safetensors"), (&pb, "hard.npz"), "outdir");
+    let (link_a, hard_b, outdir, zero) = (traps.link, traps.hard, traps.outdir, traps.zero);
     // An npz holding `layers.0.weight` twice (names patched to equal length).
     let dup = d.join("dup.npz");
     let mut two: Params<f32> = Params::new();
@@ -493,16 +490,7 @@ fn failures_touch_no_file_and_outputs_never_alias_inputs() {
     ];
     assert_failures_touch_nothing("align", d, &cases);
     // The same command with distinct outputs succeeds (the cases failed for their own reason).
-    let before = Snapshot::of(d);
-    let run = run_example(
-        "align",
-        &base(&[o, s(&out), "-q"])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(Snapshot::of(d) != before);
+    assert_succeeds_and_writes("align", d, &base(&[o, s(&out), "-q"]));
     assert_eq!(io::read_params::<f32>(&pa).unwrap(), a);
     assert_eq!(io::read_params::<f32>(&pb).unwrap(), b);
 }

@@ -110,6 +110,42 @@ pub fn assert_failures_touch_nothing(name: &str, dir: &Path, cases: &[(Vec<Strin
     }
 }
 
+/// Run example `name` with `args`: it must succeed and change the directory (its output).
+pub fn assert_succeeds_and_writes(name: &str, dir: &Path, args: &[String]) {
+    let before = Snapshot::of(dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = run_example(name, &args);
+    assert_eq!(run.code, Some(0), "{name} {args:?}: {}", run.stderr);
+    assert!(Snapshot::of(dir) != before, "{name} {args:?} wrote nothing");
+}
+
+/// Files in a test directory that a careless tool would read or overwrite: a symbolic link to
+/// one input, a hard link to another, a directory, and an `.npz` link to `/dev/zero`.
+pub struct Traps {
+    pub link: PathBuf,
+    pub hard: PathBuf,
+    pub outdir: PathBuf,
+    pub zero: PathBuf,
+}
+
+impl Traps {
+    /// `link` = `(target, name)` of the symbolic link, `hard` = `(target, name)` of the hard
+    /// link, `outdir` the directory's name; the `/dev/zero` link is `zero.npz`.
+    pub fn new(dir: &Path, link: (&Path, &str), hard: (&Path, &str), outdir: &str) -> Self {
+        let traps = Self {
+            link: dir.join(link.1),
+            hard: dir.join(hard.1),
+            outdir: dir.join(outdir),
+            zero: dir.join("zero.npz"),
+        };
+        std::os::unix::fs::symlink(link.0, &traps.link).unwrap();
+        std::fs::hard_link(hard.0, &traps.hard).unwrap();
+        std::fs::create_dir(&traps.outdir).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &traps.zero).unwrap();
+        traps
+    }
+}
+
 /// `Vec<String>` from string slices.
 pub fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_string()).collect()

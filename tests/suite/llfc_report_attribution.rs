@@ -3,8 +3,9 @@
 //! arrays, and bad flags or missing arrays give a one-line error and no output.
 #![cfg(feature = "io")]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+
+use super::cli_support::run_example;
 
 use llfc::metrics::attribution::{
     local_split_activation, local_split_conv, local_split_dense, ConvLayer, DenseLayer, LocalSplit,
@@ -17,26 +18,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-/// The `llfc_report` example binary next to the test executable (after merging with the
-/// shared CLI test support, `cli_support::run_example` can replace these two helpers).
-fn report_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir
-        .join("examples")
-        .join(format!("llfc_report{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "build the example first: {}", bin.display());
-    bin
-}
-
 /// `(success, stdout, stderr)` of `llfc_report args`.
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(report_bin()).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    let out = run_example("llfc_report", args);
+    (out.code == Some(0), out.stdout, out.stderr)
 }
 
 const LABELS: [&str; 2] = ["0.25", "0.5"];

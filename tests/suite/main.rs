@@ -6,6 +6,7 @@ mod align_check_cli;
 mod align_cli;
 mod assignment;
 mod attribution;
+mod attribution_scale;
 mod cli_support;
 #[path = "../../examples/common/cnn.rs"]
 mod cnn;

@@ -1,11 +1,15 @@
 //! End-to-end tests of `examples/repair.rs`: the file workflow that `repair_model.py` drives
 //! (statistics written per layer, `interpolate`, then `fold` layer by layer) gives the same
 //! checkpoint as `mlp::repair`; `reset-bn` equals `set_running_stats`; bad files give a
-//! one-line error and no output.
+//! one-line error and no output; every failure (aliased outputs, non-regular inputs, bad
+//! arguments) leaves every file as it was.
 #![cfg(feature = "io")]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+
+use super::cli_support::{
+    assert_failures_touch_nothing, assert_succeeds_and_writes, run_example, s, strings, Traps,
+};
 
 use llfc::repair::{set_running_stats, BatchNormLayer, RunningVariance, UnitStats};
 use llfc::{io, mlp, Params};
@@ -13,27 +17,10 @@ use ndarray::{Array1, Array2, ArrayD};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// The `repair` example binary, built by `cargo test` next to this test's own executable.
-fn repair_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir
-        .join("examples")
-        .join(format!("repair{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "build the example first: {}", bin.display());
-    bin
-}
-
+/// `(success, stderr)` of `repair args`.
 fn run(args: &[&str]) -> (bool, String) {
-    let out = Command::new(repair_bin()).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    let out = run_example("repair", args);
+    (out.code == Some(0), out.stderr)
 }
 
 /// `repair fold` of one layer with the statistics files of `dir` (`sa.npz`, `sb.npz`, `st.npz`).
@@ -187,4 +174,144 @@ fn reset_bn_equals_set_running_stats() {
     args.extend(["-o", s(&bad_out)]);
     let (ok, err) = run(&args);
     assert!(!ok && err.contains("bn2"), "{err}");
+}
+
+/// The guarantees of README's "What the tools guarantee", for every subcommand: an output that
+/// is an input (same path, `./` spelling, a symbolic or a hard link), a directory, in a missing
+/// directory or of an unknown format is refused before anything is read; `/dev/zero` and links
+/// to it are refused as inputs; bad arguments are one line. Each failure leaves every file of
+/// the directory (inputs and an existing output) unchanged in bytes and modification time, with
+/// no temporary file left.
+#[test]
+fn failures_touch_no_file_and_outputs_never_alias_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rng = ChaCha8Rng::seed_from_u64(47);
+    let a = mlp::init::<f32, _>(&[4, 6, 3], &mut rng).unwrap();
+    let b = mlp::init::<f32, _>(&[4, 6, 3], &mut rng).unwrap();
+    let (pa, pb) = (d.join("a.safetensors"), d.join("b.npz"));
+    io::write_params(&pa, &a).unwrap();
+    io::write_params(&pb, &b).unwrap();
+    let x = Array2::from_shape_simple_fn((20, 4), || 2.0 * rng.random::<f64>() - 1.0);
+    let stats = |p: &Params<f32>| mlp_stats(&p.cast::<f64>(), &x, &["layers.0"]);
+    let (sa, sb, st) = (d.join("sa.npz"), d.join("sb.npz"), d.join("st.npz"));
+    write_stats(&sa, &stats(&a));
+    write_stats(&sb, &stats(&b));
+    write_stats(&st, &stats(&a.interpolate(&b, 0.5).unwrap()));
+    let out = d.join("out.safetensors");
+    io::write_params(&out, &b).unwrap(); // an existing output: must survive failures
+    let traps = Traps::new(
+        d,
+        (&pa, "link.safetensors"),
+        (&st, "hard.npz"),
+        "outdir.safetensors",
+    );
+    let (link_a, hard_st, outdir, zero) = (traps.link, traps.hard, traps.outdir, traps.zero);
+    let dotted = d.join(".").join("b.npz");
+    let missing_dir = d.join("no").join("x.safetensors");
+    let long_layer = "x".repeat(5000) + "=";
+
+    let interpolate = |a: &Path, b: &Path, o: &Path| {
+        strings(&[
+            "interpolate",
+            "--a",
+            s(a),
+            "--b",
+            s(b),
+            "--alpha",
+            "0.5",
+            "-o",
+            s(o),
+        ])
+    };
+    let fold = |theta: &Path, stats: &Path, layer: &str, o: &Path| {
+        let mut v = strings(&["fold", "--theta", s(theta), "--alpha", "0.5"]);
+        v.extend(strings(&["--stats-a", s(&sa), "--stats-b", s(&sb)]));
+        v.extend(strings(&[
+            "--stats",
+            s(stats),
+            "--layer",
+            layer,
+            "-o",
+            s(o),
+        ]));
+        v
+    };
+    let reset = |theta: &Path, stats: &Path, o: &Path| {
+        let mut v = strings(&reset_bn_args(theta, stats, "bn"));
+        v.extend(strings(&["-o", s(o)]));
+        v
+    };
+    let same = "same file as input";
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (interpolate(&pa, &pb, &pa), same),
+        (interpolate(&pa, &pb, &pb), same),
+        (interpolate(&pa, &pb, &dotted), same),
+        (interpolate(&pa, &pb, &link_a), same),
+        (interpolate(&link_a, &pb, &pa), same),
+        (interpolate(&pa, &pb, &outdir), "is a directory"),
+        (interpolate(&pa, &pb, &missing_dir), "does not exist"),
+        (interpolate(&pa, &pb, &d.join("out.txt")), "out.txt"),
+        (interpolate(&zero, &pb, &out), "not a regular file"),
+        (interpolate(&pa, Path::new("/dev/zero"), &out), "/dev/zero"),
+        (
+            interpolate(&pa, &d.join("missing.npz"), &out),
+            "missing.npz",
+        ),
+        (fold(&pa, &st, "layers.0", &pa), same),
+        (fold(&pa, &st, "layers.0", &sa), same),
+        (fold(&pa, &st, "layers.0", &hard_st), same),
+        (fold(&pa, &zero, "layers.0", &out), "not a regular file"),
+        (fold(&pa, &st, "layers.1", &out), "layers.1/mean"),
+        (
+            fold(&pa, &st, &long_layer, &out),
+            "expected NAME or NAME=WEIGHT,BIAS",
+        ),
+        (reset(&pa, &st, &st), same),
+        (reset(&pa, &hard_st, &st), same),
+        (reset(&pa, &st, &out), "bn"),
+        (reset(&pa, &zero, &out), "not a regular file"),
+        (strings(&["fold", "--theta", s(&pa)]), "--alpha"),
+        (strings(&["interpolate", "--bogus"]), "--bogus"),
+        (strings(&["frobnicate"]), "frobnicate"),
+        (strings(&[]), "a subcommand is required"),
+    ];
+    assert_failures_touch_nothing("repair", d, &cases);
+    // The error quoting a 5000-character `--layer` is short (~200 characters of it).
+    let long = run_example(
+        "repair",
+        &fold(&pa, &st, &long_layer, &out)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(long.stderr.len() < 400, "{} bytes", long.stderr.len());
+
+    // The same commands with a distinct output succeed (the cases failed for their own reason)
+    // and leave the inputs unchanged.
+    for args in [
+        interpolate(&pa, &pb, &out),
+        fold(&pa, &st, "layers.0", &out),
+    ] {
+        assert_succeeds_and_writes("repair", d, &args);
+        assert_eq!(io::read_params::<f32>(&pa).unwrap(), a);
+        assert_eq!(io::read_params::<f32>(&pb).unwrap(), b);
+    }
+}
+
+/// `--help` and `--version` exit 0, for the tool and each subcommand.
+#[test]
+fn help_exits_zero() {
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["--version"],
+        &["interpolate", "--help"],
+        &["fold", "--help"],
+        &["reset-bn", "-h"],
+    ] {
+        let run = run_example("repair", args);
+        assert_eq!(run.code, Some(0), "repair {args:?}: {}", run.stderr);
+        assert!(!run.stdout.is_empty());
+    }
 }

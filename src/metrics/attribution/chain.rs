@@ -4,12 +4,13 @@
 use ndarray::{s, Array1, Array2, ArrayBase, ArrayView2, Data, Ix1, Ix2, Zip};
 
 use super::{
-    block_sums, check_biases, Activation, Attribution, AttributionOptions, DenseLayer,
-    LayerAttribution, Source, Sums,
+    block_sums, check_biases, scale_exponent, Activation, Attribution, AttributionOptions,
+    DenseLayer, LayerAttribution, Source, Sums,
 };
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::matmul::mat_mul_into;
+use crate::metrics::scaled::pow2;
 use crate::metrics::{check_alpha, check_features, check_same, par_map};
 use crate::mlp;
 use crate::params::Params;
@@ -21,7 +22,8 @@ struct Net {
 }
 
 impl Net {
-    fn new<F: Float>(layers: &[DenseLayer<'_, F>]) -> Self {
+    /// The layers in f64, biases multiplied by `k` (a power of two: exact).
+    fn new<F: Float>(layers: &[DenseLayer<'_, F>], k: f64) -> Self {
         Self {
             w: layers
                 .iter()
@@ -32,7 +34,7 @@ impl Net {
                 .map(|l| {
                     l.bias.map_or_else(
                         || Array1::zeros(l.weight.nrows()),
-                        |b| b.mapv(Float::as_f64),
+                        |b| b.mapv(|v| v.as_f64() * k),
                     )
                 })
                 .collect(),
@@ -310,7 +312,17 @@ pub fn attribution_dense<F: Float, S: Data<Elem = F>>(
     options: &AttributionOptions,
 ) -> Result<Attribution> {
     check_chain(a, b, activations, x, alphas, options)?;
-    let (net_a, net_b) = (Net::new(a), Net::new(b));
+    // Scale-safe: every Z^ℓ, H^ℓ is positively homogeneous of degree 1 in the input and the
+    // biases together (ReLU(c z) = c ReLU(z) for c > 0), so dividing both by 2^e (exact) divides
+    // every deviation, target and contribution by 2^e: the shares and ratios are unchanged and
+    // the norms are scaled back (`Sums::exp`). Without it inputs of 1e160 overflow the squares.
+    let e = scale_exponent(
+        x.iter()
+            .chain(a.iter().flat_map(|l| l.bias.into_iter().flatten()))
+            .chain(b.iter().flat_map(|l| l.bias.into_iter().flatten())),
+    );
+    let k = pow2(-e);
+    let (net_a, net_b) = (Net::new(a, k), Net::new(b, k));
     let dw: Vec<Array2<f64>> = net_a.w.iter().zip(&net_b.w).map(|(a, b)| a - b).collect();
     let thetas: Vec<Net> = alphas
         .iter()
@@ -337,7 +349,7 @@ pub fn attribution_dense<F: Float, S: Data<Elem = F>>(
     let starts: Vec<usize> = (0..n).step_by(options.chunk_size).collect();
     let per_block = par_map(&starts, |&r0| {
         let rows = x.slice(s![r0..(r0 + options.chunk_size).min(n), ..]);
-        let xb = rows.mapv(Float::as_f64);
+        let xb = rows.mapv(|v| v.as_f64() * k);
         let (za, zb) = (
             forward(chain.a, xb.view(), activations),
             forward(chain.b, xb.view(), activations),
@@ -348,7 +360,11 @@ pub fn attribution_dense<F: Float, S: Data<Elem = F>>(
             .map(|(theta, &alpha)| block(&chain, xb.view(), (&za, &zb), theta, alpha))
             .collect::<Vec<_>>()
     });
-    let mut totals = vec![vec![(Sums::default(), Sums::default()); a.len()]; alphas.len()];
+    let scaled = Sums {
+        exp: e,
+        ..Sums::default()
+    };
+    let mut totals = vec![vec![(scaled.clone(), scaled); a.len()]; alphas.len()];
     for blk in &per_block {
         for (tot, got) in totals.iter_mut().zip(blk) {
             for ((tp, tq), (p, q)) in tot.iter_mut().zip(got) {

@@ -8,11 +8,12 @@ use ndarray::{
 };
 
 use super::chain::secant;
-use super::{block_sums, check_biases, DenseLayer, LocalSplit, Sums};
+use super::{block_sums, check_biases, scale_exponent, DenseLayer, LocalSplit, Sums};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::matmul::mat_mul_into;
 use crate::metrics::conv::{check_conv, sample_f64, ConvGeometry, SAMPLE_BLOCK};
+use crate::metrics::scaled::pow2;
 use crate::metrics::{check_alpha, check_features, check_same, par_map};
 
 /// Rows per block of the dense split.
@@ -96,14 +97,21 @@ pub fn local_split_dense<F: Float>(
     let (wa, wb) = (a.weight.mapv(Float::as_f64), b.weight.mapv(Float::as_f64));
     let w_alpha = &wa * alpha + &wb * beta;
     let dw = &wa - &wb;
-    let b_lin = bias_f64(a.bias, out) * alpha + bias_f64(b.bias, out) * beta;
+    // Scale-safe: inputs and biases divided by 2^e (exact); ΔZ, Z_lin and both parts are
+    // linear in them, so the shares and ratios are unchanged and the norms are scaled back.
+    let (e, k, b_lin) = scaled_bias(
+        h_a.iter().chain(h_b.iter()).chain(h_alpha.iter()),
+        (a.bias, b.bias),
+        out,
+        alpha,
+    );
     let product = |h: &Array2<f64>, w: &Array2<f64>| {
         let mut z = Array2::zeros((h.nrows(), out));
         mat_mul_into(h.view(), w.t(), 0.0, z.view_mut());
         z
     };
     let sums = reduce_blocks(h_a.nrows(), ROW_BLOCK, |rows| {
-        let f = |h: &ArrayView2<'_, F>| h.slice(s![rows.clone(), ..]).mapv(Float::as_f64);
+        let f = |h: &ArrayView2<'_, F>| h.slice(s![rows.clone(), ..]).mapv(|v| v.as_f64() * k);
         let (ha, hb, hal) = (f(&h_a), f(&h_b), f(&h_alpha));
         let (pa, pb) = (product(&ha, &wa), product(&hb, &wb));
         let delta = product(&hal, &w_alpha) - &pa * alpha - &pb * beta;
@@ -117,7 +125,22 @@ pub fn local_split_dense<F: Float>(
         own.mapv_inplace(|v| -alpha * beta * v);
         block_sums(parts.view(), delta.view(), z_lin.view())
     });
-    Ok(sums.local_split(alpha))
+    Ok(Sums { exp: e, ..sums }.local_split(alpha))
+}
+
+/// The scale of a layer's inputs `features` and biases `(A's, B's)`: `(e, 2^−e, b_lin 2^−e)`
+/// with `2^e` near their largest magnitude and `b_lin = α b_A + (1 − α) b_B` (`[out]`, zeros
+/// without biases).
+fn scaled_bias<'a, F: Float + 'a>(
+    features: impl Iterator<Item = &'a F>,
+    (a, b): (Option<ArrayView1<'a, F>>, Option<ArrayView1<'a, F>>),
+    out: usize,
+    alpha: f64,
+) -> (i32, f64, Array1<f64>) {
+    let e = scale_exponent(features.chain(a.into_iter().chain(b).flat_map(|v| v.into_iter())));
+    let k = pow2(-e);
+    let b_lin = (bias_f64(a, out) * alpha + bias_f64(b, out) * (1.0 - alpha)) * k;
+    (e, k, b_lin)
 }
 
 /// One convolutional layer: weight `[out, in/groups, kh, kw]` and optional bias `[out]`.
@@ -166,15 +189,21 @@ pub fn local_split_conv<F: Float>(
     );
     let w_alpha = &wa * alpha + &wb * beta;
     let dw = &wa - &wb;
-    let b_lin = bias_f64(a.bias, out) * alpha + bias_f64(b.bias, out) * beta;
+    // Scale-safe as in `local_split_dense`.
+    let (e, k, b_lin) = scaled_bias(
+        h_a.iter().chain(h_b.iter()).chain(h_alpha.iter()),
+        (a.bias, b.bias),
+        out,
+        alpha,
+    );
     let b_lin = b_lin.insert_axis(ndarray::Axis(1));
     let sums = reduce_blocks(h_a.shape()[0], SAMPLE_BLOCK, |samples| {
         let mut total = Sums::default();
         for i in samples {
             let (sa, sb, sal) = (
-                sample_f64(&h_a, i),
-                sample_f64(&h_b, i),
-                sample_f64(&h_alpha, i),
+                sample_f64(&h_a, i) * k,
+                sample_f64(&h_b, i) * k,
+                sample_f64(&h_alpha, i) * k,
             );
             let conv = |w: &Array2<f64>, x: &ndarray::Array3<f64>| {
                 shape.apply(&w.view(), &shape.unfold_all(&x.view()))
@@ -189,7 +218,7 @@ pub fn local_split_conv<F: Float>(
         }
         total
     });
-    Ok(sums.local_split(alpha))
+    Ok(Sums { exp: e, ..sums }.local_split(alpha))
 }
 
 /// The local split of a ReLU's post-activation deviation from the pre-activations alone
@@ -245,12 +274,17 @@ where
     check_same(z_a, z_alpha, "pre-activations Z_α", "pre-activations Z_A")?;
     let beta = 1.0 - alpha;
     let relu = |v: f64| v.max(0.0);
+    // Scale-safe: ReLU and the secant slope are positively homogeneous, so dividing every
+    // pre-activation by 2^e (exact) scales each term by 2^−e; the norms are scaled back.
+    let e = scale_exponent(z_a.iter().chain(z_b.iter()).chain(z_alpha.iter()));
+    let k = pow2(-e);
     let mut sums = Sums {
         parts: vec![(0.0, 0.0); 2],
+        exp: e,
         ..Sums::default()
     };
     Zip::from(z_a).and(z_b).and(z_alpha).for_each(|&a, &b, &z| {
-        let (a, b, z) = (a.as_f64(), b.as_f64(), z.as_f64());
+        let (a, b, z) = (a.as_f64() * k, b.as_f64() * k, z.as_f64() * k);
         let z_lin = alpha * a + beta * b;
         let h_lin = alpha * relu(a) + beta * relu(b);
         let delta = relu(z) - h_lin;

@@ -76,6 +76,12 @@
 //! Everything is computed in f64 (f32 inputs are converted exactly), so the identity closes to
 //! rounding: every result carries `closure = ‖Σ_s c_s − Δ‖ / ‖Δ‖` with `Δ` computed directly
 //! (`Z_α − Z_lin` from the interpolated network's own forward pass), about `1e-15` per layer.
+//! The sums are scale-safe like the rest of [`metrics`](crate::metrics): the inputs (with the
+//! biases, with which every `Z^ℓ`, `H^ℓ` is positively homogeneous) are divided by a power of
+//! two near their largest magnitude before any product, so inputs of 1e±300 give the shares,
+//! ratios and closures of unscaled ones (bit for bit for a power-of-two scale) and norms scaled
+//! back exactly; an inner product `⟨c, Δ⟩` beyond f64's range is reported as ±∞, its share
+//! is still finite.
 //! Samples are processed in fixed blocks ([`AttributionOptions::chunk_size`] rows, in parallel
 //! with `rayon`); a block holds its three forward passes and all its sources at once (one GEMM
 //! transports all of them), and only f64 sums leave it, added in block order — so no
@@ -97,6 +103,7 @@ use ndarray::{ArrayView1, ArrayView2};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::metrics::check_same;
+use crate::metrics::scaled::ldexp;
 
 /// The activation after a dense layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -289,6 +296,9 @@ pub(crate) struct Sums {
     pub(crate) reference: f64,
     pub(crate) closure: f64,
     pub(crate) parts: Vec<(f64, f64)>,
+    /// The sums are of values divided by `2^exp` (scale safety): norms are multiplied back by
+    /// `2^exp` and inner products by `2^(2 exp)`; shares and ratios need no correction.
+    pub(crate) exp: i32,
 }
 
 impl Sums {
@@ -310,8 +320,8 @@ impl Sums {
     pub(crate) fn part(&self, i: usize) -> Part {
         let (sq, inner) = self.parts[i];
         Part {
-            norm: sq.sqrt(),
-            inner,
+            norm: ldexp(sq.sqrt(), self.exp),
+            inner: ldexp(inner, 2 * self.exp),
             share: (self.delta > 0.0).then(|| inner / self.delta),
         }
     }
@@ -320,8 +330,8 @@ impl Sums {
     pub(crate) fn totals(&self) -> (f64, f64, Option<f64>, Option<f64>) {
         let (n, r) = (self.delta.sqrt(), self.reference.sqrt());
         (
-            n,
-            r,
+            ldexp(n, self.exp),
+            ldexp(r, self.exp),
             (r > 0.0).then(|| n / r),
             (n > 0.0).then(|| self.closure.sqrt() / n),
         )
@@ -359,6 +369,13 @@ impl Sums {
             own: self.part(1),
         }
     }
+}
+
+/// The exponent `e` of a power-of-two scale for all of `arrays` (`max |v| · 2^−e ∈ [1, 2)`):
+/// dividing every array of a linear (or positively homogeneous) computation by `2^e` keeps its
+/// f64 sums of squares and products in range whatever the magnitude of the inputs.
+pub(crate) fn scale_exponent<'a, F: Float + 'a>(arrays: impl IntoIterator<Item = &'a F>) -> i32 {
+    crate::metrics::scaled::exponent(crate::float::max_abs(arrays))
 }
 
 /// Sums of a deviation `delta` (`[n, d]`, row-major logical order), its `reference` and the
