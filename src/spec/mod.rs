@@ -18,25 +18,41 @@
 //! permutation. Always [`validate`](PermutationSpec::validate) a spec against the parameters:
 //! a spec that does not fit the model is an error, never a silent no-op.
 
+mod structured;
+mod symmetry;
+
+#[cfg(feature = "serde")]
+mod json;
+
 use std::collections::BTreeMap;
+
+pub(crate) use structured::{head_sigma, Coordinate};
+pub use structured::{
+    AxisSpec, Embed, Heads, Layout, PermDecl, PermRole, PermUse, Segment, WithinHead,
+};
 
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::params::Params;
 use crate::permutation::Permutation;
 
-/// For each parameter name, one optional permutation name per axis.
+/// For each parameter name, one optional permutation name per axis; optionally segmented axes,
+/// parameter layouts and declarations of structured permutations (see [`structured`]'s types:
+/// [`AxisSpec`], [`Layout`], [`PermDecl`]).
 ///
 /// With the `serde` feature the spec (de)serialises as a JSON object
-/// `{"layers.0.weight": ["P_0", null], …}`, so Python users can write specs by hand.
+/// `{"layers.0.weight": ["P_0", null], …}`, so Python users can write specs by hand; specs
+/// with structured parts use the extended form `{"params": {…}, "perms": {…}}` (see the
+/// README).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(transparent)
-)]
 pub struct PermutationSpec {
     axes: BTreeMap<String, Vec<Option<String>>>,
+    /// Segmented axes: parameter → axis → segments (the axis reads `None` in `axes`).
+    segments: BTreeMap<String, BTreeMap<usize, Vec<Segment>>>,
+    /// Non-default layouts.
+    layouts: BTreeMap<String, Layout>,
+    /// Non-plain permutation declarations.
+    decls: BTreeMap<String, PermDecl>,
 }
 
 /// What [`PermutationSpec::validate`] found about a parameter set that fits the spec.
@@ -134,7 +150,9 @@ impl PermutationSpec {
             .iter()
             .map(|a| a.as_ref().map(|s| s.as_ref().to_string()))
             .collect();
-        self.axes.insert(param.into(), axes);
+        let param = param.into();
+        self.segments.remove(&param);
+        self.axes.insert(param, axes);
     }
 
     /// Builder form of [`PermutationSpec::insert`].
@@ -167,8 +185,9 @@ impl PermutationSpec {
         self.axes.is_empty()
     }
 
-    /// The inverse map: permutation name → every `(parameter, axis)` it acts on, both in name
-    /// order.
+    /// The inverse map: permutation name → every whole `(parameter, axis)` it acts on, both in
+    /// name order. Segments of segmented axes are not listed; see
+    /// [`PermutationSpec::perm_uses`].
     #[must_use]
     pub fn perm_to_axes(&self) -> BTreeMap<String, Vec<(String, usize)>> {
         let mut map: BTreeMap<String, Vec<(String, usize)>> = BTreeMap::new();
@@ -187,20 +206,30 @@ impl PermutationSpec {
     /// Names of all permutations, sorted.
     #[must_use]
     pub fn perm_names(&self) -> Vec<String> {
-        self.perm_to_axes().into_keys().collect()
+        self.perm_uses().into_keys().collect()
     }
 
     /// Check that `params` fits the spec.
     ///
     /// Every parameter the spec names must exist, with exactly as many axes as the spec lists;
-    /// all axes governed by one permutation must have the same size. Parameters the spec does not
-    /// mention are allowed and reported in [`Validation::unmentioned`].
+    /// all axes (and segments) governed by one permutation must have the same size. Parameters
+    /// the spec does not mention are allowed and reported in [`Validation::unmentioned`].
+    ///
+    /// Then the spec must be a plausible symmetry (the rules of [`symmetry`]): every
+    /// permutation is produced (on a tensor's output axis: axis 0, the last axis of
+    /// [`Layout::InOut`] tensors, every vector) *and* consumed (on another axis), except
+    /// query/key permutations, which only the attention scores consume; no permutation acts on
+    /// two axes of one tensor unless declared recurrent; heads, ties and embeddings are
+    /// declared consistently.
     ///
     /// # Errors
     /// - [`Error::MissingParam`]: a parameter named in the spec is absent;
     /// - [`Error::AxisOutOfRange`]: the spec permutes an axis beyond the tensor's rank;
     /// - [`Error::RankMismatch`]: the spec lists a different number of axes than the rank;
-    /// - [`Error::InconsistentPermutationSize`]: two axes of one permutation differ in size.
+    /// - [`Error::SegmentMismatch`]: the segments of an axis do not add up to its size;
+    /// - [`Error::InconsistentPermutationSize`]: two axes of one permutation differ in size;
+    /// - [`Error::UnbalancedPermutation`], [`Error::RepeatedPermutation`],
+    ///   [`Error::Structure`], [`Error::PermutationName`]: the symmetry rules above.
     pub fn validate<F: Float>(&self, params: &Params<F>) -> Result<Validation> {
         let mut sizes: BTreeMap<String, (usize, String, usize)> = BTreeMap::new();
         for (param, axes) in &self.axes {
@@ -209,7 +238,9 @@ impl PermutationSpec {
                 context: "the parameters (it is named in the permutation spec)".into(),
             })?;
             let rank = tensor.ndim();
-            if let Some(axis) = (rank..axes.len()).find(|&k| axes[k].is_some()) {
+            if let Some(axis) =
+                (rank..axes.len()).find(|&k| axes[k].is_some() || self.segments(param, k).is_some())
+            {
                 return Err(Error::AxisOutOfRange {
                     what: param.clone(),
                     axis,
@@ -223,9 +254,28 @@ impl PermutationSpec {
                     rank,
                 });
             }
+            let mut uses: Vec<(&String, usize, usize)> = Vec::new();
             for (axis, perm) in axes.iter().enumerate() {
-                let Some(perm) = perm else { continue };
-                let n = tensor.shape()[axis];
+                let len = tensor.shape()[axis];
+                if let Some(segs) = self.segments(param, axis) {
+                    let total: usize = segs.iter().map(|s| s.size).sum();
+                    if total != len {
+                        return Err(Error::SegmentMismatch {
+                            param: param.clone(),
+                            axis,
+                            segments_len: total,
+                            axis_len: len,
+                        });
+                    }
+                    uses.extend(
+                        segs.iter()
+                            .filter_map(|s| Some((s.perm.as_ref()?, axis, s.size))),
+                    );
+                } else if let Some(perm) = perm {
+                    uses.push((perm, axis, len));
+                }
+            }
+            for (perm, axis, n) in uses {
                 match sizes.get(perm) {
                     None => {
                         sizes.insert(perm.clone(), (n, param.clone(), axis));
@@ -245,8 +295,11 @@ impl PermutationSpec {
                 }
             }
         }
+        let perm_sizes: BTreeMap<String, usize> =
+            sizes.into_iter().map(|(k, (n, _, _))| (k, n)).collect();
+        self.check_rules(params, &perm_sizes)?;
         Ok(Validation {
-            perm_sizes: sizes.into_iter().map(|(k, (n, _, _))| (k, n)).collect(),
+            perm_sizes,
             unmentioned: params
                 .names()
                 .filter(|n| !self.axes.contains_key(*n))
@@ -462,6 +515,6 @@ impl PermutationSpec {
     #[cfg(feature = "serde")]
     #[must_use]
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a map of strings always serialises")
+        serde_json::to_string_pretty(&json::to_value(self)).expect("a JSON value always serialises")
     }
 }

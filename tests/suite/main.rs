@@ -14,3 +14,4 @@ mod params;
 mod permutation;
 mod science;
 mod spec;
+mod spec_structured;
