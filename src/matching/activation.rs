@@ -186,11 +186,13 @@ impl ActivationStats {
         }
     }
 
-    /// Add features of any rank: 2-D `[batch, units]`, or 4-D conv maps `[batch, c, h, w]`
-    /// viewed as `[batch·h·w, c]`.
+    /// Add features of any rank: 2-D `[batch, units]`, 3-D token features `[batch, tokens,
+    /// units]` viewed as `[batch·tokens, units]`, or 4-D conv maps `[batch, c, h, w]` viewed
+    /// as `[batch·h·w, c]`.
     ///
     /// # Errors
-    /// As [`ActivationStats::update`]; [`Error::InvalidArgument`] for ranks other than 2 and 4.
+    /// As [`ActivationStats::update`]; [`Error::InvalidArgument`] for ranks other than 2, 3
+    /// and 4.
     pub fn update_dyn<F: Float>(
         &mut self,
         a: ArrayViewD<'_, F>,
@@ -320,6 +322,13 @@ fn as_samples_by_units<F: Float>(x: ArrayViewD<'_, F>) -> Result<Array2<F>> {
             .into_dimensionality::<Ix2>()
             .expect("rank checked")
             .to_owned()),
+        3 => {
+            // Token features [N, T, d]: every token is a sample.
+            let s = x.shape();
+            let (n, t, d) = (s[0], s[1], s[2]);
+            let data: Vec<F> = x.iter().copied().collect();
+            Ok(Array2::from_shape_vec((n * t, d), data).expect("sizes agree"))
+        }
         4 => {
             let s = x.shape();
             let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
@@ -330,7 +339,8 @@ fn as_samples_by_units<F: Float>(x: ArrayViewD<'_, F>) -> Result<Array2<F>> {
         r => Err(Error::InvalidArgument {
             name: "features",
             reason: format!(
-                "expected rank 2 [samples, units] or 4 [samples, c, h, w], got rank {r}"
+                "expected rank 2 [samples, units], 3 [samples, tokens, units] or 4 \
+                 [samples, c, h, w], got rank {r}"
             ),
         }),
     }
@@ -381,7 +391,7 @@ pub fn activation_matching(
 }
 
 /// Activation matching from whole feature arrays: `features_a[name]` and `features_b[name]`
-/// are the features of permutation `name`'s units (`[N, d]` or `[N, c, h, w]`).
+/// are the features of permutation `name`'s units (`[N, d]`, `[N, T, d]` or `[N, c, h, w]`).
 ///
 /// # Errors
 /// [`Error::MissingParam`] if a name of A is missing in B (or vice versa); as
@@ -403,7 +413,11 @@ pub fn activation_matching_from_features<F: Float>(
             param: name.clone(),
             context: "the features of model B".into(),
         })?;
-        let units = |f: &ndarray::ArrayD<F>| if f.ndim() >= 2 { f.shape()[1] } else { 0 };
+        let units = |f: &ndarray::ArrayD<F>| match f.ndim() {
+            3 => f.shape()[2],
+            r if r >= 2 => f.shape()[1],
+            _ => 0,
+        };
         let mut st = ActivationStats::new(units(fa), units(fb));
         st.update_dyn(fa.view(), fb.view())?;
         stats.insert(name.clone(), st);

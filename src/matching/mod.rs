@@ -2,13 +2,15 @@
 //!
 //! - [`weight`]: weight matching, coordinate ascent on `⟨θ_A, π(θ_B)⟩` over a
 //!   [`PermutationSpec`](crate::PermutationSpec);
-//! - [`activation`]: activation matching from streaming feature statistics.
+//! - [`activation`]: activation matching from streaming feature statistics;
+//! - [`structured`]: the exact steps for head-structured and embedded permutations.
 //!
 //! Both return permutations keyed by the spec's permutation names, to be applied to B with
 //! [`apply_permutations`](crate::apply_permutations).
 
 pub mod activation;
 pub mod commutativity;
+pub mod structured;
 pub mod weight;
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};

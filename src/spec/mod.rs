@@ -26,7 +26,7 @@ mod json;
 
 use std::collections::BTreeMap;
 
-pub(crate) use structured::{head_sigma, Coordinate};
+pub(crate) use structured::Coordinate;
 pub use structured::{
     AxisSpec, Embed, Heads, Layout, PermDecl, PermRole, PermUse, Segment, WithinHead,
 };

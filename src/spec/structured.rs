@@ -468,7 +468,7 @@ impl PermutationSpec {
     pub(crate) fn coordinates(
         &self,
         sizes: &BTreeMap<String, usize>,
-    ) -> BTreeMap<String, std::rc::Rc<Coordinate>> {
+    ) -> BTreeMap<String, std::sync::Arc<Coordinate>> {
         let mut out = BTreeMap::new();
         let mut by_owner: BTreeMap<String, Vec<(String, Vec<usize>)>> = BTreeMap::new();
         for perm in sizes.keys() {
@@ -482,7 +482,7 @@ impl PermutationSpec {
         for (owner, mut members) in by_owner {
             // The owner first: its free part is what the step is named after.
             members.sort_by_key(|(m, _)| m != &owner);
-            let c = std::rc::Rc::new(Coordinate::Atom {
+            let c = std::sync::Arc::new(Coordinate::Atom {
                 owner: owner.clone(),
                 members,
             });
@@ -493,7 +493,7 @@ impl PermutationSpec {
                 .decl(&group[0])
                 .and_then(|d| d.heads)
                 .map_or(1, |h| h.count);
-            let c = std::rc::Rc::new(Coordinate::Heads {
+            let c = std::sync::Arc::new(Coordinate::Heads {
                 members: group.clone(),
                 count,
             });
@@ -616,7 +616,7 @@ impl PermutationSpec {
         let coords = self.coordinates(&sizes);
         let mut done = BTreeSet::new();
         for c in coords.values() {
-            if !done.insert(std::rc::Rc::as_ptr(c)) {
+            if !done.insert(std::sync::Arc::as_ptr(c)) {
                 continue;
             }
             match &**c {
@@ -663,7 +663,7 @@ impl PermutationSpec {
 
 /// The head permutation σ of `p` over `count` equal heads, if `p` maps every head onto one
 /// head, with whether it keeps the units of every head in order.
-pub(crate) fn head_sigma(p: &[usize], count: usize) -> Option<(Vec<usize>, bool)> {
+fn head_sigma(p: &[usize], count: usize) -> Option<(Vec<usize>, bool)> {
     if count == 0 || p.len() % count != 0 {
         return None;
     }

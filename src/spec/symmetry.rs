@@ -120,7 +120,7 @@ impl PermutationSpec {
     }
 
     /// Rule 3: declarations name used permutations and fit together.
-    fn check_declarations(&self, sizes: &BTreeMap<String, usize>) -> Result<()> {
+    pub(crate) fn check_declarations(&self, sizes: &BTreeMap<String, usize>) -> Result<()> {
         let bad = |perm: &str, reason: String| Error::Structure {
             perm: perm.to_string(),
             reason,

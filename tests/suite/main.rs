@@ -8,6 +8,7 @@ mod io;
 mod llfc_report_cli;
 mod lmc;
 mod matching;
+mod matching_structured;
 mod metrics;
 mod mlp;
 mod params;

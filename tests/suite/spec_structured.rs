@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 type Perms = BTreeMap<String, Permutation>;
 
-fn random_tensor(shape: &[usize], rng: &mut ChaCha8Rng) -> ArrayD<f64> {
+pub(crate) fn random_tensor(shape: &[usize], rng: &mut ChaCha8Rng) -> ArrayD<f64> {
     ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0..1.0))
 }
 
@@ -145,7 +145,7 @@ fn in_out_layout_moves_the_produced_axis() {
 }
 
 /// A fused attention projection `[3·d, d_in]` (q, k, v segments) and the output projection.
-fn fused_attention(d: usize, d_in: usize, rng: &mut ChaCha8Rng) -> Params<f64> {
+pub(crate) fn fused_attention(d: usize, d_in: usize, rng: &mut ChaCha8Rng) -> Params<f64> {
     let mut p = Params::new();
     p.insert("in.weight", random_tensor(&[d_in, 3], rng));
     p.insert("qkv.weight", random_tensor(&[3 * d, d_in], rng));
@@ -155,7 +155,7 @@ fn fused_attention(d: usize, d_in: usize, rng: &mut ChaCha8Rng) -> Params<f64> {
     p
 }
 
-fn fused_spec(d: usize, heads: usize, within_qk: WithinHead) -> PermutationSpec {
+pub(crate) fn fused_spec(d: usize, heads: usize, within_qk: WithinHead) -> PermutationSpec {
     let qkv = AxisSpec::Segments(vec![
         Segment::new("P_qk", d),
         Segment::new("P_qk", d),
@@ -315,10 +315,15 @@ fn broken_head_declarations_are_rejected() {
             .validate(&p),
         Err(Error::PermutationName { .. })
     ));
-    // Without the query/key role, P_qk is produced but never consumed.
-    let plain_qk = base
-        .clone()
-        .with_decl("P_qk", PermDecl::heads(3, WithinHead::Free).tied_to("P_vo"));
+    // Without the query/key role: no valid head group, and (one head, where groups are not
+    // required) P_qk is produced but never consumed.
+    let r = structure(
+        base.clone()
+            .with_decl("P_qk", PermDecl::heads(3, WithinHead::Free).tied_to("P_vo")),
+    );
+    assert!(r.contains("head group"), "{r}");
+    let plain_qk = fused_spec(d, 1, WithinHead::Free)
+        .with_decl("P_qk", PermDecl::heads(1, WithinHead::Free).tied_to("P_vo"));
     assert!(matches!(
         plain_qk.validate(&p),
         Err(Error::UnbalancedPermutation { .. })
@@ -336,7 +341,7 @@ fn broken_head_declarations_are_rejected() {
 }
 
 /// Option-A-like streams: `P_b` (size 6) embeds `P_a` (size 4) at offset 1.
-fn embedded_chain(rng: &mut ChaCha8Rng) -> (PermutationSpec, Params<f64>) {
+pub(crate) fn embedded_chain(rng: &mut ChaCha8Rng) -> (PermutationSpec, Params<f64>) {
     let mut p = Params::new();
     p.insert("a.weight", random_tensor(&[4, 3], rng));
     p.insert("a_next.weight", random_tensor(&[2, 4], rng));
