@@ -240,3 +240,25 @@ fn weight_matching_on_embedded_permutations_recovers_them() {
     assert_eq!(apply_permutations(&spec, &m.perms, &b).unwrap(), a);
     let _ = PermutationSpec::new();
 }
+
+#[test]
+fn token_features_are_samples_by_units() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let fa = ndarray::Array3::from_shape_fn((3, 5, 4), |_| rng.random_range(-1.0..1.0));
+    let fb = ndarray::Array3::from_shape_fn((3, 5, 4), |_| rng.random_range(-1.0..1.0));
+    let mut tokens = ActivationStats::new(4, 4);
+    tokens
+        .update_dyn(fa.view().into_dyn(), fb.view().into_dyn())
+        .unwrap();
+    // The same rows, flattened by hand: row n·T + t is token t of sample n.
+    let flat =
+        |f: &ndarray::Array3<f64>| Array2::from_shape_fn((15, 4), |(r, u)| f[[r / 5, r % 5, u]]);
+    let mut rows = ActivationStats::new(4, 4);
+    rows.update(flat(&fa).view(), flat(&fb).view()).unwrap();
+    assert_eq!(tokens.count(), 15);
+    let (x, y) = (
+        tokens.statistic(Statistic::Correlation).unwrap(),
+        rows.statistic(Statistic::Correlation).unwrap(),
+    );
+    assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() <= 1e-14));
+}
