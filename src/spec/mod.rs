@@ -18,6 +18,7 @@
 //! permutation. Always [`validate`](PermutationSpec::validate) a spec against the parameters:
 //! a spec that does not fit the model is an error, never a silent no-op.
 
+mod resnet_option_a;
 mod structured;
 mod symmetry;
 
@@ -26,6 +27,7 @@ mod json;
 
 use std::collections::BTreeMap;
 
+pub use resnet_option_a::BatchNormParams;
 pub(crate) use structured::Coordinate;
 pub use structured::{
     AxisSpec, Embed, Heads, Layout, PermDecl, PermRole, PermUse, Segment, WithinHead,

@@ -13,6 +13,7 @@ mod metrics;
 mod mlp;
 mod params;
 mod permutation;
+mod resnet_option_a;
 mod science;
 mod spec;
 mod spec_structured;

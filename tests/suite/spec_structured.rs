@@ -7,15 +7,12 @@ use std::collections::BTreeMap;
 
 use llfc::spec::{AxisSpec, Layout, PermDecl, Segment, WithinHead};
 use llfc::{apply_permutations, Error, Params, Permutation, PermutationSpec};
-use ndarray::{ArrayD, IxDyn};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
+
+pub(crate) use super::spec::random_tensor;
 use rand_chacha::ChaCha8Rng;
 
 type Perms = BTreeMap<String, Permutation>;
-
-pub(crate) fn random_tensor(shape: &[usize], rng: &mut ChaCha8Rng) -> ArrayD<f64> {
-    ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0..1.0))
-}
 
 /// `layers.{i}.weight`/`bias` of an MLP with the given widths.
 fn mlp_params(widths: &[usize], rng: &mut ChaCha8Rng) -> Params<f64> {
