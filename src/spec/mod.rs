@@ -21,6 +21,7 @@
 mod resnet_option_a;
 mod structured;
 mod symmetry;
+mod transformer;
 
 #[cfg(feature = "serde")]
 mod json;
@@ -32,6 +33,7 @@ pub(crate) use structured::Coordinate;
 pub use structured::{
     AxisSpec, Embed, Heads, Layout, PermDecl, PermRole, PermUse, Segment, WithinHead,
 };
+pub use transformer::TransformerConfig;
 
 use crate::error::{Error, Result};
 use crate::float::Float;

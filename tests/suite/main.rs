@@ -17,3 +17,4 @@ mod resnet_option_a;
 mod science;
 mod spec;
 mod spec_structured;
+mod spec_transformer;
