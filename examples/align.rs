@@ -16,7 +16,11 @@
 //! `conv{i}.bias`, `bn{i}.*`, `fc{j}.*`), `resnet20` (the CIFAR ResNet naming of
 //! `PermutationSpec::resnet_cifar`: `conv1`, `bn1`, `layer{s}.{b}.{conv1,bn1,conv2,bn2}`,
 //! `layer{s}.0.shortcut.{0,1}`, `linear`; blocks per stage and shortcut type are read off the
-//! checkpoint), or a JSON spec file (`{"param": ["perm" or null, …]}`). Parameters the spec does
+//! checkpoint), `resnet-option-a` (the same names without shortcut parameters, residual streams
+//! tied through the zero padding; BatchNorm with or without affine parameters and running
+//! statistics), `gpt2`, `bert`, `llama` (Hugging Face names, `--heads` required; see the
+//! README's table), or a JSON spec file (`{"param": ["perm" or null, …]}` or the extended form
+//! with heads, segments and layouts). Parameters the spec does
 //! not mention (e.g. `num_batches_tracked`) are copied through unchanged and listed.
 //!
 //! Activation matching reads two features `.npz` files (`--features-a`, `--features-b`): one
@@ -38,12 +42,13 @@ use clap::{Parser, ValueEnum};
 use cli::{check_writable_dir, temp_sibling, write_error, CliError};
 use llfc::io::{read_checkpoint, read_npz_arrays, write_checkpoint, Checkpoint, Dtype};
 use llfc::matching::activation::{
-    activation_matching_from_features, ActivationMatchingOptions, Statistic,
+    activation_matching_from_features, ActivationMatchingOptions, ActivationStats, Statistic,
 };
+use llfc::matching::structured::activation_matching_structured;
 use llfc::matching::weight::{
     weight_matching_with_progress, MatchingEvent, WeightMatching, WeightMatchingOptions,
 };
-use llfc::spec::{Shortcut, VggConfig};
+use llfc::spec::{BatchNormParams, Shortcut, TransformerConfig, VggConfig};
 use llfc::{apply_permutations, Error, Float, Params, Permutation, PermutationSpec};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -74,9 +79,14 @@ struct Args {
     /// Checkpoint of model B (.safetensors or .npz): the model to permute.
     #[arg(long)]
     b: PathBuf,
-    /// Permutation spec: `mlp`, `vgg`, `resnet20`, or the path of a JSON spec file.
+    /// Permutation spec: `mlp`, `vgg`, `resnet20`, `resnet-option-a`, `gpt2`, `bert`,
+    /// `llama`, or the path of a JSON spec file.
     #[arg(long)]
     spec: String,
+    /// Number of attention heads (required by the transformer specs `gpt2`, `bert`, `llama`:
+    /// checkpoints do not store it).
+    #[arg(long)]
+    heads: Option<usize>,
     /// Matching method.
     #[arg(long, value_enum, default_value = "weight")]
     method: Method,
@@ -117,7 +127,10 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<(), CliError> {
     let a = read_checkpoint(&args.a)?;
     let b = read_checkpoint(&args.b)?;
-    let spec = load_spec(&args.spec, &a)?;
+    let spec = match structured_builtin(&args.spec, &a, args.heads)? {
+        Some(spec) => spec,
+        None => load_spec(&args.spec, &a)?,
+    };
     let validation = spec.validate(&a.params)?;
     spec.validate(&b.params)?;
     let output = args
@@ -180,14 +193,28 @@ fn run(args: &Args) -> Result<(), CliError> {
                 StatisticArg::Covariance => Statistic::Covariance,
                 StatisticArg::InnerProduct => Statistic::InnerProduct,
             };
-            let perms = activation_matching_from_features(
-                &fa,
-                &fb,
-                &ActivationMatchingOptions {
-                    statistic,
-                    ..Default::default()
-                },
-            )?;
+            let options = ActivationMatchingOptions {
+                statistic,
+                ..Default::default()
+            };
+            let perms = if spec.is_plain() {
+                activation_matching_from_features(&fa, &fb, &options)?
+            } else {
+                // Heads and embeddings: the exact structured steps on each layer's statistics.
+                let mut stats = BTreeMap::new();
+                for (k, x) in &fa {
+                    let units = |f: &ndarray::ArrayD<f64>| {
+                        f.shape()
+                            .get(if f.ndim() == 3 { 2 } else { 1 })
+                            .copied()
+                            .unwrap_or(0)
+                    };
+                    let mut st = ActivationStats::new(units(x), units(&fb[k]));
+                    st.update_dyn(x.view(), fb[k].view())?;
+                    stats.insert(k.clone(), st);
+                }
+                activation_matching_structured(&spec, &stats, &options)?
+            };
             let sizes = validation.perm_sizes.clone();
             for (k, p) in &perms {
                 if sizes.get(k) != Some(&p.len()) {
@@ -334,8 +361,80 @@ fn load_spec(name: &str, a: &Checkpoint) -> Result<PermutationSpec, CliError> {
             Ok(PermutationSpec::resnet_cifar(&blocks, shortcut))
         }
         path => {
-            let text = std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("unknown spec `{path}`: not a builtin (mlp, vgg, resnet20) and not a readable JSON file ({e})")))?;
+            let text = std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("unknown spec `{path}`: not a builtin (mlp, vgg, resnet20, resnet-option-a, gpt2, bert, llama) and not a readable JSON file ({e})")))?;
             Ok(PermutationSpec::from_json(&text)?)
         }
     }
+}
+
+/// The builtins with structured permutations (option-A ResNets, transformers), shaped after the
+/// checkpoint; `None` for any other name.
+fn structured_builtin(
+    name: &str,
+    a: &Checkpoint,
+    heads: Option<usize>,
+) -> Result<Option<PermutationSpec>, CliError> {
+    let has = |k: &str| a.params.contains(k);
+    let count = |f: &dyn Fn(usize) -> String| (0..).take_while(|&i| has(&f(i))).count();
+    let width = |k: &str, axis: usize| a.params.get(k).and_then(|t| t.shape().get(axis).copied());
+    let transformer = |layers: usize,
+                       d_model: Option<usize>|
+     -> Result<TransformerConfig, CliError> {
+        let heads = heads.ok_or_else(|| {
+            CliError::Usage(format!(
+                "spec `{name}` needs --heads (the number of attention heads)"
+            ))
+        })?;
+        match d_model {
+            Some(d_model) if layers > 0 => Ok(TransformerConfig {
+                layers,
+                heads,
+                d_model,
+                lm_head: has("lm_head.weight"),
+            }),
+            _ => Err(CliError::Usage(format!(
+                "spec `{name}` does not fit the checkpoint (see the README's table of builtin names)"
+            ))),
+        }
+    };
+    Ok(Some(match name {
+        "resnet-option-a" => {
+            let blocks: Vec<usize> = (1..=3)
+                .map(|s| count(&|b| format!("layer{s}.{b}.conv1.weight")))
+                .collect();
+            let Some(w) = width("conv1.weight", 0).filter(|_| !blocks.contains(&0)) else {
+                return Err(CliError::Usage(
+                    "spec `resnet-option-a` expects `conv1.weight` and `layer{1,2,3}.{b}.conv1.weight`, …".into(),
+                ));
+            };
+            let bn = if has("bn1.weight") {
+                BatchNormParams::Full
+            } else if has("bn1.running_mean") {
+                BatchNormParams::RunningStatsOnly
+            } else {
+                BatchNormParams::None
+            };
+            PermutationSpec::resnet_cifar_option_a(&blocks, w, bn)
+        }
+        "gpt2" => {
+            let layers = count(&|i| format!("transformer.h.{i}.attn.c_attn.weight"));
+            PermutationSpec::gpt2(&transformer(layers, width("transformer.wte.weight", 1))?)
+        }
+        "llama" => {
+            let layers = count(&|i| format!("model.layers.{i}.self_attn.q_proj.weight"));
+            PermutationSpec::llama(&transformer(layers, width("model.embed_tokens.weight", 1))?)
+        }
+        "bert" => {
+            let layers = count(&|i| format!("bert.encoder.layer.{i}.attention.self.query.weight"));
+            let d = width("bert.embeddings.word_embeddings.weight", 1);
+            let mut spec = PermutationSpec::bert_encoder(&transformer(layers, d)?, "bert");
+            if has("bert.pooler.dense.weight") {
+                // The pooler reads the residual stream; its output stays in place.
+                spec.insert("bert.pooler.dense.weight", &[None, Some("P_res")]);
+                spec.insert("bert.pooler.dense.bias", &[None::<&str>]);
+            }
+            spec
+        }
+        _ => return Ok(None),
+    }))
 }

@@ -2,6 +2,7 @@
 //! every area, each area a module of its own.
 
 mod align_cli;
+mod align_structured;
 mod assignment;
 mod commutativity_matching;
 mod io;

@@ -20,7 +20,7 @@ const VOCAB: usize = 11;
 const LAYERS: usize = 2;
 const TOKENS: [usize; 5] = [3, 1, 4, 1, 5];
 
-fn config() -> TransformerConfig {
+pub(crate) fn config() -> TransformerConfig {
     TransformerConfig {
         layers: LAYERS,
         heads: HEADS,
@@ -212,7 +212,7 @@ fn llama_forward(p: &Params<f64>) -> Array2<f64> {
 }
 
 /// Random parameters of every tensor the spec names, shaped by `shape(name)`.
-fn params_for(
+pub(crate) fn params_for(
     spec: &PermutationSpec,
     shape: impl Fn(&str) -> Vec<usize>,
     rng: &mut ChaCha8Rng,
@@ -228,7 +228,7 @@ fn params_for(
     p
 }
 
-fn gpt2_shape(name: &str) -> Vec<usize> {
+pub(crate) fn gpt2_shape(name: &str) -> Vec<usize> {
     let last = |s: &str| name.ends_with(s);
     match () {
         _ if last("wte.weight") || last("lm_head.weight") => vec![VOCAB, D],
