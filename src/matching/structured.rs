@@ -76,7 +76,7 @@ pub fn best_head_permutations(
     let n = s.first().map_or(0, |m| m.nrows());
     let ok = within.len() == s.len()
         && heads > 0
-        && n % heads == 0
+        && n.is_multiple_of(heads)
         && s.iter().all(|m| m.dim() == (n, n));
     if !ok {
         return Err(Error::InvalidArgument {

@@ -147,6 +147,10 @@ pub fn weight_matching<F: Float>(
     weight_matching_with_progress(spec, a, b, options, |_| {})
 }
 
+/// The permutations on one axis with their offsets (one at 0 for a plain axis, one per
+/// permuted segment of a segmented axis).
+type OnAxis = Vec<(String, usize)>;
+
 /// One term `(w, k)` of a permutation's similarity matrix, `A_w · B̃_wᵀ`, with its cached
 /// product.
 ///
@@ -162,7 +166,7 @@ struct Term<F> {
     /// The permuted axes other than `k`: (the permutations on the axis with their offsets —
     /// one at offset 0 for a plain axis, one per permuted segment of a segmented one — stride
     /// in the flattened rest index, axis length).
-    others: Vec<(Vec<(String, usize)>, usize, usize)>,
+    others: Vec<(OnAxis, usize, usize)>,
     /// The column map and the product `A_w · B̃_wᵀ` (in `F`) last computed.
     cache: Option<(Vec<usize>, Array2<F>)>,
 }

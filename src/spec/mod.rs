@@ -16,8 +16,21 @@
 //! layers with norms ([`PermutationSpec::chain`]) and CIFAR ResNets such as ResNet-20
 //! ([`PermutationSpec::resnet20`]), where all blocks of a stage share the residual-stream
 //! permutation. Always [`validate`](PermutationSpec::validate) a spec against the parameters:
-//! a spec that does not fit the model is an error, never a silent no-op.
+//! a spec that does not fit the model is an error, never a silent no-op — including a spec
+//! that is not a plausible symmetry (a permutation produced but never consumed, or one name on
+//! two axes of a tensor without a `recurrent` declaration).
+//!
+//! Beyond plain axes, a spec may hold **segmented axes** ([`AxisSpec::Segments`]: fused `qkv`,
+//! `gate_up`), **layouts** ([`Layout::InOut`]: `[in, out]` weights such as GPT-2's `Conv1D`,
+//! embedding tables) and **declarations** of structured permutations ([`PermDecl`]): attention
+//! heads `(j, i) ↦ (σ(j), τ_j(i))` ([`Heads`], [`WithinHead`]) with the q/k permutation
+//! ([`PermRole::QueryKey`]) tied to the v/o one by [`PermDecl::same_heads_as`], and
+//! [`Embed`]dings of one permutation in another (option-A ResNets:
+//! [`PermutationSpec::resnet_cifar_option_a`]). Transformer builtins in Hugging Face names:
+//! [`PermutationSpec::gpt2`], [`PermutationSpec::bert_encoder`], [`PermutationSpec::llama`].
+//! Matching solves every structured step exactly ([`crate::matching::structured`]).
 
+mod concrete;
 mod resnet_option_a;
 mod structured;
 mod symmetry;
@@ -41,8 +54,8 @@ use crate::params::Params;
 use crate::permutation::Permutation;
 
 /// For each parameter name, one optional permutation name per axis; optionally segmented axes,
-/// parameter layouts and declarations of structured permutations (see [`structured`]'s types:
-/// [`AxisSpec`], [`Layout`], [`PermDecl`]).
+/// parameter layouts and declarations of structured permutations ([`AxisSpec`], [`Layout`],
+/// [`PermDecl`]).
 ///
 /// With the `serde` feature the spec (de)serialises as a JSON object
 /// `{"layers.0.weight": ["P_0", null], …}`, so Python users can write specs by hand; specs
@@ -219,7 +232,7 @@ impl PermutationSpec {
     /// all axes (and segments) governed by one permutation must have the same size. Parameters
     /// the spec does not mention are allowed and reported in [`Validation::unmentioned`].
     ///
-    /// Then the spec must be a plausible symmetry (the rules of [`symmetry`]): every
+    /// Then the spec must be a plausible symmetry : every
     /// permutation is produced (on a tensor's output axis: axis 0, the last axis of
     /// [`Layout::InOut`] tensors, every vector) *and* consumed (on another axis), except
     /// query/key permutations, which only the attention scores consume; no permutation acts on

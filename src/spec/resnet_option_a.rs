@@ -35,7 +35,7 @@ impl PermutationSpec {
     ///
     /// Permutations: `P_res{s}` is stage `s`'s residual stream (stem, every block's `conv2`
     /// output and `conv1` input, the head), and `P_res{s+1}` embeds `P_res{s}` at offset
-    /// `width · 2^s / 4` (see the [module docs](self)); every block has its inner permutation
+    /// `width · 2^s / 4` (the zero padding puts stage `s`'s channels there); every block has its inner permutation
     /// `P_layer{s}.{b}.inner`. Compared with [`Shortcut::Padding`](super::Shortcut::Padding),
     /// which leaves the residual streams unpermuted, this keeps the whole symmetry.
     ///

@@ -131,7 +131,7 @@ impl PermutationSpec {
                 problem: "is declared but no parameter uses it".into(),
             })?;
             if let Some(h) = decl.heads {
-                if h.count == 0 || n % h.count != 0 {
+                if h.count == 0 || !n.is_multiple_of(h.count) {
                     return Err(bad(
                         name,
                         format!("{} heads do not divide its size {n}", h.count),

@@ -215,8 +215,8 @@ fn activation_matching_recovers_planted_head_permutations() {
             let fa = &features[k];
             let p = planted[k].as_slice();
             let mut fb = Array2::zeros((200, d));
-            for i in 0..d {
-                fb.column_mut(p[i]).assign(&fa.column(i));
+            for (i, &pi) in p.iter().enumerate() {
+                fb.column_mut(pi).assign(&fa.column(i));
             }
             let mut st = ActivationStats::new(d, d);
             st.update(fa.view(), fb.view()).unwrap();

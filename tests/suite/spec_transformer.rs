@@ -272,12 +272,15 @@ fn llama_shape(name: &str) -> Vec<usize> {
 
 type Forward = fn(&Params<f64>) -> Array2<f64>;
 
-fn builtins() -> Vec<(
+/// Name, spec, parameter shapes and reference forward of every transformer builtin.
+type Builtin = (
     &'static str,
     PermutationSpec,
     fn(&str) -> Vec<usize>,
     Forward,
-)> {
+);
+
+fn builtins() -> Vec<Builtin> {
     let bert = PermutationSpec::bert_encoder(&config(), "bert")
         .with("classifier.weight", &[None, Some("P_res")])
         .with("classifier.bias", &[None::<&str>]);
