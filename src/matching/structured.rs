@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use ndarray::{Array2, ArrayView2};
 
-use super::activation::{ActivationMatchingOptions, ActivationStats};
+use super::activation::{square_units, ActivationMatchingOptions, ActivationStats};
 use super::lap_max;
 use super::weight::linear_objective;
 use crate::assignment::Solver;
@@ -241,15 +241,7 @@ pub fn activation_matching_structured(
             perm: name.clone(),
             problem: "is a permutation of the spec without activation statistics".into(),
         })?;
-        let (d_a, d_b) = st.dims();
-        if d_a != d_b {
-            return Err(Error::ShapeMismatch {
-                what: format!("activation statistics of `{name}` (A units versus B units)"),
-                expected: vec![d_a],
-                found: vec![d_b],
-            });
-        }
-        sizes.insert(name.clone(), d_a);
+        sizes.insert(name.clone(), square_units(name, st)?);
         c.insert(name.clone(), st.statistic(options.statistic)?);
     }
     spec.check_declarations(&sizes)?;

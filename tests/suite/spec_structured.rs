@@ -225,7 +225,7 @@ fn head_structure_is_enforced_on_permutations() {
     let d = 6;
     let p = fused_attention(d, 4, &mut rng);
     let spec = fused_spec(d, 3, WithinHead::Fixed);
-    let mut perms = spec.random_perms(&p, &mut rng).unwrap();
+    let perms = spec.random_perms(&p, &mut rng).unwrap();
     spec.check_structure(&perms).unwrap();
     // q/k heads-only: whole heads in order.
     let qk = perms["P_qk"].as_slice().to_vec();
@@ -233,45 +233,23 @@ fn head_structure_is_enforced_on_permutations() {
         let k = qk[2 * j] / 2;
         assert_eq!((qk[2 * j], qk[2 * j + 1]), (2 * k, 2 * k + 1));
     }
+    // Apply with P_qk and P_vo set (identity for the rest).
+    let with = |qk: &[usize], vo: &[usize]| {
+        let mut perms = spec.identity_perms(&p).unwrap();
+        perms.insert("P_qk".into(), Permutation::new(qk.to_vec()).unwrap());
+        perms.insert("P_vo".into(), Permutation::new(vo.to_vec()).unwrap());
+        apply_permutations(&spec, &perms, &p)
+    };
+    let structure = |r: llfc::Result<Params<f64>>| matches!(r, Err(Error::Structure { .. }));
+    let id = [0, 1, 2, 3, 4, 5];
     // A permutation across heads (the failing spec) is refused.
-    perms.insert(
-        "P_qk".into(),
-        Permutation::new(vec![1, 2, 0, 3, 4, 5]).unwrap(),
-    );
-    assert!(matches!(
-        apply_permutations(&spec, &perms, &p),
-        Err(Error::Structure { .. })
-    ));
+    assert!(structure(with(&[1, 2, 0, 3, 4, 5], &id)));
     // Units swapped inside a head: fine for v/o (free), not for q/k (fixed).
-    let mut perms = spec.identity_perms(&p).unwrap();
-    perms.insert(
-        "P_vo".into(),
-        Permutation::new(vec![1, 0, 2, 3, 4, 5]).unwrap(),
-    );
-    apply_permutations(&spec, &perms, &p).unwrap();
-    perms.insert(
-        "P_qk".into(),
-        Permutation::new(vec![1, 0, 2, 3, 4, 5]).unwrap(),
-    );
-    assert!(matches!(
-        apply_permutations(&spec, &perms, &p),
-        Err(Error::Structure { .. })
-    ));
+    with(&id, &[1, 0, 2, 3, 4, 5]).unwrap();
+    assert!(structure(with(&[1, 0, 2, 3, 4, 5], &[1, 0, 2, 3, 4, 5])));
     // q/k and v/o must move heads alike.
-    let mut perms = spec.identity_perms(&p).unwrap();
-    perms.insert(
-        "P_vo".into(),
-        Permutation::new(vec![2, 3, 0, 1, 4, 5]).unwrap(),
-    );
-    assert!(matches!(
-        apply_permutations(&spec, &perms, &p),
-        Err(Error::Structure { .. })
-    ));
-    perms.insert(
-        "P_qk".into(),
-        Permutation::new(vec![2, 3, 0, 1, 4, 5]).unwrap(),
-    );
-    apply_permutations(&spec, &perms, &p).unwrap();
+    assert!(structure(with(&id, &[2, 3, 0, 1, 4, 5])));
+    with(&[2, 3, 0, 1, 4, 5], &[2, 3, 0, 1, 4, 5]).unwrap();
 }
 
 #[test]
