@@ -203,11 +203,13 @@ impl ActivationStats {
         }
     }
 
-    /// Add features of any rank: 2-D `[batch, units]`, or 4-D conv maps `[batch, c, h, w]`
-    /// viewed as `[batch·h·w, c]`.
+    /// Add features of any rank: 2-D `[batch, units]`, 3-D token features `[batch, tokens,
+    /// units]` viewed as `[batch·tokens, units]`, or 4-D conv maps `[batch, c, h, w]` viewed
+    /// as `[batch·h·w, c]`.
     ///
     /// # Errors
-    /// As [`ActivationStats::update`]; [`Error::InvalidArgument`] for ranks other than 2 and 4.
+    /// As [`ActivationStats::update`]; [`Error::InvalidArgument`] for ranks other than 2, 3
+    /// and 4.
     pub fn update_dyn<F: Float>(
         &mut self,
         a: ArrayViewD<'_, F>,
@@ -337,6 +339,13 @@ pub(crate) fn as_samples_by_units<F: Float>(x: ArrayViewD<'_, F>) -> Result<Arra
             .into_dimensionality::<Ix2>()
             .expect("rank checked")
             .to_owned()),
+        3 => {
+            // Token features [N, T, d]: every token is a sample.
+            let s = x.shape();
+            let (n, t, d) = (s[0], s[1], s[2]);
+            let data: Vec<F> = x.iter().copied().collect();
+            Ok(Array2::from_shape_vec((n * t, d), data).expect("sizes agree"))
+        }
         4 => {
             let s = x.shape();
             let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
@@ -347,7 +356,8 @@ pub(crate) fn as_samples_by_units<F: Float>(x: ArrayViewD<'_, F>) -> Result<Arra
         r => Err(Error::InvalidArgument {
             name: "features",
             reason: format!(
-                "expected rank 2 [samples, units] or 4 [samples, c, h, w], got rank {r}"
+                "expected rank 2 [samples, units], 3 [samples, tokens, units] or 4 \
+                 [samples, c, h, w], got rank {r}"
             ),
         }),
     }
@@ -362,6 +372,19 @@ pub struct ActivationMatchingOptions {
     pub solver: Solver,
 }
 
+/// The number of units of square statistics (`d_a = d_b`), else [`Error::ShapeMismatch`].
+pub(crate) fn square_units(name: &str, st: &ActivationStats) -> Result<usize> {
+    let (d_a, d_b) = st.dims();
+    if d_a != d_b {
+        return Err(Error::ShapeMismatch {
+            what: format!("activation statistics of `{name}` (A units versus B units)"),
+            expected: vec![d_a],
+            found: vec![d_b],
+        });
+    }
+    Ok(d_a)
+}
+
 /// Activation matching: one permutation per layer maximising `Σ_i C[i, p(i)]`, with `C` the
 /// chosen statistic of that layer's [`ActivationStats`]. Keys are the permutation names (e.g.
 /// the spec's `P_0`, `P_1`, …); layers are solved in parallel.
@@ -374,14 +397,7 @@ pub fn activation_matching(
     options: &ActivationMatchingOptions,
 ) -> Result<BTreeMap<String, Permutation>> {
     let solve = |(name, st): (&String, &ActivationStats)| -> Result<(String, Permutation)> {
-        let (d_a, d_b) = st.dims();
-        if d_a != d_b {
-            return Err(Error::ShapeMismatch {
-                what: format!("activation statistics of `{name}` (A units versus B units)"),
-                expected: vec![d_a],
-                found: vec![d_b],
-            });
-        }
+        square_units(name, st)?;
         let c = st.statistic(options.statistic)?;
         Ok((name.clone(), lap_max(c.view(), options.solver, None)?.0))
     };
@@ -398,7 +414,7 @@ pub fn activation_matching(
 }
 
 /// Activation matching from whole feature arrays: `features_a[name]` and `features_b[name]`
-/// are the features of permutation `name`'s units (`[N, d]` or `[N, c, h, w]`).
+/// are the features of permutation `name`'s units (`[N, d]`, `[N, T, d]` or `[N, c, h, w]`).
 ///
 /// # Errors
 /// [`Error::MissingParam`] if a name of A is missing in B (or vice versa); as
@@ -417,7 +433,8 @@ pub fn activation_matching_from_features<F: Float>(
 }
 
 /// Statistics of every layer from whole feature arrays: `build(d_a, d_b, a, b)` for the features
-/// `a = features_a[name]`, `b = features_b[name]` (`d` their units, axis 1), keyed by `name`.
+/// `a = features_a[name]`, `b = features_b[name]` (`d` their units: axis 2 of `[N, T, d]`
+/// token features, else axis 1), keyed by `name`.
 ///
 /// # Errors
 /// [`Error::MissingParam`] if a name of one side is missing on the other; what `build` reports.
@@ -438,7 +455,11 @@ pub(crate) fn stats_per_layer<F: Float, S>(
             param: name.clone(),
             context: "the features of model B".into(),
         })?;
-        let units = |f: &ndarray::ArrayD<F>| if f.ndim() >= 2 { f.shape()[1] } else { 0 };
+        let units = |f: &ndarray::ArrayD<F>| match f.ndim() {
+            3 => f.shape()[2],
+            r if r >= 2 => f.shape()[1],
+            _ => 0,
+        };
         let st = build(units(fa), units(fb), fa.view(), fb.view())?;
         stats.insert(name.clone(), st);
     }

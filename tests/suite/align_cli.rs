@@ -25,7 +25,7 @@ fn align_bin() -> PathBuf {
     bin
 }
 
-fn run(args: &[&str]) -> (bool, String, String) {
+pub(crate) fn run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(align_bin()).args(args).output().unwrap();
     (
         out.status.success(),
@@ -34,7 +34,7 @@ fn run(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn s(p: &Path) -> &str {
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 

@@ -3,6 +3,7 @@
 
 mod align_check_cli;
 mod align_cli;
+mod align_structured;
 mod assignment;
 mod attribution;
 mod cli_support;
@@ -17,6 +18,7 @@ mod llfc_report_attribution;
 mod llfc_report_cli;
 mod lmc;
 mod matching;
+mod matching_structured;
 mod metrics;
 mod mlp;
 mod params;
@@ -24,8 +26,11 @@ mod permutation;
 mod reliability;
 mod repair;
 mod repair_cli;
+mod resnet_option_a;
 mod science;
 mod spec;
 mod spec_builtins;
 mod spec_check;
 mod spec_generator;
+mod spec_structured;
+mod spec_transformer;

@@ -358,7 +358,8 @@ fn activation_bad_input_is_an_error() {
         activation_matching(&rect, &ActivationMatchingOptions::default()),
         Err(Error::ShapeMismatch { .. })
     ));
-    let x = ndarray::arr3(&[[[1.0f64]]]).into_dyn();
+    // Rank 3 is token features [N, T, d] (accepted); rank 5 has no reading.
+    let x = ndarray::ArrayD::<f64>::zeros(ndarray::IxDyn(&[1, 1, 1, 1, 1]));
     assert!(matches!(
         st.update_dyn(x.view(), x.view()),
         Err(Error::InvalidArgument { .. })
