@@ -280,7 +280,19 @@ pub fn apply_permutations<F: Float>(
     params: &Params<F>,
 ) -> Result<Params<F>> {
     let sizes = spec.perm_sizes(params)?;
-    for (name, &n) in &sizes {
+    apply_fitted(spec, perms, params, &sizes)
+}
+
+/// [`apply_permutations`] given the permutation sizes of a spec that fits `params`
+/// ([`PermutationSpec::validate`] without its symmetry rules: the function check applies
+/// specs that break them, to name what breaks).
+pub(crate) fn apply_fitted<F: Float>(
+    spec: &PermutationSpec,
+    perms: &BTreeMap<String, Permutation>,
+    params: &Params<F>,
+    sizes: &BTreeMap<String, usize>,
+) -> Result<Params<F>> {
+    for (name, &n) in sizes {
         let p = perms.get(name).ok_or_else(|| Error::PermutationName {
             perm: name.clone(),
             problem: "is required by the spec but was not supplied".into(),

@@ -17,7 +17,7 @@ use rand::Rng;
 use super::PermutationSpec;
 use crate::error::{Error, Result};
 use crate::float::Float;
-use crate::params::{apply_permutations, Params};
+use crate::params::{apply_fitted, Params};
 use crate::permutation::Permutation;
 
 /// The outcome of [`check_invariance`].
@@ -138,19 +138,26 @@ fn draw<F: Float, R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<BTreeMap<String, Permutation>> {
     let plain = |k: &str| groups[k].len() == 1 && spec.decl(k).is_none();
-    let mut perms = spec.random_perms(params, rng)?;
-    for _ in 1..16 {
-        let identity = perms
-            .iter()
-            .any(|(k, p)| !plain(k) && p.len() >= 2 && *p == Permutation::identity(p.len()));
-        if !identity {
-            break;
+    // Plain permutations first, in name order (the same draws as for a spec without
+    // structure).
+    let mut perms: BTreeMap<String, Permutation> = sizes
+        .iter()
+        .filter(|(k, _)| plain(k))
+        .map(|(k, &n)| (k.clone(), random_non_identity(n, rng)))
+        .collect();
+    if perms.len() < sizes.len() {
+        let mut structured = spec.random_perms(params, rng)?;
+        for _ in 1..16 {
+            let identity = structured
+                .iter()
+                .any(|(k, p)| !plain(k) && p.len() >= 2 && *p == Permutation::identity(p.len()));
+            if !identity {
+                break;
+            }
+            structured = spec.random_perms(params, rng)?;
         }
-        perms = spec.random_perms(params, rng)?;
-    }
-    for (k, &n) in sizes {
-        if plain(k) {
-            perms.insert(k.clone(), random_non_identity(n, rng));
+        for (k, p) in structured {
+            perms.entry(k).or_insert(p);
         }
     }
     Ok(perms)
@@ -169,7 +176,9 @@ fn draw<F: Float, R: Rng + ?Sized>(
 /// passes when the check fails for a spec of `k` permutations, 2 when it passes.
 ///
 /// # Errors
-/// Everything [`PermutationSpec::validate`] reports; [`Error::InvalidArgument`] for a negative
+/// What [`PermutationSpec::validate`] reports about shapes (the symmetry rules are not
+/// applied: a spec that breaks them is checked and the breaking permutations named);
+/// [`Error::InvalidArgument`] for a negative
 /// or non-finite `tol`; [`Error::NonFinite`] if the unpermuted model's output is not finite;
 /// [`Error::ShapeMismatch`] if the permuted model's output has another shape; any error of
 /// `forward`. A failed check is not an error: see [`InvarianceReport::into_result`].
@@ -213,7 +222,7 @@ where
             reason: format!("must be finite and non-negative, got {tol}"),
         });
     }
-    let sizes = spec.perm_sizes(params)?;
+    let sizes = spec.fitted_sizes(params)?;
     let reference = forward(params, inputs)?;
     if reference.iter().any(|v| !v.is_finite()) {
         return Err(Error::NonFinite {
@@ -226,7 +235,7 @@ where
     let groups = tied_groups(spec, &sizes);
     let perms = draw(spec, params, &sizes, &groups, rng)?;
     let mut diff = |perms: &BTreeMap<String, Permutation>| -> Result<f64> {
-        let out = forward(&apply_permutations(spec, perms, params)?, inputs)?;
+        let out = forward(&apply_fitted(spec, perms, params, &sizes)?, inputs)?;
         if out.shape() != reference.shape() {
             return Err(Error::ShapeMismatch {
                 what: "output of the permuted model".into(),

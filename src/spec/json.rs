@@ -52,6 +52,9 @@ fn parse_axis(v: &Value, param: &str) -> Res<AxisSpec> {
     match v {
         Value::Null => Ok(AxisSpec::Fixed),
         Value::String(s) => Ok(AxisSpec::Perm(s.clone())),
+        Value::Array(segs) if segs.is_empty() => Err(format!(
+            "an axis of `{param}` lists no segments (write null for an axis left alone)"
+        )),
         Value::Array(segs) => segs
             .iter()
             .map(|s| {
@@ -86,11 +89,15 @@ fn parse_axis(v: &Value, param: &str) -> Res<AxisSpec> {
 }
 
 fn parse_axes(v: &Value, param: &str) -> Res<Vec<AxisSpec>> {
-    v.as_array()
-        .ok_or_else(|| format!("the axes of `{param}` must be an array"))?
-        .iter()
-        .map(|a| parse_axis(a, param))
-        .collect()
+    let axes = v
+        .as_array()
+        .ok_or_else(|| format!("the axes of `{param}` must be an array"))?;
+    if axes.is_empty() {
+        return Err(format!(
+            "`{param}` lists no axes (a parameter the spec does not permute is left out)"
+        ));
+    }
+    axes.iter().map(|a| parse_axis(a, param)).collect()
 }
 
 fn parse_decl(name: &str, v: &Value) -> Res<PermDecl> {
@@ -281,7 +288,10 @@ pub(super) fn to_value(spec: &PermutationSpec) -> Value {
                 obj.insert("layout".into(), json!("in_out"));
             }
             if let Some(u) = view {
-                obj.insert("unflatten".into(), json!({"axis": u.axis, "inner": u.inner}));
+                obj.insert(
+                    "unflatten".into(),
+                    json!({"axis": u.axis, "inner": u.inner}),
+                );
             }
             Value::Object(obj)
         };

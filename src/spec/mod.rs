@@ -271,6 +271,25 @@ impl PermutationSpec {
     /// - [`Error::UnbalancedPermutation`], [`Error::RepeatedPermutation`],
     ///   [`Error::Structure`], [`Error::PermutationName`]: the symmetry rules above.
     pub fn validate<F: Float>(&self, params: &Params<F>) -> Result<Validation> {
+        let perm_sizes = self.fitted_sizes(params)?;
+        self.check_rules(params, &perm_sizes)?;
+        Ok(Validation {
+            perm_sizes,
+            unmentioned: params
+                .names()
+                .filter(|n| !self.axes.contains_key(*n))
+                .map(str::to_string)
+                .collect(),
+        })
+    }
+
+    /// The shape part of [`PermutationSpec::validate`] (without the symmetry rules): the size
+    /// of every permutation when `params` fits the spec. Used where a spec that is not a
+    /// symmetry must still be applied, as [`check_invariance`] does to name what breaks.
+    pub(crate) fn fitted_sizes<F: Float>(
+        &self,
+        params: &Params<F>,
+    ) -> Result<BTreeMap<String, usize>> {
         let mut sizes: BTreeMap<String, (usize, String, usize)> = BTreeMap::new();
         for (param, axes) in &self.axes {
             let tensor = params.get(param).ok_or_else(|| Error::MissingParam {
@@ -336,17 +355,7 @@ impl PermutationSpec {
                 }
             }
         }
-        let perm_sizes: BTreeMap<String, usize> =
-            sizes.into_iter().map(|(k, (n, _, _))| (k, n)).collect();
-        self.check_rules(params, &perm_sizes)?;
-        Ok(Validation {
-            perm_sizes,
-            unmentioned: params
-                .names()
-                .filter(|n| !self.axes.contains_key(*n))
-                .map(str::to_string)
-                .collect(),
-        })
+        Ok(sizes.into_iter().map(|(k, (n, _, _))| (k, n)).collect())
     }
 
     /// Size of every permutation, after validating `params` against the spec.
@@ -551,7 +560,23 @@ impl PermutationSpec {
         let spec: Self = serde_json::from_str(text).map_err(|e| Error::InvalidSpec {
             reason: crate::error::clip(&e.to_string(), 200),
         })?;
-        if crate::json_keys::top_level_keys(text).len() != spec.len() {
+        let keys = crate::json_keys::top_level_keys(text);
+        // The extended form lists the parameters under `params`: there, only `params` and
+        // `perms` themselves are checked for repeats (a repeated parameter inside `params` is
+        // not detected).
+        let extended = serde_json::from_str::<serde_json::Value>(text)
+            .is_ok_and(|v| v.get("params").is_some_and(serde_json::Value::is_object));
+        let listed = if extended {
+            let mut distinct = keys.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            (keys.len() == distinct.len())
+                .then_some(())
+                .map_or(usize::MAX, |()| spec.len())
+        } else {
+            keys.len()
+        };
+        if listed != spec.len() {
             let key = crate::json_keys::duplicate_key(text).unwrap_or("?");
             return Err(Error::InvalidSpec {
                 reason: format!(

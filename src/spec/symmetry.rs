@@ -50,7 +50,11 @@ impl PermutationSpec {
             let mut produced = None;
             let mut consumed = None;
             for u in list {
-                let rank = params[u.param.as_str()].ndim();
+                // The rank the spec's axes refer to: that of the view for an unflattened
+                // parameter (validated to equal the number of listed axes).
+                let rank = self
+                    .spec_shape(&u.param, params[u.param.as_str()].shape())?
+                    .len();
                 let out = rank == 1 || u.axis == self.output_axis(&u.param, rank);
                 let slot = if out { &mut produced } else { &mut consumed };
                 slot.get_or_insert((u.param.clone(), u.axis));

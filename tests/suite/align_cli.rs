@@ -603,7 +603,11 @@ fn non_converged_matching_is_reported() {
     );
     io::write_params(&pa, &a).unwrap();
     io::write_params(&pb, &b).unwrap();
-    std::fs::write(&spec, r#"{"w": ["P", "P"]}"#).unwrap();
+    std::fs::write(
+        &spec,
+        r#"{"params": {"w": ["P", "P"]}, "perms": {"P": {"recurrent": true}}}"#,
+    )
+    .unwrap();
     let (summary, o) = (d.join("summary.json"), d.join("o.safetensors"));
     let args = |max_iter: &'static str| {
         vec![

@@ -34,3 +34,4 @@ mod spec_check;
 mod spec_generator;
 mod spec_structured;
 mod spec_transformer;
+mod spec_views_structured;
