@@ -639,7 +639,10 @@ fn non_converged_matching_is_reported() {
     assert_eq!(json["converged"], serde_json::Value::Bool(false));
     assert_eq!(json["sweeps"], 1);
     // The library gives the same best iterate.
-    let spec_lib = PermutationSpec::from_json(r#"{"w": ["P", "P"]}"#).unwrap();
+    let spec_lib = PermutationSpec::from_json(
+        r#"{"params": {"w": ["P", "P"]}, "perms": {"P": {"recurrent": true}}}"#,
+    )
+    .unwrap();
     let options = WeightMatchingOptions {
         max_iter: 1,
         ..Default::default()
