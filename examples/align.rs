@@ -16,12 +16,16 @@
 //! `conv{i}.bias`, `bn{i}.*`, `fc{j}.*`), `resnet20` (the CIFAR ResNet naming of
 //! `PermutationSpec::resnet_cifar`: `conv1`, `bn1`, `layer{s}.{b}.{conv1,bn1,conv2,bn2}`,
 //! `layer{s}.0.shortcut.{0,1}`, `linear`; blocks per stage and shortcut type are read off the
-//! checkpoint), a builtin named after the model definition that saved the checkpoint (names
+//! checkpoint), `resnet-option-a` (the same names without shortcut parameters, residual streams
+//! tied through the zero padding; BatchNorm with or without affine parameters and running
+//! statistics), `gpt2`, `bert`, `llama` (Hugging Face names, `--heads` required; see the
+//! README's table), a builtin named after the model definition that saved the checkpoint (names
 //! exactly as those checkpoints store them, any widths: `torchvision-vgg11` … `torchvision-vgg19`,
 //! `torchvision-vgg11-bn` … `torchvision-vgg19-bn`, `torchvision-resnet18/34/50`, the LLFC
 //! paper's `llfc-vgg11` … `llfc-vgg19-bn` and `cifar-resnet18/34/50`; see `llfc::spec::Builtin`),
-//! or a JSON spec file (`{"param": ["perm" or null, …]}`). Parameters the spec does not mention
-//! (e.g. `num_batches_tracked`) are copied through unchanged and listed.
+//! or a JSON spec file (`{"param": ["perm" or null, …]}`, or the extended form with heads,
+//! segments and layouts). Parameters the spec does not mention (e.g. `num_batches_tracked`) are
+//! copied through unchanged and listed.
 //!
 //! Function check: whenever `align` can run the model, it checks before writing anything that
 //! the spec is a symmetry of the model (random permutations through the spec leave the outputs
@@ -65,12 +69,16 @@ use llfc::io::{
     FileFormat, OutputSet,
 };
 use llfc::matching::activation::{
-    activation_matching_from_features, ActivationMatchingOptions, Statistic,
+    activation_matching_from_features, ActivationMatchingOptions, ActivationStats, Statistic,
 };
+use llfc::matching::structured::activation_matching_structured;
 use llfc::matching::weight::{
     weight_matching_with_progress, MatchingEvent, WeightMatching, WeightMatchingOptions,
 };
-use llfc::spec::{Builtin, ResNetLayout, ResNetNaming, Shortcut, VggConfig, VggLayout};
+use llfc::spec::{
+    BatchNormParams, Builtin, ResNetLayout, ResNetNaming, Shortcut, TransformerConfig, VggConfig,
+    VggLayout,
+};
 use llfc::{apply_permutations, mlp, Error, Float, Params, Permutation, PermutationSpec};
 use ndarray::{Array2, Array4, ArrayD, Ix2, Ix4};
 use rand::{Rng, SeedableRng};
@@ -104,11 +112,16 @@ struct Args {
     /// Checkpoint of model B (.safetensors or .npz): the model to permute.
     #[arg(long)]
     b: PathBuf,
-    /// Permutation spec: `mlp`, `vgg`, `resnet20`; a builtin: `torchvision-vgg{11,13,16,19}`,
-    /// `torchvision-vgg{11,13,16,19}-bn`, `torchvision-resnet{18,34,50}`, `llfc-vgg{11,13,16,19}`,
-    /// `llfc-vgg{11,13,16,19}-bn`, `cifar-resnet{18,34,50}`; or the path of a JSON spec file.
+    /// Permutation spec: `mlp`, `vgg`, `resnet20`, `resnet-option-a`, `gpt2`, `bert`, `llama`;
+    /// a builtin: `torchvision-vgg{11,13,16,19}`, `torchvision-vgg{11,13,16,19}-bn`,
+    /// `torchvision-resnet{18,34,50}`, `llfc-vgg{11,13,16,19}`, `llfc-vgg{11,13,16,19}-bn`,
+    /// `cifar-resnet{18,34,50}`; or the path of a JSON spec file.
     #[arg(long)]
     spec: String,
+    /// Number of attention heads (required by the transformer specs `gpt2`, `bert`, `llama`:
+    /// checkpoints do not store it).
+    #[arg(long)]
+    heads: Option<usize>,
     /// Matching method.
     #[arg(long, value_enum, default_value = "weight")]
     method: Method,
@@ -158,7 +171,10 @@ fn main() -> ExitCode {
 
 /// Whether `--spec` names a builtin rather than a file.
 fn is_builtin(spec: &str) -> bool {
-    matches!(spec, "mlp" | "vgg" | "resnet20")
+    matches!(
+        spec,
+        "mlp" | "vgg" | "resnet20" | "resnet-option-a" | "gpt2" | "bert" | "llama"
+    ) || spec.parse::<Builtin>().is_ok()
 }
 
 fn run(args: &Args) -> Result<(), CliError> {
@@ -193,7 +209,10 @@ fn run(args: &Args) -> Result<(), CliError> {
 
     let a = read_checkpoint(&args.a)?;
     let b = read_checkpoint(&args.b)?;
-    let spec = load_spec(&args.spec, &a)?;
+    let spec = match structured_builtin(&args.spec, &a, args.heads)? {
+        Some(spec) => spec,
+        None => load_spec(&args.spec, &a)?,
+    };
     let validation = spec.validate(&a.params)?;
     spec.validate(&b.params)?;
     let start = Instant::now();
@@ -258,14 +277,28 @@ fn run(args: &Args) -> Result<(), CliError> {
                 StatisticArg::Covariance => Statistic::Covariance,
                 StatisticArg::InnerProduct => Statistic::InnerProduct,
             };
-            let perms = activation_matching_from_features(
-                &fa,
-                &fb,
-                &ActivationMatchingOptions {
-                    statistic,
-                    ..Default::default()
-                },
-            )?;
+            let options = ActivationMatchingOptions {
+                statistic,
+                ..Default::default()
+            };
+            let perms = if spec.is_plain() {
+                activation_matching_from_features(&fa, &fb, &options)?
+            } else {
+                // Heads and embeddings: the exact structured steps on each layer's statistics.
+                let mut stats = BTreeMap::new();
+                for (k, x) in &fa {
+                    let units = |f: &ndarray::ArrayD<f64>| {
+                        f.shape()
+                            .get(if f.ndim() == 3 { 2 } else { 1 })
+                            .copied()
+                            .unwrap_or(0)
+                    };
+                    let mut st = ActivationStats::new(units(x), units(&fb[k]));
+                    st.update_dyn(x.view(), fb[k].view())?;
+                    stats.insert(k.clone(), st);
+                }
+                activation_matching_structured(&spec, &stats, &options)?
+            };
             let sizes = validation.perm_sizes.clone();
             for (k, p) in &perms {
                 if sizes.get(k) != Some(&p.len()) {
@@ -589,11 +622,83 @@ fn load_spec(name: &str, a: &Checkpoint) -> Result<PermutationSpec, CliError> {
             Ok(builtin.spec_for(&a.params)?)
         }
         path => {
-            let bytes = read_regular_file(path).map_err(|e| CliError::Usage(format!("unknown spec `{path}`: not a builtin (mlp, vgg, resnet20, {}) and not a readable JSON file ({e})", Builtin::all().iter().map(Builtin::name).collect::<Vec<_>>().join(", "))))?;
+            let bytes = read_regular_file(path).map_err(|e| CliError::Usage(format!("unknown spec `{path}`: not a builtin (mlp, vgg, resnet20, resnet-option-a, gpt2, bert, llama, {}) and not a readable JSON file ({e})", Builtin::all().iter().map(Builtin::name).collect::<Vec<_>>().join(", "))))?;
             let text = String::from_utf8(bytes).map_err(|e| {
                 CliError::Usage(format!("spec file `{path}` is not UTF-8 text: {e}"))
             })?;
             Ok(PermutationSpec::from_json(&text)?)
         }
     }
+}
+
+/// The builtins with structured permutations (option-A ResNets, transformers), shaped after the
+/// checkpoint; `None` for any other name.
+fn structured_builtin(
+    name: &str,
+    a: &Checkpoint,
+    heads: Option<usize>,
+) -> Result<Option<PermutationSpec>, CliError> {
+    let has = |k: &str| a.params.contains(k);
+    let count = |f: &dyn Fn(usize) -> String| (0..).take_while(|&i| has(&f(i))).count();
+    let width = |k: &str, axis: usize| a.params.get(k).and_then(|t| t.shape().get(axis).copied());
+    let transformer = |layers: usize,
+                       d_model: Option<usize>|
+     -> Result<TransformerConfig, CliError> {
+        let heads = heads.ok_or_else(|| {
+            CliError::Usage(format!(
+                "spec `{name}` needs --heads (the number of attention heads)"
+            ))
+        })?;
+        match d_model {
+            Some(d_model) if layers > 0 => Ok(TransformerConfig {
+                layers,
+                heads,
+                d_model,
+                lm_head: has("lm_head.weight"),
+            }),
+            _ => Err(CliError::Usage(format!(
+                "spec `{name}` does not fit the checkpoint (see the README's table of builtin names)"
+            ))),
+        }
+    };
+    Ok(Some(match name {
+        "resnet-option-a" => {
+            let blocks: Vec<usize> = (1..=3)
+                .map(|s| count(&|b| format!("layer{s}.{b}.conv1.weight")))
+                .collect();
+            let Some(w) = width("conv1.weight", 0).filter(|_| !blocks.contains(&0)) else {
+                return Err(CliError::Usage(
+                    "spec `resnet-option-a` expects `conv1.weight` and `layer{1,2,3}.{b}.conv1.weight`, …".into(),
+                ));
+            };
+            let bn = if has("bn1.weight") {
+                BatchNormParams::Full
+            } else if has("bn1.running_mean") {
+                BatchNormParams::RunningStatsOnly
+            } else {
+                BatchNormParams::None
+            };
+            PermutationSpec::resnet_cifar_option_a(&blocks, w, bn)
+        }
+        "gpt2" => {
+            let layers = count(&|i| format!("transformer.h.{i}.attn.c_attn.weight"));
+            PermutationSpec::gpt2(&transformer(layers, width("transformer.wte.weight", 1))?)
+        }
+        "llama" => {
+            let layers = count(&|i| format!("model.layers.{i}.self_attn.q_proj.weight"));
+            PermutationSpec::llama(&transformer(layers, width("model.embed_tokens.weight", 1))?)
+        }
+        "bert" => {
+            let layers = count(&|i| format!("bert.encoder.layer.{i}.attention.self.query.weight"));
+            let d = width("bert.embeddings.word_embeddings.weight", 1);
+            let mut spec = PermutationSpec::bert_encoder(&transformer(layers, d)?, "bert");
+            if has("bert.pooler.dense.weight") {
+                // The pooler reads the residual stream; its output stays in place.
+                spec.insert("bert.pooler.dense.weight", &[None, Some("P_res")]);
+                spec.insert("bert.pooler.dense.bias", &[None::<&str>]);
+            }
+            spec
+        }
+        _ => return Ok(None),
+    }))
 }

@@ -140,6 +140,56 @@ pub enum Error {
         /// What is wrong with it.
         problem: String,
     },
+    /// A permutation of a spec is applied to the output (produced) axis of some parameter but
+    /// no parameter consumes it (or the reverse): permuting B with it changes the function.
+    #[error("permutation `{perm}` is {problem} (first use: axis {axis} of `{param}`)")]
+    UnbalancedPermutation {
+        /// Permutation name.
+        perm: String,
+        /// `"produced but never consumed"` or `"consumed but never produced"`, or for an
+        /// attention query/key permutation `"consumed by a parameter"`.
+        problem: String,
+        /// A parameter that uses it.
+        param: String,
+        /// The axis of that parameter.
+        axis: usize,
+    },
+    /// One permutation acts on two axes of one tensor without being declared recurrent.
+    #[error(
+        "permutation `{perm}` acts on axes {first_axis} and {second_axis} of `{param}`; \
+         declare it `recurrent` if that is intended"
+    )]
+    RepeatedPermutation {
+        /// Permutation name (or the permutation it is tied to through `embeds`).
+        perm: String,
+        /// Parameter name.
+        param: String,
+        /// First axis.
+        first_axis: usize,
+        /// Second axis.
+        second_axis: usize,
+    },
+    /// The segments of a segmented axis do not add up to the axis size.
+    #[error("the segments of axis {axis} of `{param}` add up to {segments_len}, but the axis has size {axis_len}")]
+    SegmentMismatch {
+        /// Parameter name.
+        param: String,
+        /// The segmented axis.
+        axis: usize,
+        /// Sum of the segment sizes.
+        segments_len: usize,
+        /// Size of the axis.
+        axis_len: usize,
+    },
+    /// Structured permutations (heads, ties, embeddings) declared inconsistently, or a
+    /// permutation that does not have the structure its declaration requires.
+    #[error("structured permutation `{perm}`: {reason}")]
+    Structure {
+        /// Permutation name.
+        perm: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A spec is malformed on its own (independently of any parameters).
     #[error("invalid permutation spec: {reason}")]
     InvalidSpec {

@@ -257,10 +257,15 @@ impl<F> IntoIterator for Params<F> {
 
 /// Apply named permutations to a parameter set through a spec: for every parameter the spec
 /// mentions and every axis `k` governed by permutation `p`, `W ← permute_axis(W, k, p)`
-/// (`P W` on an output axis, `W Pᵀ` on an input axis); a parameter the spec lists through a view
-/// ([`Unflatten`](crate::spec::Unflatten)) is permuted as that view and keeps its stored shape.
-/// Parameters the spec does not mention are
-/// copied unchanged. Returns new parameters; `params` is not modified.
+/// (`P W` on an output axis, `W Pᵀ` on an input axis); a segmented axis is permuted segment
+/// by segment (each permutation shifted to its segment's offset); a parameter the spec lists
+/// through a view ([`Unflatten`](crate::spec::Unflatten)) is permuted as that view and keeps
+/// its stored shape. Parameters the spec does not mention are copied unchanged. Returns new
+/// parameters; `params` is not modified.
+///
+/// Structured permutations must have their declared structure (whole heads, shared head
+/// permutations, embeddings): see [`PermutationSpec::check_structure`];
+/// [`PermutationSpec::random_perms`] draws such permutations.
 ///
 /// `perms` must contain every permutation of the spec (use `Permutation::identity` for the ones
 /// to leave alone); extra names are an error, so typos do not pass silently.
@@ -268,20 +273,33 @@ impl<F> IntoIterator for Params<F> {
 /// # Errors
 /// Everything [`PermutationSpec::validate`] reports; [`Error::PermutationName`] for a missing or
 /// unknown permutation name; [`Error::PermutationLength`] if a permutation's length differs from
-/// the axis it acts on.
+/// the axis it acts on; [`Error::Structure`] if a permutation breaks its declaration.
 pub fn apply_permutations<F: Float>(
     spec: &PermutationSpec,
     perms: &BTreeMap<String, Permutation>,
     params: &Params<F>,
 ) -> Result<Params<F>> {
     let sizes = spec.perm_sizes(params)?;
-    for (name, &n) in &sizes {
+    apply_fitted(spec, perms, params, &sizes)
+}
+
+/// [`apply_permutations`] given the permutation sizes of a spec that fits `params`
+/// ([`PermutationSpec::validate`] without its symmetry rules: the function check applies
+/// specs that break them, to name what breaks).
+pub(crate) fn apply_fitted<F: Float>(
+    spec: &PermutationSpec,
+    perms: &BTreeMap<String, Permutation>,
+    params: &Params<F>,
+    sizes: &BTreeMap<String, usize>,
+) -> Result<Params<F>> {
+    for (name, &n) in sizes {
         let p = perms.get(name).ok_or_else(|| Error::PermutationName {
             perm: name.clone(),
             problem: "is required by the spec but was not supplied".into(),
         })?;
         if p.len() != n {
-            let (param, axis) = spec.perm_to_axes()[name][0].clone();
+            let first = &spec.perm_uses()[name][0];
+            let (param, axis) = (first.param.clone(), first.axis);
             return Err(Error::PermutationLength {
                 perm: name.clone(),
                 param,
@@ -297,6 +315,7 @@ pub fn apply_permutations<F: Float>(
             problem: "is not a permutation of the spec".into(),
         });
     }
+    spec.check_structure(perms)?;
     let mut out = Params::new();
     for (name, tensor) in params.iter() {
         let mut t = tensor.clone();
@@ -306,9 +325,10 @@ pub fn apply_permutations<F: Float>(
             if view.as_ref() != tensor.shape() {
                 t = crate::spec::reshape(&t, &view);
             }
-            for (axis, perm) in axes.iter().enumerate() {
-                if let Some(perm) = perm {
-                    t = permute_axis(&t, axis, &perms[perm])?;
+            for axis in 0..axes.len() {
+                let len = t.shape()[axis];
+                if let Some(v) = spec.axis_permutation(name, axis, len, perms) {
+                    t = permute_axis(&t, axis, &Permutation::new(v)?)?;
                 }
             }
             if t.shape() != tensor.shape() {

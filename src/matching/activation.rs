@@ -385,6 +385,19 @@ pub struct ActivationMatchingOptions {
     pub solver: Solver,
 }
 
+/// The number of units of square statistics (`d_a = d_b`), else [`Error::ShapeMismatch`].
+pub(crate) fn square_units(name: &str, st: &ActivationStats) -> Result<usize> {
+    let (d_a, d_b) = st.dims();
+    if d_a != d_b {
+        return Err(Error::ShapeMismatch {
+            what: format!("activation statistics of `{name}` (A units versus B units)"),
+            expected: vec![d_a],
+            found: vec![d_b],
+        });
+    }
+    Ok(d_a)
+}
+
 /// Activation matching: one permutation per layer maximising `Σ_i C[i, p(i)]`, with `C` the
 /// chosen statistic of that layer's [`ActivationStats`]. Keys are the permutation names (e.g.
 /// the spec's `P_0`, `P_1`, …); layers are solved in parallel.
@@ -397,14 +410,7 @@ pub fn activation_matching(
     options: &ActivationMatchingOptions,
 ) -> Result<BTreeMap<String, Permutation>> {
     let solve = |(name, st): (&String, &ActivationStats)| -> Result<(String, Permutation)> {
-        let (d_a, d_b) = st.dims();
-        if d_a != d_b {
-            return Err(Error::ShapeMismatch {
-                what: format!("activation statistics of `{name}` (A units versus B units)"),
-                expected: vec![d_a],
-                found: vec![d_b],
-            });
-        }
+        square_units(name, st)?;
         let c = st.statistic(options.statistic)?;
         Ok((name.clone(), lap_max(c.view(), options.solver, None)?.0))
     };
@@ -441,7 +447,8 @@ pub fn activation_matching_from_features<F: Float>(
 }
 
 /// Statistics of every layer from whole feature arrays: `build(d_a, d_b, a, b)` for the features
-/// `a = features_a[name]`, `b = features_b[name]` (`d` their units, axis 1), keyed by `name`.
+/// `a = features_a[name]`, `b = features_b[name]` (`d` their units: axis 2 of `[N, T, d]`
+/// token features, else axis 1), keyed by `name`.
 ///
 /// # Errors
 /// [`Error::MissingParam`] if a name of one side is missing on the other; what `build` reports.

@@ -4,7 +4,8 @@
 //!   [`PermutationSpec`](crate::PermutationSpec);
 //! - [`activation`]: activation matching from streaming feature statistics;
 //! - `cca` (feature `linalg`): CCA alignment (Horoi et al. 2024), invertible linear maps
-//!   instead of permutations.
+//!   instead of permutations;
+//! - [`structured`]: the exact steps for head-structured and embedded permutations.
 //!
 //! Both return permutations keyed by the spec's permutation names, to be applied to B with
 //! [`apply_permutations`](crate::apply_permutations).
@@ -13,6 +14,7 @@ pub mod activation;
 #[cfg(feature = "linalg")]
 pub mod cca;
 pub mod commutativity;
+pub mod structured;
 pub mod weight;
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};

@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::params::Params;
 use crate::permutation::Permutation;
-use crate::spec::PermutationSpec;
+use crate::spec::{PermUse, PermutationSpec};
 
 /// Options of [`weight_matching`], with documented defaults.
 #[derive(Clone, Debug, PartialEq)]
@@ -151,6 +151,10 @@ pub fn weight_matching<F: Float>(
     weight_matching_with_progress(spec, a, b, options, |_| {})
 }
 
+/// The permutations on one axis with their offsets (one at 0 for a plain axis, one per
+/// permuted segment of a segmented axis).
+type OnAxis = Vec<(String, usize)>;
+
 /// One term `(w, k)` of a permutation's similarity matrix, `A_w · B̃_wᵀ`, with its cached
 /// product.
 ///
@@ -163,15 +167,19 @@ struct Term<F> {
     a_mat: Array2<F>,
     /// `W_B` with axis `k` first, reshaped to `[n, r]`, before any permutation.
     b_mat: Array2<F>,
-    /// The permuted axes other than `k`: (permutation name, stride in the flattened rest
-    /// index, axis length).
-    others: Vec<(String, usize, usize)>,
+    /// The permuted axes other than `k`: (the permutations on the axis with their offsets —
+    /// one at offset 0 for a plain axis, one per permuted segment of a segmented one — stride
+    /// in the flattened rest index, axis length).
+    others: Vec<(OnAxis, usize, usize)>,
     /// The column map and the product `A_w · B̃_wᵀ` (in `F`) last computed.
     cache: Option<(Vec<usize>, Array2<F>)>,
 }
 
 impl<F: Float> Term<F> {
-    fn new(spec: &PermutationSpec, a: &Params<F>, b: &Params<F>, param: &str, axis: usize) -> Self {
+    /// The term of `param`'s axis `axis`, or of the rows `offset .. offset + len` of that axis
+    /// (a segment).
+    fn new(spec: &PermutationSpec, a: &Params<F>, b: &Params<F>, use_: &PermUse) -> Self {
+        let (param, axis) = (use_.param.as_str(), use_.axis);
         let wa = a[param].view();
         let shape = wa.shape();
         let axes = spec.axes(param).unwrap_or(&[]);
@@ -179,25 +187,61 @@ impl<F: Float> Term<F> {
         let mut others = Vec::new();
         let mut stride = 1;
         for k in (0..shape.len()).rev().filter(|&k| k != axis) {
-            if let Some(Some(perm)) = axes.get(k) {
-                others.push((perm.clone(), stride, shape[k]));
+            let on_axis: Vec<(String, usize)> = match spec.segments(param, k) {
+                Some(segs) => {
+                    let mut offset = 0;
+                    let mut v = Vec::new();
+                    for seg in segs {
+                        if let Some(p) = &seg.perm {
+                            v.push((p.clone(), offset));
+                        }
+                        offset += seg.size;
+                    }
+                    v
+                }
+                None => axes
+                    .get(k)
+                    .cloned()
+                    .flatten()
+                    .map(|p| (p, 0))
+                    .into_iter()
+                    .collect(),
+            };
+            if !on_axis.is_empty() {
+                others.push((on_axis, stride, shape[k]));
             }
             stride *= shape[k];
         }
+        let rows = |m: Array2<F>| match use_.segment {
+            Some((offset, len)) => m.slice(ndarray::s![offset..offset + len, ..]).to_owned(),
+            None => m,
+        };
         Self {
-            a_mat: flatten_axis_first(&wa, axis),
-            b_mat: flatten_axis_first(&b[param].view(), axis),
+            a_mat: rows(flatten_axis_first(&wa, axis)),
+            b_mat: rows(flatten_axis_first(&b[param].view(), axis)),
             others,
             cache: None,
         }
+    }
+
+    /// Whether the term's column map involves any of `names`.
+    fn depends_on(&self, names: &[&str]) -> bool {
+        self.others
+            .iter()
+            .any(|(on_axis, _, _)| on_axis.iter().any(|(p, _)| names.contains(&p.as_str())))
     }
 
     /// `src[c]`: the column of `b_mat` that column `c` of `B̃_w` holds at `perms`
     /// (`B̃[…, x, …] = B[…, p[x], …]` on every other permuted axis).
     fn column_map(&self, perms: &BTreeMap<String, Permutation>) -> Vec<usize> {
         let mut src: Vec<usize> = (0..self.b_mat.ncols()).collect();
-        for (name, stride, len) in &self.others {
-            let p = perms[name].as_slice();
+        for (on_axis, stride, len) in &self.others {
+            let mut p: Vec<usize> = (0..*len).collect();
+            for (name, offset) in on_axis {
+                for (x, &y) in perms[name].as_slice().iter().enumerate() {
+                    p[offset + x] = offset + y;
+                }
+            }
             for (c, s) in src.iter_mut().enumerate() {
                 let x = (c / stride) % len;
                 *s = *s - x * stride + p[x] * stride;
@@ -330,33 +374,35 @@ pub fn weight_matching_controlled<F: Float>(
 
     // Every term `(w, k)` of every permutation, moved and reshaped once; `by_perm[p]` lists the
     // indices of `p`'s terms in the spec's order.
-    let inverse = spec.perm_to_axes();
+    let inverse = spec.perm_uses();
     let mut terms: Vec<Term<F>> = Vec::new();
     let mut by_perm: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    // Each permuted parameter's terms and the permutations on their axes.
+    // Each permuted parameter's whole-axis terms and the permutations on their axes.
     let mut of_param: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
     for name in &names {
         let list = inverse[name]
             .iter()
-            .map(|(param, axis)| {
-                terms.push(Term::new(spec, a, b, param, *axis));
-                of_param
-                    .entry(param.clone())
-                    .or_default()
-                    .push((terms.len() - 1, name.clone()));
+            .map(|u| {
+                terms.push(Term::new(spec, a, b, u));
+                let entry = of_param.entry(u.param.clone()).or_default();
+                if u.segment.is_none() {
+                    entry.push((terms.len() - 1, name.clone()));
+                }
                 terms.len() - 1
             })
             .collect();
         by_perm.insert(name.as_str(), list);
     }
-    let objective = Objective::new(spec, a, b, of_param)?;
+    let objective = Objective::new(a, b, of_param)?;
+    // The exact step of every permutation (shared by the members of a structured one).
+    let coords = spec.coordinates(&sizes);
 
     let mut cache: BTreeMap<&str, Array2<f64>> = BTreeMap::new();
     let mut warm: BTreeMap<&str, LapWarm> = BTreeMap::new();
     let mut solved: BTreeSet<&str> = BTreeSet::new();
     let mut ahead_changed: BTreeSet<&str> = BTreeSet::new();
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-    let initial_objective = objective.value(&terms, &perms);
+    let initial_objective = objective.value(spec, &terms, &perms);
     let mut history = Vec::new();
     let mut converged = false;
     let mut stopped = false;
@@ -375,7 +421,50 @@ pub fn weight_matching_controlled<F: Float>(
             }
         };
         let mut any_progress = false;
+        let mut visited = BTreeSet::new();
         for (pos, &name) in order.iter().enumerate() {
+            let coord = &coords[name];
+            if !coord.is_plain(sizes[name]) {
+                // Structured: one exact step for every member (once per sweep).
+                if !visited.insert(std::sync::Arc::as_ptr(coord)) {
+                    continue;
+                }
+                for m in coord.members() {
+                    let m = names.iter().find(|x| *x == m).expect("member of the spec");
+                    let mut changed = ahead_changed.remove(m.as_str());
+                    for &t in &by_perm[m.as_str()] {
+                        changed |= terms[t].refresh(&perms);
+                    }
+                    if changed || !cache.contains_key(m.as_str()) {
+                        let s = cache
+                            .entry(m.as_str())
+                            .or_insert_with(|| Array2::zeros((sizes[m], sizes[m])));
+                        sum_terms_into(&terms, &by_perm[m.as_str()], s);
+                    }
+                }
+                let step = super::structured::solve_coordinate(
+                    spec,
+                    coord,
+                    &cache,
+                    &perms,
+                    options.solver,
+                )?;
+                let flow = control(&MatchingEvent::Update {
+                    sweep: sweeps,
+                    perm: name,
+                    before: step.before,
+                    after: step.after,
+                });
+                if step.after > step.before + options.tolerance {
+                    any_progress = true;
+                    perms.extend(step.perms);
+                }
+                if flow.is_break() {
+                    stopped = true;
+                    break;
+                }
+                continue;
+            }
             // A term refreshed ahead of time (below) may have changed `S_p` already.
             let mut changed = ahead_changed.remove(name);
             for &t in &by_perm[name] {
@@ -409,7 +498,7 @@ pub fn weight_matching_controlled<F: Float>(
                     by_perm[x]
                         .iter()
                         .copied()
-                        .filter(|&t| terms[t].others.iter().all(|(p, _, _)| p != name))
+                        .filter(|&t| !terms[t].depends_on(&[name]))
                         .collect()
                 });
                 let (lap, refreshed) = join(
@@ -447,7 +536,7 @@ pub fn weight_matching_controlled<F: Float>(
             }
         }
         if stopped {
-            let value = objective.value(&terms, &perms);
+            let value = objective.value(spec, &terms, &perms);
             history.push(value);
             if value >= best.0 {
                 best = (value, perms.clone());
@@ -455,7 +544,7 @@ pub fn weight_matching_controlled<F: Float>(
             sweeps += 1;
             break;
         }
-        let value = objective.value(&terms, &perms);
+        let value = objective.value(spec, &terms, &perms);
         history.push(value);
         let flow = control(&MatchingEvent::Sweep {
             sweep: sweeps,
@@ -467,7 +556,7 @@ pub fn weight_matching_controlled<F: Float>(
             converged = true;
             break;
         }
-if value >= best.0 {
+        if value >= best.0 {
             best = (value, perms.clone());
         }
         if flow.is_break() {
@@ -565,16 +654,18 @@ fn sum_terms_into<F: Float>(terms: &[Term<F>], list: &[usize], s: &mut Array2<f6
 
 /// How to evaluate `⟨θ_A, π(θ_B)⟩` cheaply: every parameter with a permuted axis through one of
 /// its terms (no permuted copy of B), the others once.
-struct Objective {
+struct Objective<F> {
     /// Per permuted parameter: its terms (index, name of the permutation on the term's axis).
     permuted: Vec<Vec<(usize, String)>>,
+    /// Permuted parameters without a whole-axis term (only segments are permuted): `(name,
+    /// W_A, W_B)`, evaluated by permuting `W_B` directly.
+    direct: Vec<(String, ndarray::ArrayD<F>, ndarray::ArrayD<F>)>,
     /// `Σ ⟨W_A, W_B⟩` over the parameters no permutation touches.
     constant: f64,
 }
 
-impl Objective {
-    fn new<F: Float>(
-        spec: &PermutationSpec,
+impl<F: Float> Objective<F> {
+    fn new(
         a: &Params<F>,
         b: &Params<F>,
         of_param: BTreeMap<String, Vec<(usize, String)>>,
@@ -582,25 +673,57 @@ impl Objective {
         let mut constant = Params::new();
         let mut constant_b = Params::new();
         for (name, t) in a.iter() {
-            let touched = spec
-                .axes(name)
-                .is_some_and(|axes| axes.iter().any(Option::is_some));
-            if !touched {
+            if !of_param.contains_key(name) {
                 constant.insert(name, t.clone());
                 constant_b.insert(name, b.require(name)?.clone());
             }
         }
+        let mut permuted = Vec::new();
+        let mut direct = Vec::new();
+        for (name, list) in of_param {
+            if list.is_empty() {
+                let (ta, tb) = (a[name.as_str()].clone(), b[name.as_str()].clone());
+                direct.push((name, ta, tb));
+            } else {
+                permuted.push(list);
+            }
+        }
         Ok(Self {
-            permuted: of_param.into_values().collect(),
+            permuted,
+            direct,
             constant: constant.inner(&constant_b)?,
         })
+    }
+
+    /// `⟨W_A, π(W_B)⟩` of the parameters in [`Objective::direct`], in f64.
+    fn direct_value(&self, spec: &PermutationSpec, perms: &BTreeMap<String, Permutation>) -> f64 {
+        let mut total = 0.0;
+        for (name, ta, tb) in &self.direct {
+            let mut t = tb.clone();
+            for axis in 0..t.ndim() {
+                let len = t.shape()[axis];
+                if let Some(v) = spec.axis_permutation(name, axis, len, perms) {
+                    let p = Permutation::new(v).expect("validated permutations");
+                    t = crate::permutation::permute_axis(&t, axis, &p).expect("validated sizes");
+                }
+            }
+            total += ndarray::Zip::from(ta)
+                .and(&t)
+                .fold(0.0, |acc, &x, &y| acc + x.as_f64() * y.as_f64());
+        }
+        total
     }
 
     /// `constant + Σ_w ⟨W_A, π(W_B)⟩`. In f64 precision a parameter with an up-to-date cached
     /// product `T` (the usual case after a sweep) costs `O(n)`: `⟨W_A, π(W_B)⟩ = Σ_i T[i, p(i)]`
     /// (a sum of f64 dot products); otherwise, and always for f32 (whose products are not f64
     /// accumulations), the `O(n r)` sum of [`Term::inner`].
-    fn value<F: Float>(&self, terms: &[Term<F>], perms: &BTreeMap<String, Permutation>) -> f64 {
+    fn value(
+        &self,
+        spec: &PermutationSpec,
+        terms: &[Term<F>],
+        perms: &BTreeMap<String, Permutation>,
+    ) -> f64 {
         let f64_products = F::epsilon().as_f64() <= f64::EPSILON;
         let param = |list: &Vec<(usize, String)>| -> f64 {
             let current = list.iter().find_map(|(t, perm)| {
@@ -620,7 +743,9 @@ impl Objective {
                 }
             }
         };
-        self.constant + self.permuted.iter().map(param).sum::<f64>()
+        self.constant
+            + self.permuted.iter().map(param).sum::<f64>()
+            + self.direct_value(spec, perms)
     }
 }
 
@@ -734,8 +859,10 @@ fn check_inputs<F: Float>(
     Ok(())
 }
 
-/// Re-solve one permutation's LAP at the given permutations and report the gain it would
-/// bring: `max_q Σ_i S_p[i, q(i)] − Σ_i S_p[i, p(i)]` (≥ 0). Zero for every permutation means
+/// Re-solve one permutation's exact step at the given permutations and report the gain it
+/// would bring: `max_q Σ_i S_p[i, q(i)] − Σ_i S_p[i, p(i)]` (≥ 0), the maximum over the
+/// permutations of `perm`'s structure (for a structured permutation: over its coordinate —
+/// the tied heads or the atom — summed over the members). Zero for every permutation means
 /// the permutations are a fixed point of weight matching.
 ///
 /// # Errors
@@ -750,10 +877,12 @@ pub fn single_step_gain<F: Float>(
     let ((plain, a), (_, b)) = (spec.viewed(a)?, spec.viewed(b)?);
     let (spec, a, b) = (plain.as_ref(), a.as_ref(), b.as_ref());
     let sizes = spec.perm_sizes(a)?;
-    let n = *sizes.get(perm).ok_or_else(|| Error::PermutationName {
-        perm: perm.to_string(),
-        problem: "is not a permutation of the spec".into(),
-    })?;
+    if !sizes.contains_key(perm) {
+        return Err(Error::PermutationName {
+            perm: perm.to_string(),
+            problem: "is not a permutation of the spec".into(),
+        });
+    }
     check_inputs(
         spec,
         a,
@@ -762,17 +891,20 @@ pub fn single_step_gain<F: Float>(
         &spec.perm_sizes(b)?,
         &WeightMatchingOptions::default(),
     )?;
-    let mut terms: Vec<Term<F>> = spec.perm_to_axes()[perm]
-        .iter()
-        .map(|(param, axis)| Term::new(spec, a, b, param, *axis))
-        .collect();
-    for t in &mut terms {
-        t.refresh(perms);
+    let coord = &spec.coordinates(&sizes)[perm];
+    let uses = spec.perm_uses();
+    let mut s_by: BTreeMap<&str, Array2<f64>> = BTreeMap::new();
+    for m in coord.members() {
+        let mut terms: Vec<Term<F>> = uses[m].iter().map(|u| Term::new(spec, a, b, u)).collect();
+        for t in &mut terms {
+            t.refresh(perms);
+        }
+        let mut s = Array2::zeros((sizes[m], sizes[m]));
+        sum_terms_into(&terms, &(0..terms.len()).collect::<Vec<_>>(), &mut s);
+        s_by.insert(m, s);
     }
-    let mut s = Array2::zeros((n, n));
-    sum_terms_into(&terms, &(0..terms.len()).collect::<Vec<_>>(), &mut s);
-    let (best, _) = lap_max(s.view(), Solver::default(), None)?;
-    Ok(linear_objective(&s, &best) - linear_objective(&s, &perms[perm]))
+    let step = super::structured::solve_coordinate(spec, coord, &s_by, perms, Solver::default())?;
+    Ok(step.after - step.before)
 }
 
 #[cfg(test)]

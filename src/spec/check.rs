@@ -8,7 +8,7 @@
 //! model can. When the joint check fails, every permutation is tried alone (the others left at
 //! the identity) to name the ones that break the function.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use ndarray::{Array, Dimension, Zip};
@@ -17,7 +17,7 @@ use rand::Rng;
 use super::PermutationSpec;
 use crate::error::{Error, Result};
 use crate::float::Float;
-use crate::params::{apply_permutations, Params};
+use crate::params::{apply_fitted, Params};
 use crate::permutation::Permutation;
 
 /// The outcome of [`check_invariance`].
@@ -30,7 +30,8 @@ pub struct InvarianceReport {
     pub max_abs_output: f64,
     /// The absolute tolerance the check used.
     pub tol: f64,
-    /// The random permutations applied (none is the identity unless its size is 1).
+    /// The random permutations applied (a plain one is never the identity unless its size
+    /// is 1; see [`check_invariance`]).
     pub perms: BTreeMap<String, Permutation>,
     /// Only when the joint check failed: for each permutation applied alone, its
     /// `max |Δoutput|`.
@@ -102,18 +103,82 @@ fn random_non_identity<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Permutation {
     Permutation::new(map).expect("a transposition is a permutation")
 }
 
+/// The permutations tied to each permutation through the exact steps of weight matching
+/// (shared heads, embeddings), transitively: each name maps to its group (itself included).
+fn tied_groups(
+    spec: &PermutationSpec,
+    sizes: &BTreeMap<String, usize>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut groups: BTreeMap<String, BTreeSet<String>> = sizes
+        .keys()
+        .map(|k| (k.clone(), BTreeSet::from([k.clone()])))
+        .collect();
+    for coord in spec.coordinates(sizes).values() {
+        let members = coord.members();
+        let mut union: BTreeSet<String> = BTreeSet::new();
+        for m in &members {
+            union.extend(groups[*m].iter().cloned());
+        }
+        for m in union.clone() {
+            groups.insert(m, union.clone());
+        }
+    }
+    groups
+}
+
+/// Random permutations with the spec's declared structure ([`PermutationSpec::random_perms`]).
+/// A permutation that is tied to none (a plain one) is drawn again by `random_non_identity`;
+/// for the structured ones the whole draw is repeated (at most 16 times) until none of them of
+/// two or more units is the identity.
+fn draw<F: Float, R: Rng + ?Sized>(
+    spec: &PermutationSpec,
+    params: &Params<F>,
+    sizes: &BTreeMap<String, usize>,
+    groups: &BTreeMap<String, BTreeSet<String>>,
+    rng: &mut R,
+) -> Result<BTreeMap<String, Permutation>> {
+    let plain = |k: &str| groups[k].len() == 1 && spec.decl(k).is_none();
+    // Plain permutations first, in name order (the same draws as for a spec without
+    // structure).
+    let mut perms: BTreeMap<String, Permutation> = sizes
+        .iter()
+        .filter(|(k, _)| plain(k))
+        .map(|(k, &n)| (k.clone(), random_non_identity(n, rng)))
+        .collect();
+    if perms.len() < sizes.len() {
+        let mut structured = spec.random_perms(params, rng)?;
+        for _ in 1..16 {
+            let identity = structured
+                .iter()
+                .any(|(k, p)| !plain(k) && p.len() >= 2 && *p == Permutation::identity(p.len()));
+            if !identity {
+                break;
+            }
+            structured = spec.random_perms(params, rng)?;
+        }
+        for (k, p) in structured {
+            perms.entry(k).or_insert(p);
+        }
+    }
+    Ok(perms)
+}
+
 /// Check that `spec` is a symmetry of the model computed by `forward`: draw a random
-/// permutation for every permutation of the spec, compute `f(π(θ); x)` and compare it with
+/// permutation for every permutation of the spec (with its declared structure:
+/// [`PermutationSpec::random_perms`]), compute `f(π(θ); x)` and compare it with
 /// `f(θ; x)` elementwise. Passes when `max |Δ| ≤ tol` (absolute, in f64). If it fails, each
 /// permutation is applied alone as well and its `max |Δ|` reported in
-/// [`InvarianceReport::per_perm`], so the report names the permutations that break the model.
+/// [`InvarianceReport::per_perm`] (together with the permutations tied to it: shared heads,
+/// embeddings), so the report names the permutations that break the model.
 ///
 /// `forward` is the caller's model (any closure: a reference forward, a call into another
 /// runtime); it gets the parameters and `inputs` and returns the outputs. Costs `2 + k` forward
 /// passes when the check fails for a spec of `k` permutations, 2 when it passes.
 ///
 /// # Errors
-/// Everything [`PermutationSpec::validate`] reports; [`Error::InvalidArgument`] for a negative
+/// What [`PermutationSpec::validate`] reports about shapes (the symmetry rules are not
+/// applied: a spec that breaks them is checked and the breaking permutations named);
+/// [`Error::InvalidArgument`] for a negative
 /// or non-finite `tol`; [`Error::NonFinite`] if the unpermuted model's output is not finite;
 /// [`Error::ShapeMismatch`] if the permuted model's output has another shape; any error of
 /// `forward`. A failed check is not an error: see [`InvarianceReport::into_result`].
@@ -157,7 +222,7 @@ where
             reason: format!("must be finite and non-negative, got {tol}"),
         });
     }
-    let sizes = spec.perm_sizes(params)?;
+    let sizes = spec.fitted_sizes(params)?;
     let reference = forward(params, inputs)?;
     if reference.iter().any(|v| !v.is_finite()) {
         return Err(Error::NonFinite {
@@ -167,12 +232,10 @@ where
     let max_abs_output = reference
         .iter()
         .fold(0.0_f64, |m, v| m.max(v.as_f64().abs()));
-    let perms: BTreeMap<String, Permutation> = sizes
-        .iter()
-        .map(|(k, &n)| (k.clone(), random_non_identity(n, rng)))
-        .collect();
+    let groups = tied_groups(spec, &sizes);
+    let perms = draw(spec, params, &sizes, &groups, rng)?;
     let mut diff = |perms: &BTreeMap<String, Permutation>| -> Result<f64> {
-        let out = forward(&apply_permutations(spec, perms, params)?, inputs)?;
+        let out = forward(&apply_fitted(spec, perms, params, &sizes)?, inputs)?;
         if out.shape() != reference.shape() {
             return Err(Error::ShapeMismatch {
                 what: "output of the permuted model".into(),
@@ -199,6 +262,10 @@ where
                 .iter()
                 .map(|(k, &n)| (k.clone(), Permutation::identity(n)))
                 .collect();
+            // A structured permutation goes with those tied to it (heads, embeddings).
+            for m in &groups[name] {
+                alone.insert(m.clone(), perms[m].clone());
+            }
             alone.insert(name.clone(), p.clone());
             per_perm.insert(name.clone(), diff(&alone)?);
         }

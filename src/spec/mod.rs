@@ -16,14 +16,42 @@
 //! layers with norms ([`PermutationSpec::chain`]) and CIFAR ResNets such as ResNet-20
 //! ([`PermutationSpec::resnet20`]), where all blocks of a stage share the residual-stream
 //! permutation. Always [`validate`](PermutationSpec::validate) a spec against the parameters:
-//! a spec that does not fit the model is an error, never a silent no-op.
+//! a spec that does not fit the model is an error, never a silent no-op — including a spec
+//! that is not a plausible symmetry (a permutation produced but never consumed, or one name on
+//! two axes of a tensor without a `recurrent` declaration).
 //!
 //! Checkpoints of torchvision's VGGs and ResNets and of the LLFC paper's code have named
 //! builtins ([`Builtin`], [`vgg`], [`resnet`]); an axis that packs several units per
 //! permutation entry (a flattened conv map) is listed through a view ([`Unflatten`]); and
 //! [`check_invariance`] runs any forward pass to check that a spec is a symmetry of the model.
+//!
+//! Beyond plain axes, a spec may hold **segmented axes** ([`AxisSpec::Segments`]: fused `qkv`,
+//! `gate_up`), **layouts** ([`Layout::InOut`]: `[in, out]` weights such as GPT-2's `Conv1D`,
+//! embedding tables) and **declarations** of structured permutations ([`PermDecl`]): attention
+//! heads `(j, i) ↦ (σ(j), τ_j(i))` ([`Heads`], [`WithinHead`]) with the q/k permutation
+//! ([`PermRole::QueryKey`]) tied to the v/o one by [`PermDecl::same_heads_as`], and
+//! [`Embed`]dings of one permutation in another (option-A ResNets:
+//! [`PermutationSpec::resnet_cifar_option_a`]). Transformer builtins in Hugging Face names:
+//! [`PermutationSpec::gpt2`], [`PermutationSpec::bert_encoder`], [`PermutationSpec::llama`].
+//! Matching solves every structured step exactly ([`crate::matching::structured`]).
+
+mod concrete;
+mod resnet_option_a;
+mod structured;
+mod symmetry;
+mod transformer;
+
+#[cfg(feature = "serde")]
+mod json;
 
 use std::collections::BTreeMap;
+
+pub use resnet_option_a::BatchNormParams;
+pub(crate) use structured::Coordinate;
+pub use structured::{
+    AxisSpec, Embed, Heads, Layout, PermDecl, PermRole, PermUse, Segment, WithinHead,
+};
+pub use transformer::TransformerConfig;
 
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -42,22 +70,26 @@ pub(crate) use unflatten::reshape;
 pub use unflatten::Unflatten;
 pub use vgg::{VggDepth, VggLayout};
 
-/// For each parameter name, one optional permutation name per axis.
+/// For each parameter name, one optional permutation name per axis; optionally views of
+/// parameters ([`Unflatten`]), segmented axes, parameter layouts and declarations of
+/// structured permutations ([`AxisSpec`], [`Layout`], [`PermDecl`]).
 ///
 /// With the `serde` feature the spec (de)serialises as a JSON object
 /// `{"layers.0.weight": ["P_0", null], …}`, so Python users can write specs by hand; a
 /// parameter listed through a view is an object `{"axes": […], "unflatten": {…}}` (see
-/// [`Unflatten`]).
+/// [`Unflatten`]); specs with structured parts use the extended form
+/// `{"params": {…}, "perms": {…}}` (see the README).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(from = "unflatten::SpecMap", into = "unflatten::SpecMap")
-)]
 pub struct PermutationSpec {
     axes: BTreeMap<String, Vec<Option<String>>>,
     /// Parameters whose axes are listed for a view of the tensor (see [`Unflatten`]).
     unflatten: BTreeMap<String, Unflatten>,
+    /// Segmented axes: parameter → axis → segments (the axis reads `None` in `axes`).
+    segments: BTreeMap<String, BTreeMap<usize, Vec<Segment>>>,
+    /// Non-default layouts.
+    layouts: BTreeMap<String, Layout>,
+    /// Non-plain permutation declarations.
+    decls: BTreeMap<String, PermDecl>,
 }
 
 /// What [`PermutationSpec::validate`] found about a parameter set that fits the spec.
@@ -157,6 +189,7 @@ impl PermutationSpec {
             .collect();
         let param = param.into();
         self.unflatten.remove(&param);
+        self.segments.remove(&param);
         self.axes.insert(param, axes);
     }
 
@@ -190,8 +223,9 @@ impl PermutationSpec {
         self.axes.is_empty()
     }
 
-    /// The inverse map: permutation name → every `(parameter, axis)` it acts on, both in name
-    /// order.
+    /// The inverse map: permutation name → every whole `(parameter, axis)` it acts on, both in
+    /// name order. Segments of segmented axes are not listed; see
+    /// [`PermutationSpec::perm_uses`].
     #[must_use]
     pub fn perm_to_axes(&self) -> BTreeMap<String, Vec<(String, usize)>> {
         let mut map: BTreeMap<String, Vec<(String, usize)>> = BTreeMap::new();
@@ -210,23 +244,52 @@ impl PermutationSpec {
     /// Names of all permutations, sorted.
     #[must_use]
     pub fn perm_names(&self) -> Vec<String> {
-        self.perm_to_axes().into_keys().collect()
+        self.perm_uses().into_keys().collect()
     }
 
     /// Check that `params` fits the spec.
     ///
     /// Every parameter the spec names must exist, with exactly as many axes as the spec lists;
-    /// all axes governed by one permutation must have the same size. Parameters the spec does not
-    /// mention are allowed and reported in [`Validation::unmentioned`]. For a parameter listed
-    /// through a view ([`Unflatten`]), ranks and sizes are those of the view.
+    /// all axes (and segments) governed by one permutation must have the same size. Parameters
+    /// the spec does not mention are allowed and reported in [`Validation::unmentioned`]. For a
+    /// parameter listed through a view ([`Unflatten`]), ranks and sizes are those of the view.
+    ///
+    /// Then the spec must be a plausible symmetry : every
+    /// permutation is produced (on a tensor's output axis: axis 0, the last axis of
+    /// [`Layout::InOut`] tensors, every vector) *and* consumed (on another axis), except
+    /// query/key permutations, which only the attention scores consume; no permutation acts on
+    /// two axes of one tensor unless declared recurrent; heads, ties and embeddings are
+    /// declared consistently.
     ///
     /// # Errors
     /// - [`Error::MissingParam`]: a parameter named in the spec is absent;
     /// - [`Error::InvalidSpec`]: a view does not divide its axis (see [`Unflatten::view_shape`]);
     /// - [`Error::AxisOutOfRange`]: the spec permutes an axis beyond the tensor's rank;
     /// - [`Error::RankMismatch`]: the spec lists a different number of axes than the rank;
-    /// - [`Error::InconsistentPermutationSize`]: two axes of one permutation differ in size.
+    /// - [`Error::SegmentMismatch`]: the segments of an axis do not add up to its size;
+    /// - [`Error::InconsistentPermutationSize`]: two axes of one permutation differ in size;
+    /// - [`Error::UnbalancedPermutation`], [`Error::RepeatedPermutation`],
+    ///   [`Error::Structure`], [`Error::PermutationName`]: the symmetry rules above.
     pub fn validate<F: Float>(&self, params: &Params<F>) -> Result<Validation> {
+        let perm_sizes = self.fitted_sizes(params)?;
+        self.check_rules(params, &perm_sizes)?;
+        Ok(Validation {
+            perm_sizes,
+            unmentioned: params
+                .names()
+                .filter(|n| !self.axes.contains_key(*n))
+                .map(str::to_string)
+                .collect(),
+        })
+    }
+
+    /// The shape part of [`PermutationSpec::validate`] (without the symmetry rules): the size
+    /// of every permutation when `params` fits the spec. Used where a spec that is not a
+    /// symmetry must still be applied, as [`check_invariance`] does to name what breaks.
+    pub(crate) fn fitted_sizes<F: Float>(
+        &self,
+        params: &Params<F>,
+    ) -> Result<BTreeMap<String, usize>> {
         let mut sizes: BTreeMap<String, (usize, String, usize)> = BTreeMap::new();
         for (param, axes) in &self.axes {
             let tensor = params.get(param).ok_or_else(|| Error::MissingParam {
@@ -235,7 +298,9 @@ impl PermutationSpec {
             })?;
             let shape = self.spec_shape(param, tensor.shape())?;
             let rank = shape.len();
-            if let Some(axis) = (rank..axes.len()).find(|&k| axes[k].is_some()) {
+            if let Some(axis) =
+                (rank..axes.len()).find(|&k| axes[k].is_some() || self.segments(param, k).is_some())
+            {
                 return Err(Error::AxisOutOfRange {
                     what: param.clone(),
                     axis,
@@ -249,9 +314,28 @@ impl PermutationSpec {
                     rank,
                 });
             }
+            let mut uses: Vec<(&String, usize, usize)> = Vec::new();
             for (axis, perm) in axes.iter().enumerate() {
-                let Some(perm) = perm else { continue };
-                let n = shape[axis];
+                let len = shape[axis];
+                if let Some(segs) = self.segments(param, axis) {
+                    let total: usize = segs.iter().map(|s| s.size).sum();
+                    if total != len {
+                        return Err(Error::SegmentMismatch {
+                            param: param.clone(),
+                            axis,
+                            segments_len: total,
+                            axis_len: len,
+                        });
+                    }
+                    uses.extend(
+                        segs.iter()
+                            .filter_map(|s| Some((s.perm.as_ref()?, axis, s.size))),
+                    );
+                } else if let Some(perm) = perm {
+                    uses.push((perm, axis, len));
+                }
+            }
+            for (perm, axis, n) in uses {
                 match sizes.get(perm) {
                     None => {
                         sizes.insert(perm.clone(), (n, param.clone(), axis));
@@ -271,14 +355,7 @@ impl PermutationSpec {
                 }
             }
         }
-        Ok(Validation {
-            perm_sizes: sizes.into_iter().map(|(k, (n, _, _))| (k, n)).collect(),
-            unmentioned: params
-                .names()
-                .filter(|n| !self.axes.contains_key(*n))
-                .map(str::to_string)
-                .collect(),
-        })
+        Ok(sizes.into_iter().map(|(k, (n, _, _))| (k, n)).collect())
     }
 
     /// Size of every permutation, after validating `params` against the spec.
@@ -483,7 +560,23 @@ impl PermutationSpec {
         let spec: Self = serde_json::from_str(text).map_err(|e| Error::InvalidSpec {
             reason: crate::error::clip(&e.to_string(), 200),
         })?;
-        if crate::json_keys::top_level_keys(text).len() != spec.len() {
+        let keys = crate::json_keys::top_level_keys(text);
+        // The extended form lists the parameters under `params`: there, only `params` and
+        // `perms` themselves are checked for repeats (a repeated parameter inside `params` is
+        // not detected).
+        let extended = serde_json::from_str::<serde_json::Value>(text)
+            .is_ok_and(|v| v.get("params").is_some_and(serde_json::Value::is_object));
+        let listed = if extended {
+            let mut distinct = keys.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            (keys.len() == distinct.len())
+                .then_some(())
+                .map_or(usize::MAX, |()| spec.len())
+        } else {
+            keys.len()
+        };
+        if listed != spec.len() {
             let key = crate::json_keys::duplicate_key(text).unwrap_or("?");
             return Err(Error::InvalidSpec {
                 reason: format!(
@@ -499,7 +592,7 @@ impl PermutationSpec {
     #[cfg(feature = "serde")]
     #[must_use]
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a map of strings always serialises")
+        serde_json::to_string_pretty(&json::to_value(self)).expect("a JSON value always serialises")
     }
 
     /// The MLP spec of a checkpoint whose linear layers are named `layers.{i}.weight`

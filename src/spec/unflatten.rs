@@ -29,7 +29,6 @@
 //! (every other entry stays a plain list, so older specs read as before).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use ndarray::{ArrayD, IxDyn};
 
@@ -161,59 +160,6 @@ impl PermutationSpec {
 pub(crate) fn reshape<F: Clone>(t: &ArrayD<F>, shape: &[usize]) -> ArrayD<F> {
     let data: Vec<F> = t.iter().cloned().collect();
     ArrayD::from_shape_vec(IxDyn(shape), data).expect("a view keeps the number of elements")
-}
-
-/// One parameter's entry in the JSON form: a plain list of axes, or an object with a view.
-#[cfg(feature = "serde")]
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
-#[serde(untagged)]
-pub(crate) enum Entry {
-    /// `["P_0", null, …]`.
-    Axes(Vec<Option<String>>),
-    /// `{"axes": [...], "unflatten": {"axis": k, "inner": [...]}}`.
-    Viewed {
-        /// Axes of the view.
-        axes: Vec<Option<String>>,
-        /// The view.
-        unflatten: Unflatten,
-    },
-}
-
-/// The JSON form of a spec: parameter name → entry.
-#[cfg(feature = "serde")]
-pub(crate) type SpecMap = BTreeMap<String, Entry>;
-
-#[cfg(feature = "serde")]
-impl From<SpecMap> for PermutationSpec {
-    fn from(map: SpecMap) -> Self {
-        let mut spec = Self::new();
-        for (param, entry) in map {
-            match entry {
-                Entry::Axes(axes) => spec.insert(param, &axes),
-                Entry::Viewed { axes, unflatten } => {
-                    spec.insert_unflattened(param, unflatten, &axes);
-                }
-            }
-        }
-        spec
-    }
-}
-
-#[cfg(feature = "serde")]
-impl From<PermutationSpec> for SpecMap {
-    fn from(spec: PermutationSpec) -> Self {
-        let mut views = spec.unflatten;
-        spec.axes
-            .into_iter()
-            .map(|(param, axes)| {
-                let entry = match views.remove(&param) {
-                    None => Entry::Axes(axes),
-                    Some(unflatten) => Entry::Viewed { axes, unflatten },
-                };
-                (param, entry)
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]

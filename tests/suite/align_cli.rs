@@ -25,7 +25,7 @@ fn align_bin() -> PathBuf {
     bin
 }
 
-fn run(args: &[&str]) -> (bool, String, String) {
+pub(crate) fn run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(align_bin()).args(args).output().unwrap();
     (
         out.status.success(),
@@ -34,7 +34,7 @@ fn run(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn s(p: &Path) -> &str {
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
@@ -591,7 +591,11 @@ fn non_converged_matching_is_reported() {
     );
     io::write_params(&pa, &a).unwrap();
     io::write_params(&pb, &b).unwrap();
-    std::fs::write(&spec, r#"{"w": ["P", "P"]}"#).unwrap();
+    std::fs::write(
+        &spec,
+        r#"{"params": {"w": ["P", "P"]}, "perms": {"P": {"recurrent": true}}}"#,
+    )
+    .unwrap();
     let (summary, o) = (d.join("summary.json"), d.join("o.safetensors"));
     let args = |max_iter: &'static str| {
         vec![
@@ -623,7 +627,10 @@ fn non_converged_matching_is_reported() {
     assert_eq!(json["converged"], serde_json::Value::Bool(false));
     assert_eq!(json["sweeps"], 1);
     // The library gives the same best iterate.
-    let spec_lib = PermutationSpec::from_json(r#"{"w": ["P", "P"]}"#).unwrap();
+    let spec_lib = PermutationSpec::from_json(
+        r#"{"params": {"w": ["P", "P"]}, "perms": {"P": {"recurrent": true}}}"#,
+    )
+    .unwrap();
     let options = WeightMatchingOptions {
         max_iter: 1,
         ..Default::default()

@@ -232,7 +232,10 @@ fn mlp_spec_accounts_for_every_layer() {
 /// a run stopped by `max_iter` returns the best iterate seen, marked as not converged.
 #[test]
 fn non_converged_matching_returns_the_best_iterate() {
-    let spec = PermutationSpec::new().with("w", &[Some("P"), Some("P")]);
+    // Declared recurrent: the symmetry rules of `validate` refuse it otherwise.
+    let spec = PermutationSpec::new()
+        .with("w", &[Some("P"), Some("P")])
+        .with_decl("P", llfc::spec::PermDecl::recurrent());
     let mut oscillating = 0;
     for seed in 0..40 {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);

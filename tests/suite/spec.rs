@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 type Perms = BTreeMap<String, Permutation>;
 
-fn random_tensor(shape: &[usize], rng: &mut ChaCha8Rng) -> ArrayD<f64> {
+pub(crate) fn random_tensor(shape: &[usize], rng: &mut ChaCha8Rng) -> ArrayD<f64> {
     ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0..1.0))
 }
 
@@ -106,15 +106,15 @@ fn inverse(perms: &Perms) -> Perms {
 
 // ---------- an independent naive CNN forward pass (NCHW, eval-mode BatchNorm) ----------
 
-fn t4(p: &Params<f64>, name: &str) -> Array4<f64> {
+pub(crate) fn t4(p: &Params<f64>, name: &str) -> Array4<f64> {
     p[name].clone().into_dimensionality().unwrap()
 }
-fn t1(p: &Params<f64>, name: &str) -> Array1<f64> {
+pub(crate) fn t1(p: &Params<f64>, name: &str) -> Array1<f64> {
     p[name].clone().into_dimensionality().unwrap()
 }
 
 /// Direct convolution with zero padding `pad` and stride `stride`.
-fn conv2d(x: &Array4<f64>, w: &Array4<f64>, stride: usize, pad: usize) -> Array4<f64> {
+pub(crate) fn conv2d(x: &Array4<f64>, w: &Array4<f64>, stride: usize, pad: usize) -> Array4<f64> {
     let (n, cin, h, wd) = x.dim();
     let (cout, cin2, kh, kw) = w.dim();
     assert_eq!(cin, cin2);
@@ -156,11 +156,11 @@ fn batch_norm(x: &Array4<f64>, p: &Params<f64>, prefix: &str) -> Array4<f64> {
     y
 }
 
-fn relu4(x: Array4<f64>) -> Array4<f64> {
+pub(crate) fn relu4(x: Array4<f64>) -> Array4<f64> {
     x.mapv(|t| t.max(0.0))
 }
 
-fn linear(x: &Array2<f64>, p: &Params<f64>, prefix: &str) -> Array2<f64> {
+pub(crate) fn linear(x: &Array2<f64>, p: &Params<f64>, prefix: &str) -> Array2<f64> {
     let w: Array2<f64> = p[&*format!("{prefix}.weight")]
         .clone()
         .into_dimensionality()
@@ -168,7 +168,7 @@ fn linear(x: &Array2<f64>, p: &Params<f64>, prefix: &str) -> Array2<f64> {
     x.dot(&w.t()) + &t1(p, &format!("{prefix}.bias"))
 }
 
-fn global_avg_pool(x: &Array4<f64>) -> Array2<f64> {
+pub(crate) fn global_avg_pool(x: &Array4<f64>) -> Array2<f64> {
     x.mean_axis(Axis(3)).unwrap().mean_axis(Axis(2)).unwrap()
 }
 
@@ -234,7 +234,7 @@ fn vgg_forward(p: &Params<f64>, x: &Array4<f64>, config: &VggConfig) -> Array2<f
     z
 }
 
-fn max_abs_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
+pub(crate) fn max_abs_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
