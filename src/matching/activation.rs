@@ -469,7 +469,12 @@ pub(crate) fn stats_per_layer<F: Float, S>(
             param: name.clone(),
             context: "the features of model B".into(),
         })?;
-        let st = build(units_of(fa.shape()), units_of(fb.shape()), fa.view(), fb.view())?;
+        let st = build(
+            units_of(fa.shape()),
+            units_of(fb.shape()),
+            fa.view(),
+            fb.view(),
+        )?;
         stats.insert(name.clone(), st);
     }
     Ok(stats)
