@@ -2,6 +2,7 @@
 //! declarations, layouts): validation on the view, the symmetry rules on the view's axes, one
 //! JSON form for both, `apply_permutations` and `check_invariance` checked against a forward
 //! pass written here.
+#![cfg(feature = "serde")]
 
 use llfc::spec::{check_invariance, Layout, Unflatten};
 use llfc::{apply_permutations, Error, Params, PermutationSpec};
