@@ -494,29 +494,14 @@ pub fn mlp_activation_stats<F: Float>(
     b: &crate::Params<F>,
     x: ArrayView2<'_, F>,
 ) -> Result<BTreeMap<String, ActivationStats>> {
-    let (wa, wb) = (crate::mlp::widths(a)?, crate::mlp::widths(b)?);
-    if wa != wb {
-        return Err(Error::ShapeMismatch {
-            what: "MLP widths of B versus A".into(),
-            expected: wa,
-            found: wb,
-        });
-    }
-    if x.nrows() == 0 {
-        return Err(Error::EmptyInput {
-            what: "inputs x of the activation statistics".into(),
-        });
-    }
-    let hidden = &wa[1..wa.len() - 1];
-    let mut stats: Vec<ActivationStats> =
-        hidden.iter().map(|&d| ActivationStats::new(d, d)).collect();
-    for chunk in x.axis_chunks_iter(Axis(0), 1024) {
-        let fa = crate::mlp::forward_features(a, &chunk)?;
-        let fb = crate::mlp::forward_features(b, &chunk)?;
-        for (l, st) in stats.iter_mut().enumerate() {
-            st.update(fa.post[l].view(), fb.post[l].view())?;
-        }
-    }
+    let stats = super::commutativity::mlp_hidden_stats(
+        a,
+        b,
+        x,
+        "inputs x of the activation statistics",
+        |d| ActivationStats::new(d, d),
+        |st, ha, hb| st.update(ha, hb),
+    )?;
     Ok(stats
         .into_iter()
         .enumerate()

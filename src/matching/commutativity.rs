@@ -134,6 +134,7 @@ use crate::permutation::{permute_axis, Permutation};
 use crate::spec::PermutationSpec;
 use crate::{apply_permutations, mlp};
 use layer::LayerCache;
+pub(crate) use stats::mlp_hidden_stats;
 pub use stats::{mlp_commutativity_stats, CommutativityStats};
 use stats::{same_widths, Moments};
 

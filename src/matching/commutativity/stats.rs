@@ -96,22 +96,44 @@ pub fn mlp_commutativity_stats<F: Float>(
     b: &Params<F>,
     x: ArrayView2<'_, F>,
 ) -> Result<Vec<CommutativityStats>> {
+    mlp_hidden_stats(
+        a,
+        b,
+        x,
+        "inputs x of the commutativity statistics",
+        CommutativityStats::new,
+        |st, ha, hb| st.update(ha, hb),
+    )
+}
+
+/// Per-hidden-layer statistics of two MLPs of equal widths on the inputs `x` (`[N, in]`),
+/// streamed over row blocks of at most 1024 samples: `new(d)` makes hidden layer ℓ's statistic
+/// (`d` its width) and `update(stat, H_A^ℓ, H_B^ℓ)` adds one block's post-activations.
+///
+/// # Errors
+/// What [`mlp::forward_features`] or `update` report; [`Error::ShapeMismatch`] if A and B have
+/// different widths; [`Error::EmptyInput`] (about `what`) if `x` has no rows.
+pub(crate) fn mlp_hidden_stats<F: Float, S>(
+    a: &Params<F>,
+    b: &Params<F>,
+    x: ArrayView2<'_, F>,
+    what: &str,
+    new: impl Fn(usize) -> S,
+    mut update: impl FnMut(&mut S, ArrayView2<'_, F>, ArrayView2<'_, F>) -> Result<()>,
+) -> Result<Vec<S>> {
     let widths = same_widths(a, b)?;
     if x.nrows() == 0 {
-        return Err(Error::EmptyInput {
-            what: "inputs x of the commutativity statistics".into(),
-        });
+        return Err(Error::EmptyInput { what: what.into() });
     }
     let hidden = &widths[1..widths.len() - 1];
-    let mut stats: Vec<CommutativityStats> =
-        hidden.iter().map(|&d| CommutativityStats::new(d)).collect();
+    let mut stats: Vec<S> = hidden.iter().map(|&d| new(d)).collect();
     for chunk in x.axis_chunks_iter(Axis(0), 1024) {
         let (fa, fb) = (
             mlp::forward_features(a, &chunk)?,
             mlp::forward_features(b, &chunk)?,
         );
         for (l, st) in stats.iter_mut().enumerate() {
-            st.update(fa.post[l].view(), fb.post[l].view())?;
+            update(st, fa.post[l].view(), fb.post[l].view())?;
         }
     }
     Ok(stats)
