@@ -69,7 +69,8 @@ use llfc::io::{
     FileFormat, OutputSet,
 };
 use llfc::matching::activation::{
-    activation_matching_from_features, ActivationMatchingOptions, ActivationStats, Statistic,
+    activation_matching_from_features, activation_stats_from_features, ActivationMatchingOptions,
+    Statistic,
 };
 use llfc::matching::structured::activation_matching_structured;
 use llfc::matching::weight::{
@@ -285,18 +286,7 @@ fn run(args: &Args) -> Result<(), CliError> {
                 activation_matching_from_features(&fa, &fb, &options)?
             } else {
                 // Heads and embeddings: the exact structured steps on each layer's statistics.
-                let mut stats = BTreeMap::new();
-                for (k, x) in &fa {
-                    let units = |f: &ndarray::ArrayD<f64>| {
-                        f.shape()
-                            .get(if f.ndim() == 3 { 2 } else { 1 })
-                            .copied()
-                            .unwrap_or(0)
-                    };
-                    let mut st = ActivationStats::new(units(x), units(&fb[k]));
-                    st.update_dyn(x.view(), fb[k].view())?;
-                    stats.insert(k.clone(), st);
-                }
+                let stats = activation_stats_from_features(&fa, &fb)?;
                 activation_matching_structured(&spec, &stats, &options)?
             };
             let sizes = validation.perm_sizes.clone();

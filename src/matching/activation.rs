@@ -438,12 +438,29 @@ pub fn activation_matching_from_features<F: Float>(
     features_b: &BTreeMap<String, ndarray::ArrayD<F>>,
     options: &ActivationMatchingOptions,
 ) -> Result<BTreeMap<String, Permutation>> {
-    let stats = stats_per_layer(features_a, features_b, |d_a, d_b, a, b| {
+    activation_matching(
+        &activation_stats_from_features(features_a, features_b)?,
+        options,
+    )
+}
+
+/// The [`ActivationStats`] of every layer from whole feature arrays: `features_a[name]` and
+/// `features_b[name]` (`[N, d]`, `[N, T, d]` or `[N, c, h, w]`, see
+/// [`ActivationStats::update_dyn`]), keyed by `name` — what [`activation_matching_from_features`]
+/// matches, for callers that solve the LAPs themselves (e.g. structured steps).
+///
+/// # Errors
+/// [`Error::MissingParam`] if a name of A is missing in B (or vice versa); as
+/// [`ActivationStats::update_dyn`].
+pub fn activation_stats_from_features<F: Float>(
+    features_a: &BTreeMap<String, ndarray::ArrayD<F>>,
+    features_b: &BTreeMap<String, ndarray::ArrayD<F>>,
+) -> Result<BTreeMap<String, ActivationStats>> {
+    stats_per_layer(features_a, features_b, |d_a, d_b, a, b| {
         let mut st = ActivationStats::new(d_a, d_b);
         st.update_dyn(a, b)?;
         Ok(st)
-    })?;
-    activation_matching(&stats, options)
+    })
 }
 
 /// Statistics of every layer from whole feature arrays: `build(d_a, d_b, a, b)` for the features
