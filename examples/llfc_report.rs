@@ -526,13 +526,13 @@ fn run(args: &Args) -> Result<()> {
             (None, Some(_)) => return Err(f.require(Kind::Pre, Who::A, layer, path).unwrap_err()),
         };
         for who in [Who::A, Who::B] {
-            if let Some(z) = f.get(Kind::Pre, who, layer) {
-                if !z.iter().any(|&v| v < 0.0) {
-                    eprintln!(
+            if let Some(z) = f.get(Kind::Pre, who, layer)
+                && !z.iter().any(|&v| v < 0.0)
+            {
+                eprintln!(
                         "llfc_report: warning: `{}` has no negative entry: these look like post-ReLU values, not pre-activations (a forward hook on the module before an in-place ReLU records its output after the ReLU unless it stores `output.clone()`); weak additivity of `{layer}` is then 0 by construction",
                         f.key(Kind::Pre, who, layer)
                     );
-                }
             }
         }
         let inputs = match (

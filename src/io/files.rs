@@ -402,10 +402,10 @@ impl<W: Write + Seek> Write for Sticky<W> {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        if self.failed.is_none() {
-            if let Err(e) = self.inner.flush() {
-                self.failed = Some(e);
-            }
+        if self.failed.is_none()
+            && let Err(e) = self.inner.flush()
+        {
+            self.failed = Some(e);
         }
         Ok(())
     }

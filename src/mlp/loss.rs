@@ -21,7 +21,7 @@ pub(super) fn check_labels(n: usize, classes: usize, labels: &[usize]) -> Result
             what: format!("logits of shape [{n}, {classes}]"),
         });
     }
-    if let Some((i, &y)) = labels.iter().enumerate().find(|(_, &y)| y >= classes) {
+    if let Some((i, &y)) = labels.iter().enumerate().find(|&(_, &y)| y >= classes) {
         return Err(Error::InvalidArgument {
             name: "labels",
             reason: format!("label {y} of sample {i} is outside 0..{classes}"),
@@ -129,7 +129,7 @@ pub fn accuracy<F: Float, S: Data<Elem = F>>(
         .rows()
         .into_iter()
         .zip(labels)
-        .filter(|(row, &y)| {
+        .filter(|&(ref row, &y)| {
             let best = row
                 .iter()
                 .enumerate()

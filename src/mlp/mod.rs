@@ -188,17 +188,17 @@ fn layer_views<F: Float>(params: &Params<F>) -> Result<Vec<LayerRef<'_, F>>> {
             .view()
             .into_dimensionality::<Ix1>()
             .map_err(|_| rank(&bn, 1, b.ndim()))?;
-        if let Some((prev, _)) = layers.last() {
-            if w.ncols() != prev.nrows() {
-                return Err(Error::ShapeMismatch {
-                    what: format!(
-                        "parameter `{wn}` (its input width must equal layer {}'s output width)",
-                        layer - 1
-                    ),
-                    expected: vec![w.nrows(), prev.nrows()],
-                    found: w.shape().to_vec(),
-                });
-            }
+        if let Some((prev, _)) = layers.last()
+            && w.ncols() != prev.nrows()
+        {
+            return Err(Error::ShapeMismatch {
+                what: format!(
+                    "parameter `{wn}` (its input width must equal layer {}'s output width)",
+                    layer - 1
+                ),
+                expected: vec![w.nrows(), prev.nrows()],
+                found: w.shape().to_vec(),
+            });
         }
         if b.len() != w.nrows() {
             return Err(Error::ShapeMismatch {

@@ -50,7 +50,7 @@ impl InvarianceReport {
     pub fn broken(&self) -> Vec<&str> {
         self.per_perm
             .iter()
-            .filter(|(_, &d)| d.is_nan() || d > self.tol)
+            .filter(|&(_, &d)| d.is_nan() || d > self.tol)
             .map(|(k, _)| k.as_str())
             .collect()
     }

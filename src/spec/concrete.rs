@@ -46,29 +46,28 @@ impl PermutationSpec {
                 perm: inner,
                 offset,
             }) = &decl.embeds
+                && let Some(q) = perms.get(inner)
             {
-                if let Some(q) = perms.get(inner) {
-                    let ok = q
-                        .as_slice()
-                        .iter()
-                        .enumerate()
-                        .all(|(x, &y)| p.get(offset + x) == Some(&(offset + y)));
-                    if !ok {
-                        return Err(bad(format!(
-                            "does not equal `{inner}` shifted by {offset} on the embedded units"
-                        )));
-                    }
+                let ok = q
+                    .as_slice()
+                    .iter()
+                    .enumerate()
+                    .all(|(x, &y)| p.get(offset + x) == Some(&(offset + y)));
+                if !ok {
+                    return Err(bad(format!(
+                        "does not equal `{inner}` shifted by {offset} on the embedded units"
+                    )));
                 }
             }
         }
         for (name, decl) in &self.decls {
-            if let (Some(other), Some(s)) = (&decl.same_heads_as, sigmas.get(name.as_str())) {
-                if sigmas.get(other.as_str()).is_some_and(|t| t != s) {
-                    return Err(Error::Structure {
-                        perm: name.clone(),
-                        reason: format!("moves heads differently from `{other}` (same_heads_as)"),
-                    });
-                }
+            if let (Some(other), Some(s)) = (&decl.same_heads_as, sigmas.get(name.as_str()))
+                && sigmas.get(other.as_str()).is_some_and(|t| t != s)
+            {
+                return Err(Error::Structure {
+                    perm: name.clone(),
+                    reason: format!("moves heads differently from `{other}` (same_heads_as)"),
+                });
             }
         }
         Ok(())

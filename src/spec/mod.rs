@@ -659,16 +659,16 @@ impl PermutationSpec {
                     ),
                 });
             };
-            if let Some((p, p_out)) = prev {
-                if inp != p_out {
-                    return Err(Error::InvalidSpec {
-                        reason: format!(
-                            "`{name}` ([{out}, {inp}]) does not follow `{p}` ({p_out} outputs): \
+            if let Some((p, p_out)) = prev
+                && inp != p_out
+            {
+                return Err(Error::InvalidSpec {
+                    reason: format!(
+                        "`{name}` ([{out}, {inp}]) does not follow `{p}` ({p_out} outputs): \
                              the `mlp` spec chains every `layers.{{i}}.weight` in index order; \
                              for another architecture pass a JSON spec file"
-                        ),
-                    });
-                }
+                    ),
+                });
             }
             prev = Some((name, out));
         }

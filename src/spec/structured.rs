@@ -513,12 +513,12 @@ impl PermutationSpec {
         }
         // Union by relabelling (small sets): merge the tie's two groups.
         for p in &heads {
-            if let Some(q) = self.decl(p).and_then(|d| d.same_heads_as.as_deref()) {
-                if let (Some(&gp), Some(&gq)) = (group.get(p.as_str()), group.get(q)) {
-                    for g in group.values_mut() {
-                        if *g == gq {
-                            *g = gp;
-                        }
+            if let Some(q) = self.decl(p).and_then(|d| d.same_heads_as.as_deref())
+                && let (Some(&gp), Some(&gq)) = (group.get(p.as_str()), group.get(q))
+            {
+                for g in group.values_mut() {
+                    if *g == gq {
+                        *g = gp;
                     }
                 }
             }

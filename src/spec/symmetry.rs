@@ -105,15 +105,15 @@ impl PermutationSpec {
                         for p2 in &per_axis[k2] {
                             let a1 = atoms_of(p1);
                             let shared = atoms_of(p2).into_iter().find(|a| a1.contains(a));
-                            if let Some(atom) = shared {
-                                if !(recurrent(p1) && recurrent(p2)) {
-                                    return Err(Error::RepeatedPermutation {
-                                        perm: atom,
-                                        param: param.clone(),
-                                        first_axis: k1,
-                                        second_axis: k2,
-                                    });
-                                }
+                            if let Some(atom) = shared
+                                && !(recurrent(p1) && recurrent(p2))
+                            {
+                                return Err(Error::RepeatedPermutation {
+                                    perm: atom,
+                                    param: param.clone(),
+                                    first_axis: k1,
+                                    second_axis: k2,
+                                });
                             }
                         }
                     }
@@ -134,13 +134,13 @@ impl PermutationSpec {
                 perm: name.clone(),
                 problem: "is declared but no parameter uses it".into(),
             })?;
-            if let Some(h) = decl.heads {
-                if h.count == 0 || !n.is_multiple_of(h.count) {
-                    return Err(bad(
-                        name,
-                        format!("{} heads do not divide its size {n}", h.count),
-                    ));
-                }
+            if let Some(h) = decl.heads
+                && (h.count == 0 || !n.is_multiple_of(h.count))
+            {
+                return Err(bad(
+                    name,
+                    format!("{} heads do not divide its size {n}", h.count),
+                ));
             }
             if decl.role == PermRole::QueryKey && decl.heads.is_none() {
                 return Err(bad(
