@@ -1,16 +1,17 @@
 //! Dense matrix products of the matching modules.
 //!
-//! `out ← β·out + L R` runs on the pure-Rust [`gemm`](https://docs.rs/gemm) crate for f32 and
-//! f64: it picks its micro-kernel at run time (AVX-512, AVX2/FMA, NEON, scalar), and on an
-//! AVX-512 machine it is about twice as fast per core as ndarray's default `matrixmultiply`
-//! (73 against 40 GFLOP/s for a 2048³ f64 product on one core of the development machine; see
-//! `BENCHMARKS.md`). With the `blas` feature the product goes through ndarray's
+//! `out ← β·out + L R` runs on the pure-Rust kernels of the [`gemm`](https://docs.rs/gemm)
+//! family for f32 and f64 (`gemm-f32`, `gemm-f64`, called directly so that builds skip the
+//! complex-number kernels llfc never uses). They pick their micro-kernel at run time (AVX-512,
+//! AVX2/FMA, NEON, scalar), and on an AVX-512 machine they are about twice as fast per core as
+//! ndarray's default `matrixmultiply` (73 against 40 GFLOP/s for a 2048³ f64 product on one
+//! core of the development machine; see `BENCHMARKS.md`). With the `blas` feature the product goes through ndarray's
 //! `general_mat_mul`, i.e. the BLAS the user links.
 //!
 //! The product is single-threaded: callers split their work into fixed blocks and run the blocks
 //! in parallel, so every entry is computed by the same arithmetic whatever the thread count.
 
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
 use crate::float::Float;
 
@@ -44,45 +45,92 @@ pub(crate) fn mat_mul_into<F: Float>(
         ndarray::linalg::general_mat_mul(F::one(), &l, &r, beta, &mut out);
         return;
     }
-    let (ls, rs) = (l.strides(), r.strides());
-    let os = [out.strides()[0], out.strides()[1]];
+    // The micro-kernels prefer a column-major destination: transpose the problem
+    // (outᵀ = Rᵀ Lᵀ) when `out` is row-major, then make every stride the kernels walk
+    // non-negative by reversing axes in pairs (reversing `out`'s rows reverses `L`'s rows, and so
+    // on), which leaves the product unchanged.
+    let (mut l, mut r, mut out) = if out.strides()[1].abs() < out.strides()[0].abs() {
+        (r.reversed_axes(), l.reversed_axes(), out.reversed_axes())
+    } else {
+        (l, r, out)
+    };
+    if out.strides()[0] < 0 {
+        out.invert_axis(Axis(0));
+        l.invert_axis(Axis(0));
+    }
+    if out.strides()[1] < 0 {
+        out.invert_axis(Axis(1));
+        r.invert_axis(Axis(1));
+    }
+    if l.strides()[1] < 0 {
+        l.invert_axis(Axis(1));
+        r.invert_axis(Axis(0));
+    }
+    let (m, n) = out.dim();
+    let (ls, rs, os) = (l.strides(), r.strides(), out.strides());
+    let (ls, rs, os) = ([ls[0], ls[1]], [rs[0], rs[1]], [os[0], os[1]]);
     let read_dst = beta != F::zero();
-    // SAFETY: `gemm` reads `l` at `ptr + i·ls[0] + p·ls[1]` for `i < m`, `p < k`, `r` alike for
-    // `p < k`, `j < n`, and reads (when `read_dst`) and writes `out` for `i < m`, `j < n`. Each
-    // pointer and its strides come from a live ndarray view of exactly those dimensions (ndarray's
-    // `as_ptr` is the element at index `[0, 0]`, negative strides included), so every access is in
-    // bounds. `out` is a unique mutable borrow, so it aliases neither `l` nor `r`. `F` is f32 or
-    // f64 here (checked above), the element types `gemm` dispatches on.
+    let (dst, lhs, rhs) = (out.as_mut_ptr(), l.as_ptr(), r.as_ptr());
+    let parallelism = gemm_common::Parallelism::None;
+    // SAFETY: the kernels read `lhs` at `ptr + i·ls[0] + p·ls[1]` for `i < m`, `p < k`, `rhs`
+    // alike for `p < k`, `j < n`, and read (when `read_dst`) and write `dst` for `i < m`,
+    // `j < n`. Each pointer and its strides come from a live ndarray view of exactly those
+    // dimensions (`as_ptr` is the element at index `[0, 0]`), so every access is in bounds. `out`
+    // is a unique mutable borrow, so it aliases neither `l` nor `r`. The casts are identities:
+    // `F::DTYPE` names the element type, checked by each arm.
     #[allow(unsafe_code)]
     unsafe {
-        ::gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            os[1],
-            os[0],
-            read_dst,
-            l.as_ptr(),
-            ls[1],
-            ls[0],
-            r.as_ptr(),
-            rs[1],
-            rs[0],
-            beta,
-            F::one(),
-            false,
-            false,
-            false,
-            ::gemm::Parallelism::None,
-        );
+        match F::DTYPE {
+            "float64" => gemm_f64::gemm::f64::get_gemm_fn()(
+                m,
+                n,
+                k,
+                dst.cast::<f64>(),
+                os[1],
+                os[0],
+                read_dst,
+                lhs.cast::<f64>(),
+                ls[1],
+                ls[0],
+                rhs.cast::<f64>(),
+                rs[1],
+                rs[0],
+                beta.as_f64(),
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            ),
+            _ => gemm_f32::gemm::f32::get_gemm_fn()(
+                m,
+                n,
+                k,
+                dst.cast::<f32>(),
+                os[1],
+                os[0],
+                read_dst,
+                lhs.cast::<f32>(),
+                ls[1],
+                ls[0],
+                rhs.cast::<f32>(),
+                rs[1],
+                rs[0],
+                beta.as_f64() as f32,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            ),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::mat_mul_into;
-    use ndarray::{s, Array2};
+    use ndarray::{s, Array2, Axis, ShapeBuilder};
 
     /// Naive triple loop in f64, the independent reference.
     fn naive(l: &Array2<f64>, r: &Array2<f64>) -> Array2<f64> {
@@ -125,14 +173,42 @@ mod tests {
                         .all(|(a, b)| (a - (3.0 + b)).abs() <= 1e-10));
                 }
             }
-            // An output written through a negatively strided view.
-            let mut out = Array2::<f64>::zeros((m, n));
-            mat_mul_into(l.view(), r.view(), 0.0, out.slice_mut(s![..;-1, ..]));
-            let flipped = out.slice(s![..;-1, ..]);
-            assert!(flipped
-                .iter()
-                .zip(&want)
-                .all(|(a, b)| (a - b).abs() <= 1e-10));
+            // Outputs of every layout: row-major, column-major, and negatively strided rows,
+            // columns or both (the kernels are handed the transposed or reversed problem).
+            for (flip_rows, flip_cols, fortran) in [
+                (false, false, true),
+                (true, false, false),
+                (false, true, false),
+                (true, true, true),
+            ] {
+                let mut out = if fortran {
+                    Array2::<f64>::zeros((m, n).f())
+                } else {
+                    Array2::<f64>::zeros((m, n))
+                };
+                let mut view = out.view_mut();
+                if flip_rows {
+                    view.invert_axis(Axis(0));
+                }
+                if flip_cols {
+                    view.invert_axis(Axis(1));
+                }
+                let r_rev = r.slice(s![..;-1, ..]).to_owned();
+                mat_mul_into(
+                    l_rev.slice(s![.., ..;-1]),
+                    r_rev.slice(s![..;-1, ..]),
+                    0.0,
+                    view,
+                );
+                let mut got = out.view();
+                if flip_rows {
+                    got.invert_axis(Axis(0));
+                }
+                if flip_cols {
+                    got.invert_axis(Axis(1));
+                }
+                assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-10));
+            }
         }
     }
 
