@@ -92,6 +92,7 @@
 mod checkpoint;
 mod dtype;
 mod files;
+mod npy_header;
 mod npz;
 mod safetensors;
 
