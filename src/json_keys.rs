@@ -39,6 +39,89 @@ pub(crate) fn duplicate_key(text: &str) -> Option<&str> {
     top_level_keys(text).into_iter().find(|k| !seen.insert(*k))
 }
 
+/// A JSON string's contents (between the quotes) with its escapes decoded, so that `"w"` and
+/// `"\u0077"` compare equal; `None` for a malformed escape.
+fn unescape(raw: &str) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    let hex4 = |chars: &mut std::str::Chars<'_>| -> Option<u32> {
+        let digits: String = chars.take(4).collect();
+        (digits.len() == 4).then_some(())?;
+        u32::from_str_radix(&digits, 16).ok()
+    };
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match chars.next()? {
+            '"' => '"',
+            '\\' => '\\',
+            '/' => '/',
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            'u' => {
+                let hi = hex4(&mut chars)?;
+                let code = if (0xD800..0xDC00).contains(&hi) {
+                    // A surrogate pair: `\uD83D\uDE00`.
+                    (chars.next()? == '\\' && chars.next()? == 'u').then_some(())?;
+                    let lo = hex4(&mut chars)?;
+                    0x10000 + ((hi - 0xD800) << 10) + (lo.checked_sub(0xDC00)? & 0x3FF)
+                } else {
+                    hi
+                };
+                char::from_u32(code)?
+            }
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
+/// The first key written twice in the same object anywhere in `text` (at any depth, escapes
+/// decoded before comparing), as written; meant for text that already parsed as JSON (it does
+/// not validate).
+pub(crate) fn duplicate_key_anywhere(text: &str) -> Option<&str> {
+    let bytes = text.as_bytes();
+    // One entry per open bracket: the keys seen so far if it is an object, `None` if an array.
+    let mut open: Vec<Option<std::collections::HashSet<String>>> = Vec::new();
+    let mut i = 0usize;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'{' => open.push(Some(std::collections::HashSet::new())),
+            b'[' => open.push(None),
+            b'}' | b']' => {
+                open.pop();
+            }
+            b'"' => {
+                let start = i + 1;
+                i = start;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                let end = i.min(bytes.len());
+                let next = bytes[end.saturating_add(1).min(bytes.len())..]
+                    .iter()
+                    .find(|b| !b.is_ascii_whitespace());
+                if next == Some(&b':')
+                    && let Some(Some(keys)) = open.last_mut()
+                {
+                    let key = text.get(start..end).unwrap_or_default();
+                    if !keys.insert(unescape(key).unwrap_or_else(|| key.to_string())) {
+                        return Some(key);
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +136,34 @@ mod tests {
             Some("w")
         );
         assert!(top_level_keys("[1, 2]").is_empty());
+    }
+
+    #[test]
+    fn duplicates_at_any_depth() {
+        // Equal keys in different objects are fine; in one object, at any depth, they are not.
+        let fine = r#"{"a": {"w": 1}, "b": {"w": 2}, "c": [{"w": 3}, {"w": 4}], "w": "x:y"}"#;
+        assert_eq!(duplicate_key_anywhere(fine), None);
+        assert_eq!(
+            duplicate_key_anywhere(r#"{"params": {"w": [null], "v": [], "w": ["P"]}}"#),
+            Some("w")
+        );
+        assert_eq!(
+            duplicate_key_anywhere(r#"{"x": [{"a": 1}, {"b": {"q\"": 1, "q\"": 2}}]}"#),
+            Some(r#"q\""#)
+        );
+        assert_eq!(duplicate_key_anywhere(r#"{"k": 1, "k": 2}"#), Some("k"));
+        // Escapes are decoded before comparing: `w` written as `\u0077`, `😀` as a pair.
+        assert_eq!(
+            duplicate_key_anywhere(r#"{"p": {"w": 1, "\u0077": 2}}"#),
+            Some(r"\u0077")
+        );
+        assert_eq!(
+            duplicate_key_anywhere(r#"{"😀\n": 1, "\ud83d\ude00\u000a": 2}"#),
+            Some(r"\ud83d\ude00\u000a")
+        );
+        assert_eq!(
+            duplicate_key_anywhere(r#"{"a\/b": 1, "a/b": 2}"#),
+            Some("a/b")
+        );
     }
 }

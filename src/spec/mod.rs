@@ -316,35 +316,18 @@ impl PermutationSpec {
     ///
     /// # Errors
     /// [`Error::InvalidSpec`] with serde's message if the text is not such an object, or if a
-    /// parameter is listed twice (JSON readers would silently keep the last).
+    /// key is written twice in any of its objects — a parameter, a permutation of the extended
+    /// form, a declaration's field (JSON readers would silently keep the last).
     #[cfg(feature = "serde")]
     pub fn from_json(text: &str) -> Result<Self> {
         let spec: Self = serde_json::from_str(text).map_err(|e| Error::InvalidSpec {
             reason: crate::error::clip(&e.to_string(), 200),
         })?;
-        let keys = crate::json_keys::top_level_keys(text);
-        // The extended form lists the parameters under `params`: there, only `params` and
-        // `perms` themselves are checked for repeats (a repeated parameter inside `params` is
-        // not detected).
-        let extended = serde_json::from_str::<serde_json::Value>(text)
-            .is_ok_and(|v| v.get("params").is_some_and(serde_json::Value::is_object));
-        let listed = if extended {
-            let mut distinct = keys.clone();
-            distinct.sort_unstable();
-            distinct.dedup();
-            (keys.len() == distinct.len())
-                .then_some(())
-                .map_or(usize::MAX, |()| spec.len())
-        } else {
-            keys.len()
-        };
-        if listed != spec.len() {
-            let key = crate::json_keys::duplicate_key(text).unwrap_or("?");
+        // A key written twice in any object (a parameter, a permutation, a declaration's
+        // field) would be silently dropped by the reader: refuse it.
+        if let Some(key) = crate::json_keys::duplicate_key_anywhere(text) {
             return Err(Error::InvalidSpec {
-                reason: format!(
-                    "the parameter `{}` is listed twice",
-                    crate::error::clip(key, 200)
-                ),
+                reason: format!("the key `{}` is listed twice", crate::error::clip(key, 200)),
             });
         }
         Ok(spec)

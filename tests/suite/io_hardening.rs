@@ -182,6 +182,16 @@ fn duplicate_tensor_and_spec_names_are_refused() {
         assert!(e.to_string().contains("listed twice"), "{e}");
         let escaped = r#"{"w": ["P"], "\u0077": ["Q"]}"#;
         assert!(llfc::PermutationSpec::from_json(escaped).is_err());
+        // The extended form: a parameter repeated inside `params` (plainly or escaped), a
+        // permutation repeated inside `perms`.
+        for spec in [
+            r#"{"params": {"w": ["P"], "v": ["P"], "w": [null]}}"#,
+            r#"{"params": {"w": ["P"], "\u0077": [null]}, "perms": {}}"#,
+            r#"{"params": {"w": ["P", "P"]}, "perms": {"P": {"recurrent": true}, "P": {}}}"#,
+        ] {
+            let e = llfc::PermutationSpec::from_json(spec).unwrap_err();
+            assert!(e.to_string().contains("listed twice"), "{spec}: {e}");
+        }
     }
 }
 
