@@ -3,13 +3,18 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use llfc::spec::{Shortcut, VggConfig};
-use llfc::PermutationSpec;
+use llfc::spec::{
+    BatchNormParams, Builtin, InvarianceReport, Shortcut, TransformerConfig, VggConfig,
+};
+use llfc::{Float, Params, PermutationSpec};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
-use crate::convert::{params, ArrayDF};
+use crate::callback::Raised;
+use crate::convert::{owned, params, params_to_py, perms, perms_to_py, ArrayDF};
 use crate::errors::{bad_choice, ToPy};
 use crate::with_params;
 
@@ -26,6 +31,48 @@ fn shortcut(name: &str) -> PyResult<Shortcut> {
         "padding" => Ok(Shortcut::Padding),
         _ => Err(bad_choice("shortcut", name, &["conv1x1", "padding"])),
     }
+}
+
+fn batch_norm(name: &str) -> PyResult<BatchNormParams> {
+    match name {
+        "full" => Ok(BatchNormParams::Full),
+        "running-stats" | "running_stats" => Ok(BatchNormParams::RunningStatsOnly),
+        "none" => Ok(BatchNormParams::None),
+        _ => Err(bad_choice(
+            "batch_norm",
+            name,
+            &["full", "running-stats", "none"],
+        )),
+    }
+}
+
+fn transformer(layers: usize, heads: usize, d_model: usize, lm_head: bool) -> TransformerConfig {
+    TransformerConfig {
+        layers,
+        heads,
+        d_model,
+        lm_head,
+    }
+}
+
+/// `check_invariance` with the caller's forward pass `forward(items, inputs) -> float array`.
+fn check<F: Float + numpy::Element>(
+    spec: &PermutationSpec,
+    params: &Params<F>,
+    forward: &Py<PyAny>,
+    inputs: &Py<PyAny>,
+    tol: f64,
+    seed: u64,
+    raised: &mut Raised,
+) -> llfc::Result<InvarianceReport> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let run = |p: &Params<F>, x: &Py<PyAny>| {
+        raised.call("forward", |py| {
+            let out = forward.call1(py, (params_to_py(py, p.clone())?, x.clone_ref(py)))?;
+            Ok(owned::<F, _>(&out.extract::<ArrayDF<'_>>(py)?))
+        })
+    };
+    spec.check_invariance(params, run, inputs, tol, &mut rng)
 }
 
 impl PySpec {
@@ -51,14 +98,23 @@ impl PySpec {
 
 #[pymethods]
 impl PySpec {
+    /// A spec from its JSON form as a Python mapping (plain or extended).
     #[new]
     #[pyo3(signature = (axes = None))]
-    fn new(axes: Option<BTreeMap<String, Vec<Option<String>>>>) -> Self {
-        let mut inner = PermutationSpec::new();
-        for (param, list) in axes.unwrap_or_default() {
-            inner.insert(param, &list);
+    fn new(axes: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        match axes {
+            None => Ok(Self {
+                inner: PermutationSpec::new(),
+            }),
+            Some(d) => {
+                let text: String = d
+                    .py()
+                    .import("json")?
+                    .call_method1("dumps", (d,))?
+                    .extract()?;
+                Self::from_json_str(&text)
+            }
         }
-        Self { inner }
     }
 
     #[staticmethod]
@@ -98,8 +154,124 @@ impl PySpec {
     }
 
     #[staticmethod]
-    fn from_dict(axes: BTreeMap<String, Vec<Option<String>>>) -> Self {
+    fn from_dict(axes: &Bound<'_, PyAny>) -> PyResult<Self> {
         Self::new(Some(axes))
+    }
+
+    /// A builtin spec by name; with `params`, checked against that checkpoint.
+    #[staticmethod]
+    #[pyo3(signature = (name, params = None))]
+    fn builtin(name: &str, params: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let b: Builtin = name.parse().py()?;
+        let Some(params) = params else {
+            return Ok(Self { inner: b.spec() });
+        };
+        let probe = Self { inner: b.spec() };
+        let items = probe.float_items(params)?.0;
+        let inner = with_params!(self::params(items)?, |p| b.spec_for(&p).py())?;
+        Ok(Self { inner })
+    }
+
+    #[staticmethod]
+    fn builtin_names() -> Vec<String> {
+        Builtin::all().iter().map(Builtin::name).collect()
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (blocks_per_stage, width = 16, batch_norm = "full"))]
+    fn resnet_cifar_option_a(
+        blocks_per_stage: Vec<usize>,
+        width: usize,
+        batch_norm: &str,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            inner: PermutationSpec::resnet_cifar_option_a(
+                &blocks_per_stage,
+                width,
+                self::batch_norm(batch_norm)?,
+            ),
+        })
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (layers, heads, d_model, lm_head = false))]
+    fn gpt2(layers: usize, heads: usize, d_model: usize, lm_head: bool) -> Self {
+        Self {
+            inner: PermutationSpec::gpt2(&transformer(layers, heads, d_model, lm_head)),
+        }
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (layers, heads, d_model, prefix = "bert"))]
+    fn bert(layers: usize, heads: usize, d_model: usize, prefix: &str) -> Self {
+        Self {
+            inner: PermutationSpec::bert_encoder(
+                &transformer(layers, heads, d_model, false),
+                prefix,
+            ),
+        }
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (layers, heads, d_model, lm_head = false))]
+    fn llama(layers: usize, heads: usize, d_model: usize, lm_head: bool) -> Self {
+        Self {
+            inner: PermutationSpec::llama(&transformer(layers, heads, d_model, lm_head)),
+        }
+    }
+
+    /// Random permutations with the spec's declared structure, sized from `params`.
+    #[pyo3(signature = (params, seed = 0))]
+    fn random_perms<'py>(
+        &self,
+        py: Python<'py>,
+        params: &Bound<'_, PyAny>,
+        seed: u64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let items = self.float_items(params)?.0;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let perms = with_params!(self::params(items)?, |p| {
+            self.inner.random_perms(&p, &mut rng).py()
+        })?;
+        perms_to_py(py, &perms)
+    }
+
+    /// Check that permutations have the structure the spec declares.
+    fn check_structure(
+        &self,
+        perms: BTreeMap<String, numpy::PyReadonlyArray1<'_, i64>>,
+    ) -> PyResult<()> {
+        self.inner.check_structure(&self::perms(perms)?).py()
+    }
+
+    /// The functional symmetry check with the caller's `forward(items, inputs)` (see
+    /// `llfc.PermutationSpec.check_invariance`).
+    #[pyo3(signature = (params, forward, inputs, tol = 1e-10, seed = 0))]
+    fn check_invariance<'py>(
+        &self,
+        py: Python<'py>,
+        params: &Bound<'_, PyAny>,
+        forward: Py<PyAny>,
+        inputs: Py<PyAny>,
+        tol: f64,
+        seed: u64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let items = self.float_items(params)?.0;
+        let mut raised = Raised::default();
+        let spec = &self.inner;
+        let r = with_params!(self::params(items)?, |p| {
+            py.detach(|| check(spec, &p, &forward, &inputs, tol, seed, &mut raised))
+        });
+        let r = raised.finish(r)?;
+        let d = PyDict::new(py);
+        d.set_item("passed", r.passed())?;
+        d.set_item("broken", r.broken())?;
+        d.set_item("max_abs_diff", r.max_abs_diff)?;
+        d.set_item("max_abs_output", r.max_abs_output)?;
+        d.set_item("tol", r.tol)?;
+        d.set_item("perms", perms_to_py(py, &r.perms)?)?;
+        d.set_item("per_perm", r.per_perm)?;
+        Ok(d)
     }
 
     #[staticmethod]
@@ -116,11 +288,10 @@ impl PySpec {
         })
     }
 
-    fn to_dict(&self) -> BTreeMap<String, Vec<Option<String>>> {
-        self.inner
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_vec()))
-            .collect()
+    /// The JSON form as Python objects (plain `{param: [perm or None, …]}` for a plain spec).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        py.import("json")?
+            .call_method1("loads", (self.inner.to_json(),))
     }
 
     fn to_json(&self) -> String {
