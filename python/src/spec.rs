@@ -244,19 +244,32 @@ impl PySpec {
         self.inner.check_structure(&self::perms(perms)?).py()
     }
 
-    /// The functional symmetry check with the caller's `forward(items, inputs)` (see
-    /// `llfc.PermutationSpec.check_invariance`).
+    /// Check that the spec is a symmetry of a model: permute `params` by random permutations
+    /// drawn from `seed` (with the spec's structure: heads, ties, embeddings) and compare
+    /// `forward(params, inputs)` before and after, elementwise; passes when
+    /// `max |Δ| <= tol` (absolute, float64). `forward(params_dict, inputs)` is any callable
+    /// returning an array (a NumPy forward, a PyTorch model after `load_state_dict`); `inputs`
+    /// is passed through as it is. If the check fails, each permutation is also applied alone
+    /// and the ones that change the output are listed in `broken`. Returns an
+    /// `llfc.InvarianceReport`; a failed check is not an exception.
     #[pyo3(signature = (params, forward, inputs, tol = 1e-10, seed = 0))]
     fn check_invariance<'py>(
         &self,
         py: Python<'py>,
         params: &Bound<'_, PyAny>,
-        forward: Py<PyAny>,
+        forward: &Bound<'_, PyAny>,
         inputs: Py<PyAny>,
         tol: f64,
         seed: u64,
-    ) -> PyResult<Bound<'py, PyDict>> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         let items = self.float_items(params)?.0;
+        let llfc_mod = py.import("llfc")?;
+        // `forward(items, inputs)`: the caller's forward on a full parameter dict, its output
+        // as a float array.
+        let forward: Py<PyAny> = llfc_mod
+            .getattr("_forward_items")?
+            .call1((forward, params))?
+            .unbind();
         let mut raised = Raised::default();
         let spec = &self.inner;
         let r = with_params!(self::params(items)?, |p| {
@@ -271,7 +284,7 @@ impl PySpec {
         d.set_item("tol", r.tol)?;
         d.set_item("perms", perms_to_py(py, &r.perms)?)?;
         d.set_item("per_perm", r.per_perm)?;
-        Ok(d)
+        llfc_mod.getattr("InvarianceReport")?.call((), Some(&d))
     }
 
     #[staticmethod]
