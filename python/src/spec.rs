@@ -194,6 +194,12 @@ impl PySpec {
     }
 
     #[staticmethod]
+    #[pyo3(signature = (width = 16, batch_norm = "full"))]
+    fn resnet20_option_a(width: usize, batch_norm: &str) -> PyResult<Self> {
+        Self::resnet_cifar_option_a(vec![3, 3, 3], width, batch_norm)
+    }
+
+    #[staticmethod]
     #[pyo3(signature = (layers, heads, d_model, lm_head = false))]
     fn gpt2(layers: usize, heads: usize, d_model: usize, lm_head: bool) -> Self {
         Self {
