@@ -12,6 +12,13 @@ weight ``[out, in, kh, kw]``); a permutation ``p`` maps model A's unit ``i`` to 
 PyTorch users pass ``{k: t.detach().cpu().numpy() for k, t in model.state_dict().items()}``
 and load results back with ``model.load_state_dict({k: torch.from_numpy(v) for k, v in out.items()})``.
 
+Areas: linear assignment (a SciPy drop-in), permutation specs (builders, builtins for
+torchvision / the LLFC paper / Hugging Face transformers, the extended JSON form and the
+functional ``check_invariance``), weight / activation / commutativity matching, LLFC metrics
+and the error attribution, REPAIR and the BatchNorm reset, and ``llfc.io``. Functions that need
+the model's forward pass (``check_invariance``, ``repair``, ``reset_batchnorm``) take it as a
+Python callable, so any framework works.
+
 Parameter sets (``params_a``, ``params_b``, ``params``) are any mapping of names to arrays, in
 order. Floating tensors are computed in float32 when every one is float32, else in float64, and
 returned in their own dtype; integer and boolean tensors (``num_batches_tracked``) pass through.
