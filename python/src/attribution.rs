@@ -7,7 +7,7 @@ use llfc::metrics::attribution::{
 };
 use llfc::metrics::{self, ConvGeometry};
 use llfc::Float;
-use ndarray::{Array1, Array2, Array4};
+use ndarray::{Array1, Array2};
 use numpy::IntoPyArray;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -81,17 +81,18 @@ fn split_dict<'py>(py: Python<'py>, s: &LocalSplit) -> PyResult<Bound<'py, PyDic
     Ok(d)
 }
 
+/// A layer's weight and optional bias in the precision `F`.
+type Owned<F, D> = (ndarray::Array<F, D>, Option<Array1<F>>);
+
 /// Weights and biases in the precision `F` (owned copies, so that the GIL can be released).
-fn owned_layers<F: Float, D: ndarray::Dimension>(
-    layers: &[LayerArgs<'_, D>],
-) -> Vec<(ndarray::Array<F, D>, Option<Array1<F>>)> {
+fn owned_layers<F: Float, D: ndarray::Dimension>(layers: &[LayerArgs<'_, D>]) -> Vec<Owned<F, D>> {
     layers
         .iter()
         .map(|(w, b)| (owned(w), b.as_ref().map(owned)))
         .collect()
 }
 
-fn dense<F: Float>(layers: &[(Array2<F>, Option<Array1<F>>)]) -> Vec<DenseLayer<'_, F>> {
+fn dense<F: Float>(layers: &[Owned<F, ndarray::Ix2>]) -> Vec<DenseLayer<'_, F>> {
     layers
         .iter()
         .map(|(w, b)| DenseLayer {
@@ -101,7 +102,7 @@ fn dense<F: Float>(layers: &[(Array2<F>, Option<Array1<F>>)]) -> Vec<DenseLayer<
         .collect()
 }
 
-fn conv_layer<F>((w, b): &(Array4<F>, Option<Array1<F>>)) -> ConvLayer<'_, F> {
+fn conv_layer<F>((w, b): &Owned<F, ndarray::Ix4>) -> ConvLayer<'_, F> {
     ConvLayer {
         weight: w.view(),
         bias: b.as_ref().map(|b| b.view()),

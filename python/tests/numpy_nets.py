@@ -103,6 +103,13 @@ class Builder:
         self.p[f"{name}.running_var"] = 0.5 + self.rng.random(c)
         self.p[f"{name}.num_batches_tracked"] = np.array(7, dtype=np.int64)
 
+    def basic_block(self, pre, c, cin):
+        """A ResNet basic block's two 3×3 convs and BatchNorms."""
+        self.conv(f"{pre}.conv1", c, cin, 3)
+        self.bn(f"{pre}.bn1", c)
+        self.conv(f"{pre}.conv2", c, c, 3)
+        self.bn(f"{pre}.bn2", c)
+
     def linear(self, name, o, i, bias=True):
         self.add(f"{name}.weight", (o, i))
         if bias:
@@ -168,10 +175,7 @@ def resnet_params(widths, blocks, classes, torchvision, seed):
     for s, (c, n) in enumerate(zip(widths, blocks), start=1):
         for k in range(n):
             pre = f"layer{s}.{k}"
-            b.conv(f"{pre}.conv1", c, cin, 3)
-            b.bn(f"{pre}.bn1", c)
-            b.conv(f"{pre}.conv2", c, c, 3)
-            b.bn(f"{pre}.bn2", c)
+            b.basic_block(pre, c, cin)
             if k == 0 and (s > 1 or cin != c):
                 b.conv(f"{pre}.{short}.0", c, cin, 1)
                 b.bn(f"{pre}.{short}.1", c)
@@ -206,11 +210,7 @@ def resnet_option_a_params(width, blocks, classes, seed):
     for s, n in enumerate(blocks, start=1):
         c = width << (s - 1)
         for k in range(n):
-            pre = f"layer{s}.{k}"
-            b.conv(f"{pre}.conv1", c, cin, 3)
-            b.bn(f"{pre}.bn1", c)
-            b.conv(f"{pre}.conv2", c, c, 3)
-            b.bn(f"{pre}.bn2", c)
+            b.basic_block(f"layer{s}.{k}", c, cin)
             cin = c
     b.linear("linear", classes, cin)
     return b.p
