@@ -30,6 +30,7 @@ pub struct PyUnitStats {
 
 #[pymethods]
 impl PyUnitStats {
+    /// Empty statistics of `units` units.
     #[new]
     fn new(units: usize) -> Self {
         Self {
@@ -68,31 +69,37 @@ impl PyUnitStats {
         self.inner.merge(&other).py()
     }
 
+    /// Number of samples seen (for conv maps, samples · h · w).
     #[getter]
     fn count(&self) -> u64 {
         self.inner.count()
     }
 
+    /// Number of units (channels).
     #[getter]
     fn units(&self) -> usize {
         self.inner.units()
     }
 
+    /// Per-unit mean.
     #[getter]
     fn mean<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
         self.inner.mean().to_owned().into_pyarray(py)
     }
 
+    /// Per-unit population variance `Σ (x − μ)² / n`.
     #[getter]
     fn variance<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
         self.inner.variance().into_pyarray(py)
     }
 
+    /// Per-unit population standard deviation.
     #[getter]
     fn std<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
         self.inner.std().into_pyarray(py)
     }
 
+    /// Per-unit unbiased variance `Σ (x − μ)² / (n − 1)` (PyTorch's `running_var`).
     fn unbiased_variance<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<f64>>> {
         Ok(self.inner.unbiased_variance().py()?.into_pyarray(py))
     }

@@ -18,7 +18,13 @@ use crate::convert::{owned, params, params_to_py, perms, perms_to_py, ArrayDF};
 use crate::errors::{bad_choice, ToPy};
 use crate::with_params;
 
-/// A permutation spec (see the Python docstring of `llfc.PermutationSpec`).
+/// A permutation spec: for every parameter, which permutation (if any) acts on each axis, plus
+/// the structure of structured permutations (attention heads, ties, embeddings, views).
+///
+/// Build one with `mlp`, `vgg`, `resnet20`, `resnet_cifar`, `resnet_cifar_option_a`, `gpt2`,
+/// `bert`, `llama`, `builtin(name)` (torchvision and the LLFC paper's models) or from its JSON
+/// form (`from_dict`, `from_json`); check it against a checkpoint with `validate` and against a
+/// model with `check_invariance`.
 #[pyclass(name = "PermutationSpec", module = "llfc", frozen, eq)]
 #[derive(Clone, PartialEq)]
 pub struct PySpec {
@@ -117,6 +123,8 @@ impl PySpec {
         }
     }
 
+    /// The MLP `layers.{i}.weight/bias` with `num_layers` linear layers: hidden permutations
+    /// `P_0 … P_{L−2}`.
     #[staticmethod]
     fn mlp(num_layers: usize) -> Self {
         Self {
@@ -124,6 +132,7 @@ impl PySpec {
         }
     }
 
+    /// A VGG-style CNN `conv{i}` (+ `bn{i}`), then `fc{j}`: one permutation per layer.
     #[staticmethod]
     #[pyo3(signature = (num_conv = 13, num_linear = 3, batch_norm = true, conv_bias = false))]
     fn vgg(num_conv: usize, num_linear: usize, batch_norm: bool, conv_bias: bool) -> Self {
@@ -137,6 +146,8 @@ impl PySpec {
         }
     }
 
+    /// The CIFAR ResNet-20 (`shortcut`: `"conv1x1"` or `"padding"`), residual streams shared
+    /// per stage.
     #[staticmethod]
     #[pyo3(signature = (shortcut = "conv1x1"))]
     fn resnet20(shortcut: &str) -> PyResult<Self> {
@@ -145,6 +156,7 @@ impl PySpec {
         })
     }
 
+    /// A CIFAR ResNet with the given blocks per stage (naming of `resnet20`).
     #[staticmethod]
     #[pyo3(signature = (blocks_per_stage, shortcut = "conv1x1"))]
     fn resnet_cifar(blocks_per_stage: Vec<usize>, shortcut: &str) -> PyResult<Self> {
@@ -153,6 +165,8 @@ impl PySpec {
         })
     }
 
+    /// A spec from its JSON form as Python objects (plain `{param: [perm or None, …]}` or the
+    /// extended `{"params": …, "perms": …}`), as `to_dict` returns it.
     #[staticmethod]
     fn from_dict(axes: &Bound<'_, PyAny>) -> PyResult<Self> {
         Self::new(Some(axes))
@@ -172,11 +186,16 @@ impl PySpec {
         Ok(Self { inner })
     }
 
+    /// The names `builtin` accepts (torchvision VGG/ResNet, the LLFC paper's VGG and CIFAR
+    /// ResNets).
     #[staticmethod]
     fn builtin_names() -> Vec<String> {
         Builtin::all().iter().map(Builtin::name).collect()
     }
 
+    /// A CIFAR ResNet with option-A (zero-padding) shortcuts and base width `width`:
+    /// `P_res{s+1}` embeds `P_res{s}` at offset `width · 2^s / 4`. `batch_norm`: `"full"`,
+    /// `"running-stats"` (affine=False) or `"none"`.
     #[staticmethod]
     #[pyo3(signature = (blocks_per_stage, width = 16, batch_norm = "full"))]
     fn resnet_cifar_option_a(
@@ -193,12 +212,16 @@ impl PySpec {
         })
     }
 
+    /// The option-A ResNet-20 (three stages of three blocks).
     #[staticmethod]
     #[pyo3(signature = (width = 16, batch_norm = "full"))]
     fn resnet20_option_a(width: usize, batch_norm: &str) -> PyResult<Self> {
         Self::resnet_cifar_option_a(vec![3, 3, 3], width, batch_norm)
     }
 
+    /// Hugging Face GPT-2 (`transformer.h.{i}…`, Conv1D `[in, out]` weights, fused q/k/v):
+    /// `P_res` shared by the residual stream, head-structured `P_h{i}.qk` / `P_h{i}.vo` (same
+    /// head permutation), `P_h{i}.mlp`; `lm_head`: whether `lm_head.weight` is stored.
     #[staticmethod]
     #[pyo3(signature = (layers, heads, d_model, lm_head = false))]
     fn gpt2(layers: usize, heads: usize, d_model: usize, lm_head: bool) -> Self {
@@ -207,6 +230,8 @@ impl PySpec {
         }
     }
 
+    /// A Hugging Face BERT encoder under `prefix` (post-LN; add a head reading `P_res` with
+    /// `to_dict` / `from_dict`).
     #[staticmethod]
     #[pyo3(signature = (layers, heads, d_model, prefix = "bert"))]
     fn bert(layers: usize, heads: usize, d_model: usize, prefix: &str) -> Self {
@@ -218,6 +243,8 @@ impl PySpec {
         }
     }
 
+    /// Hugging Face LLaMA (RMSNorm, rotary embeddings: the q/k permutation moves whole heads
+    /// only; gated MLP). Multi-head attention only.
     #[staticmethod]
     #[pyo3(signature = (layers, heads, d_model, lm_head = false))]
     fn llama(layers: usize, heads: usize, d_model: usize, lm_head: bool) -> Self {
@@ -293,6 +320,7 @@ impl PySpec {
         llfc_mod.getattr("InvarianceReport")?.call((), Some(&d))
     }
 
+    /// A spec from a JSON file (plain or extended form); `OSError` if it cannot be read.
     #[staticmethod]
     fn from_json(path: PathBuf) -> PyResult<Self> {
         let text = std::fs::read_to_string(&path)
@@ -300,6 +328,7 @@ impl PySpec {
         Self::from_json_str(&text)
     }
 
+    /// A spec from JSON text.
     #[staticmethod]
     fn from_json_str(text: &str) -> PyResult<Self> {
         Ok(Self {
@@ -313,10 +342,12 @@ impl PySpec {
             .call_method1("loads", (self.inner.to_json(),))
     }
 
+    /// The JSON text (pretty-printed; the form `from_json` reads).
     fn to_json(&self) -> String {
         self.inner.to_json()
     }
 
+    /// The permutation names, sorted.
     fn perm_names(&self) -> Vec<String> {
         self.inner.perm_names()
     }
