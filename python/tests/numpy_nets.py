@@ -202,6 +202,41 @@ def resnet_forward(p, x, blocks, torchvision):
     return linear(h.mean(axis=(2, 3)), p, "fc" if torchvision else "linear")
 
 
+def bottleneck_params(planes, blocks, classes, seed):
+    """torchvision's resnet50 layout (bottleneck blocks, expansion 4) at widths ``planes``."""
+    b = Builder(seed)
+    b.conv("conv1", planes[0], 3, 7)
+    b.bn("bn1", planes[0])
+    cin = planes[0]
+    for s, (c, n) in enumerate(zip(planes, blocks), start=1):
+        for k in range(n):
+            pre = f"layer{s}.{k}"
+            for j, (o, i, ks) in enumerate(((c, cin, 1), (c, c, 3), (4 * c, c, 1)), start=1):
+                b.conv(f"{pre}.conv{j}", o, i, ks)
+                b.bn(f"{pre}.bn{j}", o)
+            if k == 0:
+                b.conv(f"{pre}.downsample.0", 4 * c, cin, 1)
+                b.bn(f"{pre}.downsample.1", 4 * c)
+            cin = 4 * c
+    b.linear("fc", classes, cin)
+    return b.p
+
+
+def bottleneck_forward(p, x, blocks):
+    h = maxpool(relu(bn(conv2d(x, p["conv1.weight"], 2, 3), p, "bn1")), 3, 2, 1)
+    for s, n in enumerate(blocks, start=1):
+        for k in range(n):
+            pre = f"layer{s}.{k}"
+            stride = 2 if (k == 0 and s > 1) else 1
+            out = relu(bn(conv2d(h, p[f"{pre}.conv1.weight"]), p, f"{pre}.bn1"))
+            out = relu(bn(conv2d(out, p[f"{pre}.conv2.weight"], stride, 1), p, f"{pre}.bn2"))
+            out = bn(conv2d(out, p[f"{pre}.conv3.weight"]), p, f"{pre}.bn3")
+            if k == 0:
+                h = bn(conv2d(h, p[f"{pre}.downsample.0.weight"], stride), p, f"{pre}.downsample.1")
+            h = relu(out + h)
+    return linear(h.mean(axis=(2, 3)), p, "fc")
+
+
 def resnet_option_a_params(width, blocks, classes, seed):
     b = Builder(seed)
     b.conv("conv1", width, 3, 3)
@@ -280,6 +315,48 @@ def gpt2_forward(p, ids, layers, heads):
         h = h + c(gelu(c(a, "mlp.c_fc")), "mlp.c_proj")
     h = layer_norm(h, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"])
     return h @ p["transformer.wte.weight"].T  # the tied LM head
+
+
+# ------------------------------------------------------------------------------- BERT
+
+
+def bert_params(layers, d, vocab, positions, seed):
+    """``BertModel`` under ``bert`` with its pooler (``[out, in]`` linear weights)."""
+    b = Builder(seed)
+    for e, n in (("word", vocab), ("position", positions), ("token_type", 2)):
+        b.add(f"bert.embeddings.{e}_embeddings.weight", (n, d), 0.5)
+
+    def ln(name):
+        b.add(f"{name}.weight", (d,), 0.2)
+        b.p[f"{name}.weight"] += 1.0
+        b.add(f"{name}.bias", (d,), 0.2)
+
+    ln("bert.embeddings.LayerNorm")
+    for i in range(layers):
+        pre = f"bert.encoder.layer.{i}"
+        for name, o, n in (("attention.self.query", d, d), ("attention.self.key", d, d), ("attention.self.value", d, d),
+                           ("attention.output.dense", d, d), ("intermediate.dense", 4 * d, d), ("output.dense", d, 4 * d)):
+            b.linear(f"{pre}.{name}", o, n)
+        ln(f"{pre}.attention.output.LayerNorm")
+        ln(f"{pre}.output.LayerNorm")
+    b.linear("bert.pooler.dense", d, d)
+    return b.p
+
+
+def bert_forward(p, ids, layers, heads):
+    """Post-LN encoder, then the pooler ``tanh(W h_[CLS] + b)``."""
+    t = ids.shape[1]
+    e = "bert.embeddings"
+    h = p[f"{e}.word_embeddings.weight"][ids] + p[f"{e}.position_embeddings.weight"][np.arange(t)]
+    h = layer_norm(h + p[f"{e}.token_type_embeddings.weight"][0], p[f"{e}.LayerNorm.weight"], p[f"{e}.LayerNorm.bias"])
+    for i in range(layers):
+        pre = f"bert.encoder.layer.{i}"
+        lin = lambda x, name: linear(x, p, f"{pre}.{name}")  # noqa: E731
+        norm = lambda x, name: layer_norm(x, p[f"{pre}.{name}.weight"], p[f"{pre}.{name}.bias"])  # noqa: E731
+        q, k, v = (lin(h, f"attention.self.{n}") for n in ("query", "key", "value"))
+        h = norm(h + lin(attention(q, k, v, heads, False), "attention.output.dense"), "attention.output.LayerNorm")
+        h = norm(h + lin(gelu(lin(h, "intermediate.dense")), "output.dense"), "output.LayerNorm")
+    return np.tanh(linear(h[:, 0], p, "bert.pooler.dense"))
 
 
 # ------------------------------------------------------------------------------ LLaMA

@@ -27,10 +27,14 @@ def cnn_case(name):
         tv = name.startswith("torchvision")
         p = nets.resnet_params(RESNET_WIDTHS, [2, 2, 2, 2], 5, tv, seed=3)
         return p, lambda q, x: nets.resnet_forward(q, x, [2, 2, 2, 2], tv), image(3, 16 if tv else 8, 4)
+    if name == "torchvision-resnet50":
+        p = nets.bottleneck_params([2, 3, 4, 5], [3, 4, 6, 3], 5, seed=20)
+        return p, lambda q, x: nets.bottleneck_forward(q, x, [3, 4, 6, 3]), image(2, 16, 21)
     raise KeyError(name)
 
 
-CNN_BUILTINS = ["torchvision-vgg11", "torchvision-vgg11-bn", "llfc-vgg11", "llfc-vgg11-bn", "torchvision-resnet18", "cifar-resnet18"]
+CNN_BUILTINS = ["torchvision-vgg11", "torchvision-vgg11-bn", "llfc-vgg11", "llfc-vgg11-bn", "torchvision-resnet18",
+                "cifar-resnet18", "torchvision-resnet50"]
 
 
 def test_builtin_names_and_unknown_names():
@@ -185,27 +189,26 @@ def test_llama_spec_is_a_symmetry():
         assert np.array_equal(block, np.arange(block[0], block[0] + dh))
 
 
-def test_bert_spec_validates_and_draws_structured_permutations():
+def test_bert_spec_with_a_pooler_is_a_symmetry():
     layers, heads, d = 2, 2, 8
+    p = nets.bert_params(layers, d, vocab=20, positions=6, seed=17)
+    ids = np.random.default_rng(18).integers(0, 20, size=(3, 6))
+    forward = lambda q, x: nets.bert_forward(q, x, layers, heads)  # noqa: E731
     spec = llfc.PermutationSpec.bert(layers, heads, d)
-    b = nets.Builder(17)
-    for e, n in (("word", 20), ("position", 6), ("token_type", 2)):
-        b.add(f"bert.embeddings.{e}_embeddings.weight", (n, d))
-    for f in ("weight", "bias"):
-        b.add(f"bert.embeddings.LayerNorm.{f}", (d,))
-    for i in range(layers):
-        pre = f"bert.encoder.layer.{i}"
-        for name, o, n in (("attention.self.query", d, d), ("attention.self.key", d, d), ("attention.self.value", d, d),
-                           ("attention.output.dense", d, d), ("intermediate.dense", 4 * d, d), ("output.dense", d, 4 * d)):
-            b.linear(f"{pre}.{name}", o, n)
-        for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
-            b.add(f"{pre}.{ln}.weight", (d,))
-            b.add(f"{pre}.{ln}.bias", (d,))
-    v = spec.validate(b.p)
-    assert v["unmentioned"] == [] and v["perm_sizes"]["P_h1.mlp"] == 4 * d
-    perms = spec.random_perms(b.p, seed=18)
-    spec.check_structure(perms)
-    assert set(perms) == set(spec.perm_names())
+    assert sorted(spec.validate(p)["unmentioned"]) == ["bert.pooler.dense.bias", "bert.pooler.dense.weight"]
+    # The encoder's output is the permuted residual stream: the pooler reads it (through P_res),
+    # added in the extended JSON form.
+    ext = spec.to_dict()
+    ext["params"]["bert.pooler.dense.weight"] = [None, "P_res"]
+    ext["params"]["bert.pooler.dense.bias"] = [None]
+    full = llfc.PermutationSpec.from_dict(ext)
+    assert full.validate(p)["unmentioned"] == [] and full.validate(p)["perm_sizes"]["P_h1.mlp"] == 4 * d
+    report = full.check_invariance(p, forward, ids, tol=1e-10, seed=19)
+    assert report.passed and report.max_abs_output > 1e-2, report
+    full.check_structure(report.perms)
+    # Without the pooler's entry the output changes, and the check says which permutation.
+    bad = spec.check_invariance(p, forward, ids, tol=1e-10, seed=19)
+    assert bad.broken == ["P_res"]
 
 
 def test_extended_json_round_trips_and_bad_json_is_a_clear_error(tmp_path):
