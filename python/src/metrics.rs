@@ -20,7 +20,7 @@ fn variant(name: &str) -> PyResult<CosineVariant> {
 
 /// `SampleStats` as a dict: `values` (NaN for a skipped sample), `count`, `skipped`, `mean`,
 /// `std`.
-pub fn stats_dict<'py>(py: Python<'py>, s: SampleStats) -> PyResult<Bound<'py, PyDict>> {
+fn stats_dict<'py>(py: Python<'py>, s: SampleStats) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     let values: Vec<f64> = s.values.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
     d.set_item("values", values.into_pyarray(py))?;
