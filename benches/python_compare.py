@@ -12,15 +12,22 @@ machine is shared and noisy):
    `benches/compare_matching.py` on the 784 -> 4 x W -> 10 MLP (same seeded models, same fixed
    order), checking the objectives agree to 1e-9 relative and the permutations are identical.
 
-Run from the repository root inside a venv where `pip install ./python numpy scipy` was done:
+Run from the repository root inside a venv where `pip install ./python numpy scipy` was done.
+One command per table of BENCHMARKS.md ("From Python"); `--table` picks the sizes, families and
+runs of that table (explicit `--sizes`, `--families`, `--widths`, `--runs` override them):
 
-    python benches/python_compare.py                         # n = 1024 2048 4096, W = 1024
-    python benches/python_compare.py --sizes 512 --widths 256  # quick check
+    python benches/python_compare.py --table lap        # LAP, n = 1024 2048, all families, median of 3
+    python benches/python_compare.py --table lap-4096   # LAP, n = 4096, all families, one run each
+    python benches/python_compare.py --table matching   # weight matching, W = 1024 2048
+    python benches/python_compare.py --sizes 512 --widths 256  # quick check of both parts
+
+Every table is measured in one run, so its ratios compare solvers under the same load.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -98,14 +105,29 @@ def matching_part(widths, runs):
     return failures
 
 
+# The tables of BENCHMARKS.md: sizes, widths and runs per solver (the LAP families are all four).
+TABLES = {
+    "lap": {"sizes": [1024, 2048], "widths": [], "runs": 3},
+    "lap-4096": {"sizes": [4096], "widths": [], "runs": 1},
+    "matching": {"sizes": [], "widths": [1024, 2048], "runs": 3},
+}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="*", default=[1024, 2048, 4096])
+    ap.add_argument("--table", choices=sorted(TABLES), help="one table of BENCHMARKS.md (see above)")
+    ap.add_argument("--sizes", type=int, nargs="*", help="LAP sizes n (default 1024 2048 4096; empty: no LAP part)")
     ap.add_argument("--families", nargs="+", default=list(compare_lap.FAMILIES), choices=compare_lap.FAMILIES)
-    ap.add_argument("--widths", type=int, nargs="*", default=[1024])
-    ap.add_argument("--runs", type=int, default=3, help="runs per solver (median)")
+    ap.add_argument("--widths", type=int, nargs="*", help="MLP widths W (default 1024; empty: no matching part)")
+    ap.add_argument("--runs", type=int, help="runs per solver, median (default 3; the NumPy loop runs once)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    preset = TABLES.get(args.table, {"sizes": [1024, 2048, 4096], "widths": [1024], "runs": 3})
+    for k, v in preset.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    print(f"python {' '.join(sys.argv)}  (llfc {llfc.__version__}, numpy {np.__version__}, "
+          f"scipy {__import__('scipy').__version__}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})", flush=True)
     failures = []
     if args.sizes:
         failures += lap_part(args.sizes, args.families, args.runs, args.seed)

@@ -12,6 +12,13 @@ weight ``[out, in, kh, kw]``); a permutation ``p`` maps model A's unit ``i`` to 
 PyTorch users pass ``{k: t.detach().cpu().numpy() for k, t in model.state_dict().items()}``
 and load results back with ``model.load_state_dict({k: torch.from_numpy(v) for k, v in out.items()})``.
 
+Areas: linear assignment (a SciPy drop-in), permutation specs (builders, builtins for
+torchvision / the LLFC paper / Hugging Face transformers, the extended JSON form and the
+functional ``check_invariance``), weight / activation / commutativity matching, LLFC metrics
+and the error attribution, REPAIR and the BatchNorm reset, and ``llfc.io``. Functions that need
+the model's forward pass (``check_invariance``, ``repair``, ``reset_batchnorm``) take it as a
+Python callable, so any framework works.
+
 Parameter sets (``params_a``, ``params_b``, ``params``) are any mapping of names to arrays, in
 order. Floating tensors are computed in float32 when every one is float32, else in float64, and
 returned in their own dtype; integer and boolean tensors (``num_batches_tracked``) pass through.
@@ -35,6 +42,7 @@ __all__ = [
     "Barrier",
     "Commutativity",
     "CommutativityMatching",
+    "InvarianceReport",
     "LlfcLayer",
     "Matching",
     "PermutationSpec",
@@ -120,6 +128,29 @@ def _check_spec_floats(spec: PermutationSpec, others: Dict[str, np.ndarray], wha
                 f"{what}: the spec permutes {name!r}, which is a {others[name].dtype} tensor "
                 "(only floating-point tensors can be permuted)"
             )
+
+
+def _restore(params: Params, dtypes: Mapping[str, np.dtype], others: Mapping[str, np.ndarray], items) -> Dict[str, np.ndarray]:
+    """A result parameter set in the order of ``params``: the computed float tensors ``items``
+    back in their own dtypes, the integer tensors ``others`` copied through."""
+    new = dict(items)
+    return {k: new[k].astype(dtypes[k], copy=False) if k in new else np.array(others[k]) for k in params}
+
+
+def _forward_items(forward: Callable[[Dict[str, np.ndarray], Any], Any], params: Params):
+    """The native ``check_invariance``'s callback: ``(items, inputs) -> float array``, calling
+    ``forward`` with a full parameter dict in the caller's order (integer tensors included)."""
+    if not callable(forward):
+        raise TypeError(f"forward: expected a callable, got {type(forward).__name__}")
+    keys = list(params)
+    others = {k: np.asarray(v) for k, v in params.items() if np.asarray(v).dtype.kind in "biu"}
+
+    def call(items, inputs):
+        got = dict(items)
+        out = forward({k: got[k] if k in got else others[k] for k in keys}, inputs)
+        return _float_array(out, "forward's output")
+
+    return call
 
 
 def _perm_arrays(perms: Mapping[str, Any]) -> Perms:
@@ -263,12 +294,8 @@ def apply_permutations(spec: PermutationSpec, perms: Mapping[str, Any], params: 
     the inputs are untouched; integer tensors are copied through."""
     (floats,), (others,), _ = _params((params, "params"))
     _check_spec_floats(spec, others, "params")
-    dtypes = {k: a.dtype for k, a in floats}
-    permuted = dict(_llfc.apply_permutations(spec, _perm_arrays(perms), floats))
-    out = {}
-    for k in params:
-        out[k] = permuted[k].astype(dtypes[k], copy=False) if k in permuted else np.array(others[k])
-    return out
+    permuted = _llfc.apply_permutations(spec, _perm_arrays(perms), floats)
+    return _restore(params, {k: a.dtype for k, a in floats}, others, permuted)
 
 
 def activation_matching(
@@ -278,6 +305,23 @@ def activation_matching(
     ``Σ_i C[i, p(i)]`` with ``C`` the layer's ``statistic`` (``"correlation"``,
     ``"covariance"`` or ``"inner-product"``). Layers are solved in parallel."""
     return _llfc.activation_matching(dict(stats), statistic, solver)
+
+
+@dataclass(frozen=True)
+class InvarianceReport:
+    """Result of :meth:`PermutationSpec.check_invariance`: ``passed`` (``max_abs_diff <= tol``),
+    ``max_abs_diff`` = ``max |f(π(θ); x) − f(θ; x)|`` with every permutation applied,
+    ``max_abs_output`` = ``max |f(θ; x)|``, the random ``perms`` applied, and, only when the
+    check failed, ``per_perm`` (each permutation applied alone: its ``max |Δ|``) and
+    ``broken`` (the permutations that change the output on their own)."""
+
+    passed: bool
+    broken: List[str]
+    max_abs_diff: float
+    max_abs_output: float
+    tol: float
+    perms: Perms
+    per_perm: Dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -436,4 +480,10 @@ def barrier(alphas: Iterable[float], values: Iterable[float], kind: str = "inter
     return Barrier(h, a, i)
 
 
-from . import io  # noqa: E402  (the submodule uses the helpers above)
+from . import io  # noqa: E402  (the submodules use the helpers above)
+from ._attribution import *  # noqa: E402,F401,F403
+from ._attribution import __all__ as _attribution_all  # noqa: E402
+from ._repair import *  # noqa: E402,F401,F403
+from ._repair import __all__ as _repair_all  # noqa: E402
+
+__all__ += _attribution_all + _repair_all

@@ -26,7 +26,7 @@ class Assignment:
     def shape(self) -> Tuple[int, int]: ...
 
 class PermutationSpec:
-    def __init__(self, axes: Optional[Mapping[str, Sequence[Optional[str]]]] = None) -> None: ...
+    def __init__(self, axes: Optional[Mapping[str, Any]] = None) -> None: ...
     @staticmethod
     def mlp(num_layers: int) -> "PermutationSpec": ...
     @staticmethod
@@ -36,16 +36,40 @@ class PermutationSpec:
     @staticmethod
     def resnet_cifar(blocks_per_stage: Sequence[int], shortcut: str = "conv1x1") -> "PermutationSpec": ...
     @staticmethod
-    def from_dict(axes: Mapping[str, Sequence[Optional[str]]]) -> "PermutationSpec": ...
+    def resnet_cifar_option_a(blocks_per_stage: Sequence[int], width: int = 16, batch_norm: str = "full") -> "PermutationSpec": ...
+    @staticmethod
+    def resnet20_option_a(width: int = 16, batch_norm: str = "full") -> "PermutationSpec": ...
+    @staticmethod
+    def gpt2(layers: int, heads: int, d_model: int, lm_head: bool = False) -> "PermutationSpec": ...
+    @staticmethod
+    def bert(layers: int, heads: int, d_model: int, prefix: str = "bert") -> "PermutationSpec": ...
+    @staticmethod
+    def llama(layers: int, heads: int, d_model: int, lm_head: bool = False) -> "PermutationSpec": ...
+    @staticmethod
+    def builtin(name: str, params: Optional[Params] = None) -> "PermutationSpec": ...
+    @staticmethod
+    def builtin_names() -> List[str]: ...
+    @staticmethod
+    def from_dict(axes: Mapping[str, Any]) -> "PermutationSpec": ...
     @staticmethod
     def from_json(path: Union[str, "os.PathLike[str]"]) -> "PermutationSpec": ...
     @staticmethod
     def from_json_str(text: str) -> "PermutationSpec": ...
-    def to_dict(self) -> Dict[str, List[Optional[str]]]: ...
+    def to_dict(self) -> Dict[str, Any]: ...
     def to_json(self) -> str: ...
     def perm_names(self) -> List[str]: ...
     def perm_sizes(self, params: Params) -> Dict[str, int]: ...
     def validate(self, params: Params) -> Dict[str, Any]: ...
+    def random_perms(self, params: Params, seed: int = 0) -> Perms: ...
+    def check_structure(self, perms: Mapping[str, npt.ArrayLike]) -> None: ...
+    def check_invariance(
+        self,
+        params: Params,
+        forward: Callable[[Dict[str, np.ndarray], Any], npt.ArrayLike],
+        inputs: Any,
+        tol: float = 1e-10,
+        seed: int = 0,
+    ) -> "InvarianceReport": ...
     def __len__(self) -> int: ...
 
 class ActivationStats:
@@ -57,6 +81,93 @@ class ActivationStats:
     def count(self) -> int: ...
     @property
     def dims(self) -> Tuple[int, int]: ...
+
+class UnitStats:
+    def __init__(self, units: int) -> None: ...
+    @staticmethod
+    def from_features(features: npt.ArrayLike) -> "UnitStats": ...
+    @staticmethod
+    def from_moments(count: int, mean: npt.ArrayLike, variance: npt.ArrayLike) -> "UnitStats": ...
+    def update(self, features: npt.ArrayLike) -> None: ...
+    def merge(self, other: "UnitStats") -> None: ...
+    def unbiased_variance(self) -> npt.NDArray[np.float64]: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def units(self) -> int: ...
+    @property
+    def mean(self) -> npt.NDArray[np.float64]: ...
+    @property
+    def variance(self) -> npt.NDArray[np.float64]: ...
+    @property
+    def std(self) -> npt.NDArray[np.float64]: ...
+
+@dataclass(frozen=True)
+class InvarianceReport:
+    passed: bool
+    broken: List[str]
+    max_abs_diff: float
+    max_abs_output: float
+    tol: float
+    perms: Perms
+    per_perm: Dict[str, float]
+
+@dataclass(frozen=True)
+class LayerRepair:
+    feature: str
+    weight: str
+    bias: str
+    measured: UnitStats
+    target_mean: npt.NDArray[np.float64]
+    target_std: npt.NDArray[np.float64]
+    scale: npt.NDArray[np.float64]
+    shift: npt.NDArray[np.float64]
+    zero_variance: List[int]
+
+@dataclass(frozen=True)
+class Repaired:
+    params: Dict[str, np.ndarray]
+    layers: List[LayerRepair]
+    @property
+    def zero_variance_units(self) -> List[Tuple[str, int]]: ...
+
+@dataclass(frozen=True)
+class Part:
+    norm: float
+    inner: float
+    share: Optional[float]
+
+@dataclass(frozen=True)
+class Deviation:
+    norm: float
+    reference_norm: float
+    relative: Optional[float]
+    closure: Optional[float]
+    contributions: Dict[str, Part]
+
+@dataclass(frozen=True)
+class LayerAttribution:
+    layer: int
+    alpha: float
+    pre: Deviation
+    post: Deviation
+
+@dataclass(frozen=True)
+class Attribution:
+    alphas: List[float]
+    sources: List[str]
+    layers: List[List[LayerAttribution]]
+    samples: int
+
+@dataclass(frozen=True)
+class LocalSplit:
+    alpha: float
+    norm: float
+    reference_norm: float
+    relative: Optional[float]
+    closure: Optional[float]
+    propagated: Part
+    own: Part
 
 @dataclass(frozen=True)
 class Matching:
@@ -165,3 +276,64 @@ def commutativity(w_a: npt.ArrayLike, w_b: npt.ArrayLike, h_a: npt.ArrayLike, h_
 def barrier(alphas: Iterable[float], values: Iterable[float], kind: str = "interpolated") -> Barrier: ...
 
 import os
+
+Measure = Callable[[Dict[str, np.ndarray], List[str]], Sequence[Union[UnitStats, npt.ArrayLike]]]
+Layer = Union[str, Tuple[str, str, str]]
+DenseLayer = Union[npt.ArrayLike, Tuple[npt.ArrayLike, Optional[npt.ArrayLike]]]
+Pair = Union[int, Tuple[int, int]]
+
+def repair(
+    params_a: Params, params_b: Params, alpha: float, layers: Sequence[Layer], measure: Measure, *, zero_std_tolerance: float = 1e-9
+) -> Repaired: ...
+def repair_towards(
+    theta: Params,
+    layers: Sequence[Layer],
+    targets: Sequence[Tuple[npt.ArrayLike, npt.ArrayLike]],
+    measure: Measure,
+    *,
+    zero_std_tolerance: float = 1e-9,
+) -> Repaired: ...
+def reset_batchnorm(params: Params, layers: Sequence[Layer], measure: Measure, *, variance: str = "unbiased") -> Dict[str, np.ndarray]: ...
+def fold_correction(params: Params, weight: str, bias: str, scale: npt.ArrayLike, shift: npt.ArrayLike) -> Dict[str, np.ndarray]: ...
+def mlp_repair(params_a: Params, params_b: Params, alpha: float, x: npt.ArrayLike, *, zero_std_tolerance: float = 1e-9) -> Repaired: ...
+def attribution_mlp(params_a: Params, params_b: Params, x: npt.ArrayLike, alphas: Sequence[float]) -> Attribution: ...
+def attribution_dense(
+    layers_a: Sequence[DenseLayer],
+    layers_b: Sequence[DenseLayer],
+    activations: Sequence[str],
+    x: npt.ArrayLike,
+    alphas: Sequence[float],
+    *,
+    chunk_size: int = 256,
+) -> Attribution: ...
+def local_split_dense(
+    layer_a: DenseLayer, layer_b: DenseLayer, h_a: npt.ArrayLike, h_b: npt.ArrayLike, h_alpha: npt.ArrayLike, alpha: float
+) -> LocalSplit: ...
+def local_split_conv(
+    layer_a: DenseLayer,
+    layer_b: DenseLayer,
+    h_a: npt.ArrayLike,
+    h_b: npt.ArrayLike,
+    h_alpha: npt.ArrayLike,
+    alpha: float,
+    *,
+    stride: Pair = 1,
+    padding: Pair = 0,
+    dilation: Pair = 1,
+    groups: int = 1,
+) -> LocalSplit: ...
+def local_split_activation(z_a: npt.ArrayLike, z_b: npt.ArrayLike, z_alpha: npt.ArrayLike, alpha: float) -> LocalSplit: ...
+def conv2d(
+    weight: npt.ArrayLike, x: npt.ArrayLike, *, stride: Pair = 1, padding: Pair = 0, dilation: Pair = 1, groups: int = 1
+) -> npt.NDArray[np.float64]: ...
+def conv_commutativity(
+    w_a: npt.ArrayLike,
+    w_b: npt.ArrayLike,
+    h_a: npt.ArrayLike,
+    h_b: npt.ArrayLike,
+    *,
+    stride: Pair = 1,
+    padding: Pair = 0,
+    dilation: Pair = 1,
+    groups: int = 1,
+) -> Commutativity: ...

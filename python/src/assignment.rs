@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 use crate::convert::{indices, Array2F};
 use crate::errors::{bad_choice, ToPy};
+use crate::with_floats;
 
 /// The solution of a linear assignment problem, with its dual potentials (reusable as a warm
 /// start).
@@ -107,17 +108,8 @@ fn solve_assignment(
         ));
     }
     let previous: Option<&Assignment> = warm_start.as_ref().map(|p| &p.inner);
-    let inner = match cost {
-        Array2F::F64(c) => {
-            let c = c.as_array();
-            py.detach(|| solve(c, maximize, &options, previous))
-        }
-        Array2F::F32(c) => {
-            let c = c.as_array();
-            py.detach(|| solve(c, maximize, &options, previous))
-        }
-    }
-    .py()?;
+    let inner =
+        with_floats!(cost => py.detach(|| solve(cost, maximize, &options, previous))).py()?;
     Ok(PyAssignment { inner })
 }
 

@@ -8,29 +8,82 @@ use std::collections::BTreeMap;
 
 use llfc::{Params, Permutation};
 use ndarray::ArrayD;
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArrayDyn};
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray, PyReadonlyArray1};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::errors::ToPy;
 
-/// A 2-D float32 or float64 array.
-#[derive(FromPyObject)]
-pub enum Array2F<'py> {
+/// A float32 or float64 NumPy array of dimensionality `D`, read in place (any strides).
+pub enum FloatArray<'py, D: ndarray::Dimension> {
     /// float64.
-    F64(PyReadonlyArray2<'py, f64>),
+    F64(PyReadonlyArray<'py, f64, D>),
     /// float32.
-    F32(PyReadonlyArray2<'py, f32>),
+    F32(PyReadonlyArray<'py, f32, D>),
 }
 
+impl<'a, 'py, D: ndarray::Dimension + 'a> FromPyObject<'a, 'py> for FloatArray<'py, D> {
+    type Error = PyErr;
+
+    fn extract(obj: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(a) = obj.extract::<PyReadonlyArray<'py, f64, D>>() {
+            return Ok(Self::F64(a));
+        }
+        obj.extract::<PyReadonlyArray<'py, f32, D>>()
+            .map(Self::F32)
+            .map_err(|e| {
+                let rank = D::NDIM.map_or_else(|| "an".to_string(), |n| format!("a {n}-D"));
+                pyo3::exceptions::PyTypeError::new_err(format!(
+                    "expected {rank} float32 or float64 NumPy array ({e})"
+                ))
+            })
+    }
+}
+
+/// A 2-D float32 or float64 array.
+pub type Array2F<'py> = FloatArray<'py, ndarray::Ix2>;
+
+/// A 4-D float32 or float64 array (conv weights and feature maps).
+pub type Array4F<'py> = FloatArray<'py, ndarray::Ix4>;
+
 /// A float32 or float64 array of any rank.
-#[derive(FromPyObject)]
-pub enum ArrayDF<'py> {
-    /// float64.
-    F64(PyReadonlyArrayDyn<'py, f64>),
-    /// float32.
-    F32(PyReadonlyArrayDyn<'py, f32>),
+pub type ArrayDF<'py> = FloatArray<'py, ndarray::IxDyn>;
+
+/// The error for arrays of different float dtypes passed together.
+pub fn mixed() -> PyErr {
+    PyValueError::new_err("the arrays must all have the same dtype (float32 or float64)")
+}
+
+/// Run `$body` with every `$x` (a [`FloatArray`], of any dimensionality) rebound to its
+/// `ndarray` view, once for float64 and once for float32 (`$body` is generic code over the
+/// element type); arrays of different dtypes return [`mixed`]'s `ValueError` from the enclosing
+/// function. The one place where the bindings dispatch on the dtype of arrays.
+#[macro_export]
+macro_rules! with_floats {
+    ($($x:ident),+ => $body:expr) => {{
+        #[allow(unreachable_patterns)]
+        let out = match ($($x,)+) {
+            ($($crate::convert::FloatArray::F64($x),)+) => {
+                $(let $x = $x.as_array();)+
+                $body
+            }
+            ($($crate::convert::FloatArray::F32($x),)+) => {
+                $(let $x = $x.as_array();)+
+                $body
+            }
+            _ => return Err($crate::convert::mixed()),
+        };
+        out
+    }};
+}
+
+/// A float array copied into the precision `F` (exact when the dtypes agree).
+pub fn owned<F: llfc::Float, D: ndarray::Dimension>(a: &FloatArray<'_, D>) -> ndarray::Array<F, D> {
+    match a {
+        FloatArray::F64(x) => x.as_array().mapv(F::from_f64),
+        FloatArray::F32(x) => x.as_array().mapv(|v| F::from_f64(f64::from(v))),
+    }
 }
 
 /// A parameter set in the precision the caller's arrays have.

@@ -5,14 +5,19 @@
 //! around the crate's computation, and converts the result back; Rust errors become Python
 //! exceptions in one place ([`errors`]). The public Python API (argument coercion, result
 //! dataclasses, docs) lives in `python/llfc/__init__.py`. One file per area:
-//! [`assignment`], [`spec`], [`matching`], [`metrics`], [`io`].
+//! [`assignment`], [`spec`], [`matching`], [`metrics`], [`attribution`], [`repair`], [`io`];
+//! [`callback`] calls Python functions (forward passes, measurements) from crate code that runs
+//! without the GIL.
 
 mod assignment;
+mod attribution;
+mod callback;
 mod convert;
 mod errors;
 mod io;
 mod matching;
 mod metrics;
+mod repair;
 mod spec;
 
 use pyo3::prelude::*;
@@ -26,5 +31,7 @@ fn _llfc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     matching::register(m)?;
     metrics::register(m)?;
     io::register(m)?;
+    repair::register(m)?;
+    attribution::register(m)?;
     Ok(())
 }

@@ -16,7 +16,7 @@ use pyo3::types::{PyDict, PyList};
 use crate::convert::{params, params_to_py, perms, perms_to_py, Array2F, ArrayDF};
 use crate::errors::{bad_choice, ToPy};
 use crate::spec::PySpec;
-use crate::{with_pair, with_params};
+use crate::{with_floats, with_pair, with_params};
 
 fn statistic(name: &str) -> PyResult<Statistic> {
     match name {
@@ -165,27 +165,10 @@ impl PyActivationStats {
     /// are samples: viewed as `[N·t, d]`).
     fn update(&mut self, py: Python<'_>, a: ArrayDF<'_>, b: ArrayDF<'_>) -> PyResult<()> {
         let inner = &mut self.inner;
-        match (a, b) {
-            (ArrayDF::F64(a), ArrayDF::F64(b)) => {
-                let (a, b) = (
-                    tokens_as_samples(a.as_array()),
-                    tokens_as_samples(b.as_array()),
-                );
-                py.detach(|| inner.update_dyn(a.view(), b.view()))
-            }
-            (ArrayDF::F32(a), ArrayDF::F32(b)) => {
-                let (a, b) = (
-                    tokens_as_samples(a.as_array()),
-                    tokens_as_samples(b.as_array()),
-                );
-                py.detach(|| inner.update_dyn(a.view(), b.view()))
-            }
-            _ => {
-                return Err(pyo3::exceptions::PyValueError::new_err(
-                    "features a and b must have the same dtype (float32 or float64)",
-                ))
-            }
-        }
+        with_floats!(a, b => {
+            let (a, b) = (tokens_as_samples(a), tokens_as_samples(b));
+            py.detach(|| inner.update_dyn(a.view(), b.view()))
+        })
         .py()
     }
 
@@ -313,7 +296,7 @@ fn commutativity_matching<'py>(
         ..CommutativityMatchingOptions::default()
     };
     let m = with_pair!(params(params_a)?, params(params_b)?, |a, b| {
-        let x = x_as(x)?;
+        let x: ndarray::Array2<_> = crate::convert::owned(&x);
         py.detach(|| {
             let stats = comm_stats(&a, &b, x.view())?;
             commutativity::commutativity_matching(&a, &b, &stats, &options)
@@ -341,7 +324,7 @@ fn commutativity_objective<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let perms: BTreeMap<String, Permutation> = self::perms(perms)?;
     let o = with_pair!(params(params_a)?, params(params_b)?, |a, b| {
-        let x = x_as(x)?;
+        let x: ndarray::Array2<_> = crate::convert::owned(&x);
         py.detach(|| {
             let stats = comm_stats(&a, &b, x.view())?;
             commutativity::commutativity_objective(&a, &b, &stats, &perms)
@@ -352,14 +335,6 @@ fn commutativity_objective<'py>(
     d.set_item("total", o.total)?;
     d.set_item("layers", o.layers)?;
     Ok(d)
-}
-
-/// The inputs in the models' precision `F` (copied).
-fn x_as<F: Float>(x: Array2F<'_>) -> PyResult<ndarray::Array2<F>> {
-    Ok(match x {
-        Array2F::F64(x) => x.as_array().mapv(F::from_f64),
-        Array2F::F32(x) => x.as_array().mapv(|v| F::from_f64(f64::from(v))),
-    })
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -2,13 +2,13 @@
 
 use llfc::lmc::{self, BarrierKind};
 use llfc::metrics::{self, CosineVariant, SampleStats};
-use numpy::{IntoPyArray, PyArray2};
-use pyo3::exceptions::PyValueError;
+use numpy::IntoPyArray;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::convert::{Array2F, ArrayDF};
 use crate::errors::{bad_choice, ToPy};
+use crate::with_floats;
 
 fn variant(name: &str) -> PyResult<CosineVariant> {
     match name {
@@ -16,10 +16,6 @@ fn variant(name: &str) -> PyResult<CosineVariant> {
         "absolute" => Ok(CosineVariant::Absolute),
         _ => Err(bad_choice("variant", name, &["signed", "absolute"])),
     }
-}
-
-fn mixed() -> PyErr {
-    PyValueError::new_err("the arrays must all have the same dtype (float32 or float64)")
 }
 
 /// `SampleStats` as a dict: `values` (NaN for a skipped sample), `count`, `skipped`, `mean`,
@@ -44,18 +40,7 @@ fn cosine_distances<'py>(
     variant: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let v = self::variant(variant)?;
-    let s = match (a, b) {
-        (ArrayDF::F64(a), ArrayDF::F64(b)) => {
-            let (a, b) = (a.as_array(), b.as_array());
-            py.detach(|| metrics::cosine_distances(&a, &b, v))
-        }
-        (ArrayDF::F32(a), ArrayDF::F32(b)) => {
-            let (a, b) = (a.as_array(), b.as_array());
-            py.detach(|| metrics::cosine_distances(&a, &b, v))
-        }
-        _ => return Err(mixed()),
-    }
-    .py()?;
+    let s = with_floats!(a, b => py.detach(|| metrics::cosine_distances(&a, &b, v))).py()?;
     stats_dict(py, s)
 }
 
@@ -70,17 +55,9 @@ fn llfc_layer<'py>(
     variant: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let v = self::variant(variant)?;
-    let l = match (f_alpha, f_a, f_b) {
-        (ArrayDF::F64(x), ArrayDF::F64(a), ArrayDF::F64(b)) => {
-            let (x, a, b) = (x.as_array(), a.as_array(), b.as_array());
-            py.detach(|| metrics::llfc_layer(&x, &a, &b, alpha, v))
-        }
-        (ArrayDF::F32(x), ArrayDF::F32(a), ArrayDF::F32(b)) => {
-            let (x, a, b) = (x.as_array(), a.as_array(), b.as_array());
-            py.detach(|| metrics::llfc_layer(&x, &a, &b, alpha, v))
-        }
-        _ => return Err(mixed()),
-    }
+    let l = with_floats!(f_alpha, f_a, f_b => py.detach(|| {
+        metrics::llfc_layer(&f_alpha, &f_a, &f_b, alpha, v)
+    }))
     .py()?;
     let d = PyDict::new(py);
     d.set_item("alpha", l.alpha)?;
@@ -100,18 +77,8 @@ fn weak_additivity<'py>(
     z_b: ArrayDF<'_>,
     alpha: f64,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let w = match (z_a, z_b) {
-        (ArrayDF::F64(a), ArrayDF::F64(b)) => {
-            let (a, b) = (a.as_array(), b.as_array());
-            py.detach(|| metrics::weak_additivity(&a, &b, alpha))
-        }
-        (ArrayDF::F32(a), ArrayDF::F32(b)) => {
-            let (a, b) = (a.as_array(), b.as_array());
-            py.detach(|| metrics::weak_additivity(&a, &b, alpha))
-        }
-        _ => return Err(mixed()),
-    }
-    .py()?;
+    let w =
+        with_floats!(z_a, z_b => py.detach(|| metrics::weak_additivity(&z_a, &z_b, alpha))).py()?;
     let d = PyDict::new(py);
     d.set_item("alpha", w.alpha)?;
     d.set_item("relative", w.relative)?;
@@ -129,25 +96,10 @@ fn commutativity_residual<'py>(
     h_a: Array2F<'_>,
     h_b: Array2F<'_>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    use Array2F::{F32, F64};
-    Ok(match (w_a, w_b, h_a, h_b) {
-        (F64(wa), F64(wb), F64(ha), F64(hb)) => {
-            let v = (wa.as_array(), wb.as_array(), ha.as_array(), hb.as_array());
-            let r = py
-                .detach(|| metrics::commutativity_residual(v.0, v.1, v.2, v.3))
-                .py()?;
-            r.into_pyarray(py).into_any()
-        }
-        (F32(wa), F32(wb), F32(ha), F32(hb)) => {
-            let v = (wa.as_array(), wb.as_array(), ha.as_array(), hb.as_array());
-            let r = py
-                .detach(|| metrics::commutativity_residual(v.0, v.1, v.2, v.3))
-                .py()?;
-            let r: Bound<'py, PyArray2<f32>> = r.into_pyarray(py);
-            r.into_any()
-        }
-        _ => return Err(mixed()),
-    })
+    Ok(with_floats!(w_a, w_b, h_a, h_b => {
+        let r = py.detach(|| metrics::commutativity_residual(w_a, w_b, h_a, h_b));
+        r.py()?.into_pyarray(py).into_any()
+    }))
 }
 
 /// The commutativity residual's norms (relative, vanilla, baseline).
@@ -159,19 +111,18 @@ fn commutativity<'py>(
     h_a: Array2F<'_>,
     h_b: Array2F<'_>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    use Array2F::{F32, F64};
-    let c = match (w_a, w_b, h_a, h_b) {
-        (F64(wa), F64(wb), F64(ha), F64(hb)) => {
-            let v = (wa.as_array(), wb.as_array(), ha.as_array(), hb.as_array());
-            py.detach(|| metrics::commutativity(v.0, v.1, v.2, v.3))
-        }
-        (F32(wa), F32(wb), F32(ha), F32(hb)) => {
-            let v = (wa.as_array(), wb.as_array(), ha.as_array(), hb.as_array());
-            py.detach(|| metrics::commutativity(v.0, v.1, v.2, v.3))
-        }
-        _ => return Err(mixed()),
-    }
+    let c = with_floats!(w_a, w_b, h_a, h_b => {
+        py.detach(|| metrics::commutativity(w_a, w_b, h_a, h_b))
+    })
     .py()?;
+    commutativity_dict(py, &c)
+}
+
+/// A `Commutativity` as a dict (dense and conv layers).
+pub fn commutativity_dict<'py>(
+    py: Python<'py>,
+    c: &metrics::Commutativity,
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("relative", c.relative)?;
     d.set_item("vanilla", c.vanilla)?;
