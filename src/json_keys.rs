@@ -2,16 +2,27 @@
 //! readers) silently keeps the last of two equal keys, which would drop a tensor or a spec
 //! entry without a word.
 
-/// The raw (still escaped) keys of the top-level object of `text`, in order, if `text` is an
-/// object; meant for text that already parsed as JSON (it does not validate).
-pub(crate) fn top_level_keys(text: &str) -> Vec<&str> {
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+/// What [`walk`] reports: a bracket opening (`true` for an object) or closing, or an object
+/// key as written (still escaped).
+enum Event<'a> {
+    Open(bool),
+    Close,
+    Key(&'a str),
+}
+
+/// Report the brackets and object keys of `text` in order, until `on` breaks; meant for text
+/// that already parsed as JSON (it does not validate).
+fn walk<'a, B>(text: &'a str, mut on: impl FnMut(Event<'a>) -> ControlFlow<B>) -> Option<B> {
     let bytes = text.as_bytes();
-    let mut keys = Vec::new();
-    let (mut depth, mut i) = (0usize, 0usize);
+    let mut i = 0usize;
     while i < bytes.len() {
-        match bytes[i] {
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => depth = depth.saturating_sub(1),
+        let event = match bytes[i] {
+            b'{' => Some(Event::Open(true)),
+            b'[' => Some(Event::Open(false)),
+            b'}' | b']' => Some(Event::Close),
             b'"' => {
                 let start = i + 1;
                 i = start;
@@ -22,20 +33,39 @@ pub(crate) fn top_level_keys(text: &str) -> Vec<&str> {
                 let next = bytes[end.saturating_add(1).min(bytes.len())..]
                     .iter()
                     .find(|b| !b.is_ascii_whitespace());
-                if depth == 1 && next == Some(&b':') {
-                    keys.push(text.get(start..end).unwrap_or_default());
-                }
+                (next == Some(&b':')).then(|| Event::Key(text.get(start..end).unwrap_or_default()))
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(event) = event
+            && let ControlFlow::Break(b) = on(event)
+        {
+            return Some(b);
         }
         i += 1;
     }
+    None
+}
+
+/// The raw (still escaped) keys of the top-level object of `text`, in order, if `text` is an
+/// object; meant for text that already parsed as JSON (it does not validate).
+pub(crate) fn top_level_keys(text: &str) -> Vec<&str> {
+    let (mut keys, mut depth) = (Vec::new(), 0usize);
+    walk::<()>(text, |event| {
+        match event {
+            Event::Open(_) => depth += 1,
+            Event::Close => depth = depth.saturating_sub(1),
+            Event::Key(key) if depth == 1 => keys.push(key),
+            Event::Key(_) => {}
+        }
+        ControlFlow::Continue(())
+    });
     keys
 }
 
 /// The first key of the top-level object of `text` written twice, if any (as written).
 pub(crate) fn duplicate_key(text: &str) -> Option<&str> {
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     top_level_keys(text).into_iter().find(|k| !seen.insert(*k))
 }
 
@@ -85,41 +115,24 @@ fn unescape(raw: &str) -> Option<String> {
 /// decoded before comparing), as written; meant for text that already parsed as JSON (it does
 /// not validate).
 pub(crate) fn duplicate_key_anywhere(text: &str) -> Option<&str> {
-    let bytes = text.as_bytes();
     // One entry per open bracket: the keys seen so far if it is an object, `None` if an array.
-    let mut open: Vec<Option<std::collections::HashSet<String>>> = Vec::new();
-    let mut i = 0usize;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'{' => open.push(Some(std::collections::HashSet::new())),
-            b'[' => open.push(None),
-            b'}' | b']' => {
+    let mut open: Vec<Option<HashSet<String>>> = Vec::new();
+    walk(text, |event| {
+        match event {
+            Event::Open(object) => open.push(object.then(HashSet::new)),
+            Event::Close => {
                 open.pop();
             }
-            b'"' => {
-                let start = i + 1;
-                i = start;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-                let end = i.min(bytes.len());
-                let next = bytes[end.saturating_add(1).min(bytes.len())..]
-                    .iter()
-                    .find(|b| !b.is_ascii_whitespace());
-                if next == Some(&b':')
-                    && let Some(Some(keys)) = open.last_mut()
+            Event::Key(key) => {
+                if let Some(Some(keys)) = open.last_mut()
+                    && !keys.insert(unescape(key).unwrap_or_else(|| key.to_string()))
                 {
-                    let key = text.get(start..end).unwrap_or_default();
-                    if !keys.insert(unescape(key).unwrap_or_else(|| key.to_string())) {
-                        return Some(key);
-                    }
+                    return ControlFlow::Break(key);
                 }
             }
-            _ => {}
         }
-        i += 1;
-    }
-    None
+        ControlFlow::Continue(())
+    })
 }
 
 #[cfg(test)]
