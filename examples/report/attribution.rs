@@ -22,7 +22,9 @@ use llfc::metrics::{commutativity, conv_commutativity, Commutativity, ConvGeomet
 use ndarray::{ArrayD, ArrayView1, ArrayView2, ArrayView4, Ix1, Ix2, Ix4};
 use serde_json::{json, Value};
 
-use super::{checkpoint_param, context, num, Features, Kind, Who};
+use super::features::{Features, Kind, Who};
+use super::output::num;
+use super::{checkpoint_param, context};
 use crate::cli::{usage, CliError, Result};
 
 /// Parse one geometry, `stride:2,padding:1x0,dilation:1,groups:4` (any subset, any order; a
