@@ -4,7 +4,8 @@
 use std::ops::Range;
 
 use ndarray::{
-    s, Array1, Array2, ArrayBase, ArrayView1, ArrayView2, ArrayView4, Data, Dimension, Zip,
+    s, Array, Array1, Array2, Array3, ArrayBase, ArrayView1, ArrayView2, ArrayView4, Axis, Data,
+    Dimension, Zip,
 };
 
 use super::chain::secant;
@@ -33,6 +34,52 @@ fn reduce_blocks(n: usize, block: usize, f: impl Fn(Range<usize>) -> Sums + Sync
 /// A bias in f64, zeros if absent.
 fn bias_f64<F: Float>(b: Option<ArrayView1<'_, F>>, out: usize) -> Array1<f64> {
     b.map_or_else(|| Array1::zeros(out), |b| b.mapv(Float::as_f64))
+}
+
+/// The weights of a local split: `W_A`, `W_B`, `W_α = α W_A + (1 − α) W_B` and `W_A − W_B`, in
+/// f64, as matrices of the layer map.
+struct SplitWeights {
+    a: Array2<f64>,
+    b: Array2<f64>,
+    alpha_mix: Array2<f64>,
+    diff: Array2<f64>,
+    alpha: f64,
+}
+
+impl SplitWeights {
+    fn new(a: Array2<f64>, b: Array2<f64>, alpha: f64) -> Self {
+        let alpha_mix = &a * alpha + &b * (1.0 - alpha);
+        let diff = &a - &b;
+        Self {
+            a,
+            b,
+            alpha_mix,
+            diff,
+            alpha,
+        }
+    }
+
+    /// The sums of one block for a layer map `lin(W, H)` linear in both arguments (a matrix
+    /// product or a convolution), from the block's inputs `[H_A, H_B, H_α]`:
+    /// `ΔZ = lin(W_α, H_α) − α lin(W_A, H_A) − (1 − α) lin(W_B, H_B)`, its parts
+    /// `lin(W_α, H_α − H_lin)` and `−α(1 − α) lin(W_A − W_B, H_A − H_B)` (stacked along axis 0
+    /// for [`block_sums`]), and the reference `Z_lin = α lin(W_A, H_A) + (1 − α) lin(W_B, H_B)
+    /// + b_lin` (`b_lin` broadcast).
+    fn block_sums<D: Dimension>(
+        &self,
+        lin: impl Fn(&Array2<f64>, &Array<f64, D>) -> Array2<f64>,
+        [h_a, h_b, h_alpha]: [&Array<f64, D>; 3],
+        b_lin: &Array2<f64>,
+    ) -> Sums {
+        let (alpha, beta) = (self.alpha, 1.0 - self.alpha);
+        let (pa, pb) = (lin(&self.a, h_a), lin(&self.b, h_b));
+        let delta = lin(&self.alpha_mix, h_alpha) - &pa * alpha - &pb * beta;
+        let z_lin = &pa * alpha + &pb * beta + b_lin;
+        let propagated = lin(&self.alpha_mix, &(h_alpha - &(h_a * alpha) - &(h_b * beta)));
+        let own = lin(&self.diff, &(h_a - h_b)) * (-alpha * beta);
+        let parts = ndarray::concatenate![Axis(0), propagated, own];
+        block_sums(parts.view(), delta.view(), z_lin.view())
+    }
 }
 
 /// The local split of one dense layer's pre-activation deviation from its features alone:
@@ -93,10 +140,7 @@ pub fn local_split_dense<F: Float>(
     check_features(&h_a, "inputs H_A")?;
     check_same(&h_a, &h_b, "inputs H_B", "inputs H_A")?;
     check_same(&h_a, &h_alpha, "inputs H_α", "inputs H_A")?;
-    let beta = 1.0 - alpha;
     let (wa, wb) = (a.weight.mapv(Float::as_f64), b.weight.mapv(Float::as_f64));
-    let w_alpha = &wa * alpha + &wb * beta;
-    let dw = &wa - &wb;
     // Scale-safe: inputs and biases divided by 2^e (exact); ΔZ, Z_lin and both parts are
     // linear in them, so the shares and ratios are unchanged and the norms are scaled back.
     let (e, k, b_lin) = scaled_bias(
@@ -105,25 +149,16 @@ pub fn local_split_dense<F: Float>(
         out,
         alpha,
     );
-    let product = |h: &Array2<f64>, w: &Array2<f64>| {
+    let weights = SplitWeights::new(wa, wb, alpha);
+    let b_lin = b_lin.insert_axis(Axis(0));
+    let product = |w: &Array2<f64>, h: &Array2<f64>| {
         let mut z = Array2::zeros((h.nrows(), out));
         mat_mul_into(h.view(), w.t(), 0.0, z.view_mut());
         z
     };
     let sums = reduce_blocks(h_a.nrows(), ROW_BLOCK, |rows| {
         let f = |h: &ArrayView2<'_, F>| h.slice(s![rows.clone(), ..]).mapv(|v| v.as_f64() * k);
-        let (ha, hb, hal) = (f(&h_a), f(&h_b), f(&h_alpha));
-        let (pa, pb) = (product(&ha, &wa), product(&hb, &wb));
-        let delta = product(&hal, &w_alpha) - &pa * alpha - &pb * beta;
-        let z_lin = &pa * alpha + &pb * beta + &b_lin;
-        let n = ha.nrows();
-        let mut parts = Array2::zeros((2 * n, out));
-        let dh = hal - &ha * alpha - &hb * beta;
-        mat_mul_into(dh.view(), w_alpha.t(), 0.0, parts.slice_mut(s![..n, ..]));
-        let mut own = parts.slice_mut(s![n.., ..]);
-        mat_mul_into((&ha - &hb).view(), dw.t(), 0.0, own.view_mut());
-        own.mapv_inplace(|v| -alpha * beta * v);
-        block_sums(parts.view(), delta.view(), z_lin.view())
+        weights.block_sums(product, [&f(&h_a), &f(&h_b), &f(&h_alpha)], &b_lin)
     });
     Ok(Sums { exp: e, ..sums }.local_split(alpha))
 }
@@ -182,13 +217,11 @@ pub fn local_split_conv<F: Float>(
     check_same(&h_a, &h_alpha, "conv inputs H_α", "conv inputs H_A")?;
     let out = a.weight.shape()[0];
     check_biases(a.bias, b.bias, out, "the conv layer")?;
-    let beta = 1.0 - alpha;
-    let (wa, wb) = (
+    let weights = SplitWeights::new(
         shape.weight_matrix(&a.weight),
         shape.weight_matrix(&b.weight),
+        alpha,
     );
-    let w_alpha = &wa * alpha + &wb * beta;
-    let dw = &wa - &wb;
     // Scale-safe as in `local_split_dense`.
     let (e, k, b_lin) = scaled_bias(
         h_a.iter().chain(h_b.iter()).chain(h_alpha.iter()),
@@ -196,25 +229,14 @@ pub fn local_split_conv<F: Float>(
         out,
         alpha,
     );
-    let b_lin = b_lin.insert_axis(ndarray::Axis(1));
+    let b_lin = b_lin.insert_axis(Axis(1));
+    let conv =
+        |w: &Array2<f64>, x: &Array3<f64>| shape.apply(&w.view(), &shape.unfold_all(&x.view()));
     let sums = reduce_blocks(h_a.shape()[0], SAMPLE_BLOCK, |samples| {
         let mut total = Sums::default();
         for i in samples {
-            let (sa, sb, sal) = (
-                sample_f64(&h_a, i) * k,
-                sample_f64(&h_b, i) * k,
-                sample_f64(&h_alpha, i) * k,
-            );
-            let conv = |w: &Array2<f64>, x: &ndarray::Array3<f64>| {
-                shape.apply(&w.view(), &shape.unfold_all(&x.view()))
-            };
-            let (pa, pb) = (conv(&wa, &sa), conv(&wb, &sb));
-            let delta = conv(&w_alpha, &sal) - &pa * alpha - &pb * beta;
-            let z_lin = &pa * alpha + &pb * beta + &b_lin;
-            let propagated = conv(&w_alpha, &(&sal - &sa * alpha - &sb * beta));
-            let own = conv(&dw, &(&sa - &sb)) * (-alpha * beta);
-            let parts = ndarray::concatenate![ndarray::Axis(0), propagated, own];
-            total.add(&block_sums(parts.view(), delta.view(), z_lin.view()));
+            let h = |x: &ArrayView4<'_, F>| sample_f64(x, i) * k;
+            total.add(&weights.block_sums(conv, [&h(&h_a), &h(&h_b), &h(&h_alpha)], &b_lin));
         }
         total
     });
