@@ -65,7 +65,7 @@ mod cnn;
 use clap::{Parser, ValueEnum};
 use cli::{check_outputs, CliError, Named};
 use llfc::io::{
-    checkpoint_to_bytes, read_checkpoint, read_npz_arrays, read_regular_file, Checkpoint, Dtype,
+    read_checkpoint, read_npz_arrays, read_regular_file, write_checkpoint_as, Checkpoint, Dtype,
     FileFormat, OutputSet,
 };
 use llfc::matching::activation::{
@@ -217,6 +217,8 @@ fn run(args: &Args) -> Result<(), CliError> {
     let validation = spec.validate(&a.params)?;
     spec.validate(&b.params)?;
     let start = Instant::now();
+    // B permuted by the result, computed once (activation matching evaluates its objective on it).
+    let mut aligned: Option<Params<f64>> = None;
     let (perms, before, after, sweeps, converged) = match args.method {
         Method::Weight => {
             let options = WeightMatchingOptions {
@@ -300,16 +302,22 @@ fn run(args: &Args) -> Result<(), CliError> {
                 }
             }
             let before = a.params.inner(&b.params)?;
-            let after = a
-                .params
-                .inner(&apply_permutations(&spec, &perms, &b.params)?)?;
+            let permuted = apply_permutations(&spec, &perms, &b.params)?;
+            let after = a.params.inner(&permuted)?;
+            aligned = Some(permuted);
             (perms, before, after, None, true)
         }
     };
     let seconds = start.elapsed().as_secs_f64();
+    // A is not needed any more; B's tensors are permuted once, its dtypes and others copied.
+    drop(a);
     let permuted = Checkpoint {
-        params: apply_permutations(&spec, &perms, &b.params)?,
-        ..b.clone()
+        params: match aligned {
+            Some(p) => p,
+            None => apply_permutations(&spec, &perms, &b.params)?,
+        },
+        dtypes: b.dtypes.clone(),
+        others: b.others.clone(),
     };
     // Refuse to write a B that computes another function.
     let check = match reference_forward(&args.spec, &b.params, args.check)? {
@@ -318,7 +326,8 @@ fn run(args: &Args) -> Result<(), CliError> {
     };
     // Every output to a temporary first, then all renamed: never a half-written result.
     let mut staged = OutputSet::new();
-    staged.stage_bytes(&output, &checkpoint_to_bytes(&permuted, format)?)?;
+    // Streamed to the stage's temporary file, a tensor at a time (no copy of the whole output).
+    staged.stage(&output, |tmp| write_checkpoint_as(tmp, &permuted, format))?;
     staged.stage_bytes(&perms_path, perms_json(&perms).as_bytes())?;
     if let Some(json_path) = &args.json {
         let summary = serde_json::json!({

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Peak memory of `align` (weight and activation matching): the memory regression check.
+
+For a width W the script writes two seeded random MLPs 784 -> 4 x W -> 10 (float64, the
+generator of `compare_matching.py`) as `.npz` (or `.safetensors` with `--format safetensors`)
+and, for activation matching, the post-ReLU features of the four hidden layers of both on the
+same N Gaussian inputs (one features `.npz` per model, keys `P_0 .. P_3`, `[N, W]`). It then runs
+the release `align` under `/usr/bin/time -v` and reads its peak resident set size.
+
+The bound checked (issue 17, target 5): peak RSS <= 2 x (the two checkpoint files) + the
+similarity buffers + 64 MiB (the process's code, allocator slack and small buffers), where the
+similarity buffers are what the algorithm must hold, at W units per permutation and 8 bytes per
+entry:
+- weight matching: per permutation its f64 similarity matrix S_p, per term (the parameter
+  axes a permutation touches: two weight matrices per hidden layer) its cached product, and one
+  W x W working copy of the LAP: (4 + 8 + 1) W^2 x 8 bytes for this MLP;
+- activation matching: per layer the cross moment and the statistic (2 W^2 x 8 bytes), with the
+  rows being read (two chunks of at most 1024 samples per model) and one LAP working copy.
+The features files are read as they are used, never whole; they do not enter the bound.
+
+Exits non-zero if a run exceeds its bound. Run from the repository root:
+
+    cargo build --release --features serde --example align
+    python3 benches/memory_align.py --width 2048              # both methods, ~1 min
+    python3 benches/memory_align.py --width 4096 --skip-activation
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_matching import HIDDEN, INPUT, hidden_features, random_mlp  # noqa: E402
+
+BINARY = Path("target/release/examples/align")
+MIB = 1 << 20
+
+
+def write_safetensors(path: Path, params: dict[str, np.ndarray]) -> None:
+    """A minimal safetensors writer (float64 tensors), so that the script needs numpy only."""
+    import json
+
+    header, offset, blobs = {}, 0, []
+    for name, t in params.items():
+        data = np.ascontiguousarray(t, dtype="<f8").tobytes()
+        header[name] = {"dtype": "F64", "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+
+
+def peak(cmd: list[str]) -> tuple[float, float, str]:
+    """(peak RSS in MiB, wall seconds, stdout) of a command."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-v"] + cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"command failed: {' '.join(cmd)}")
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    return rss / 1024, wall, proc.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--width", type=int, default=2048)
+    ap.add_argument("--samples", type=int, default=10_000, help="activation samples N")
+    ap.add_argument("--format", choices=["npz", "safetensors"], default="npz")
+    ap.add_argument("--skip-weight", action="store_true")
+    ap.add_argument("--skip-activation", action="store_true")
+    ap.add_argument("--max-iter", type=int, default=100, help="weight-matching sweeps")
+    ap.add_argument("--binary", type=Path, default=BINARY)
+    opts = ap.parse_args()
+    w = opts.width
+    print(f"load average at the start: {os.getloadavg()}", file=sys.stderr)
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="llfc-memory-") as tmp:
+        tmp = Path(tmp)
+        a, b = random_mlp(w, 2 * w + 1), random_mlp(w, 2 * w + 2)
+        pa, pb = tmp / f"a.{opts.format}", tmp / f"b.{opts.format}"
+        for path, params in ((pa, a), (pb, b)):
+            if opts.format == "npz":
+                np.savez(path, **params)
+            else:
+                write_safetensors(path, params)
+        inputs = (pa.stat().st_size + pb.stat().st_size) / MIB
+        rows = []
+        common = [str(opts.binary), "--a", str(pa), "--b", str(pb), "--spec", "mlp", "--quiet",
+                  "--output", str(tmp / f"out.{opts.format}")]
+        if not opts.skip_weight:
+            buffers = (HIDDEN + 2 * HIDDEN + 1) * w * w * 8 / MIB
+            rss, wall, _ = peak(common + ["--fixed-order", "--max-iter", str(opts.max_iter)])
+            rows.append(("weight", rss, wall, buffers))
+        if not opts.skip_activation:
+            x = np.random.default_rng(3 * w).standard_normal((opts.samples, INPUT))
+            fa, fb = tmp / "features_a.npz", tmp / "features_b.npz"
+            np.savez(fa, **{f"P_{k}": f for k, f in enumerate(hidden_features(a, x))})
+            np.savez(fb, **{f"P_{k}": f for k, f in enumerate(hidden_features(b, x))})
+            del x
+            buffers = (2 * HIDDEN * w * w + w * w + 4 * 1024 * w) * 8 / MIB
+            rss, wall, _ = peak(common + ["--method", "activation", "--features-a", str(fa),
+                                          "--features-b", str(fb)])
+            rows.append((f"activation, N = {opts.samples}", rss, wall, buffers))
+    print(f"load average at the end: {os.getloadavg()}", file=sys.stderr)
+    print(f"W = {w}, two {opts.format} checkpoints of {inputs / 2:.0f} MiB each")
+    print("| method | wall (s) | peak RSS (MiB) | bound: 2 x inputs + buffers + 64 MiB | "
+          "peak / inputs |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, rss, wall, buffers in rows:
+        bound = 2 * inputs + buffers + 64
+        ok = rss <= bound
+        failed |= not ok
+        print(f"| {name} | {wall:.2f} | {rss:.0f} | {bound:.0f} ({'ok' if ok else 'EXCEEDED'}) "
+              f"| {rss / inputs:.2f} |")
+    if failed:
+        raise SystemExit("peak memory above the bound")
+
+
+if __name__ == "__main__":
+    main()
