@@ -15,7 +15,8 @@ entry:
   axes a permutation touches: two weight matrices per hidden layer) its cached product, and one
   W x W working copy of the LAP: (4 + 8 + 1) W^2 x 8 bytes for this MLP;
 - activation matching: per layer the cross moment and the statistic (2 W^2 x 8 bytes), with the
-  rows being read (two chunks of at most 1024 samples per model) and one LAP working copy.
+  blocks being read (three blocks of 2048 samples per model: the one being added, one queued,
+  one being read) and one LAP working copy.
 The features files are read as they are used, never whole; they do not enter the bound.
 
 Exits non-zero if a run exceeds its bound. Run from the repository root:
@@ -113,7 +114,7 @@ def main() -> None:
             np.savez(fa, **{f"P_{k}": f for k, f in enumerate(hidden_features(a, x))})
             np.savez(fb, **{f"P_{k}": f for k, f in enumerate(hidden_features(b, x))})
             del x
-            buffers = (2 * HIDDEN * w * w + w * w + 4 * 1024 * w) * 8 / MIB
+            buffers = (2 * HIDDEN * w * w + w * w + 6 * 2048 * w) * 8 / MIB
             rss, wall, _ = peak(common + ["--method", "activation", "--features-a", str(fa),
                                           "--features-b", str(fb)])
             rows.append((f"activation, N = {opts.samples}", rss, wall, buffers))

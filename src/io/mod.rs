@@ -10,7 +10,8 @@
 //!   [`params_from_bytes`] / [`params_to_bytes`] work on memory buffers.
 //! - **Checkpoints** ([`Checkpoint`]): [`read_checkpoint`] / [`write_checkpoint`] keep every
 //!   tensor's stored [`Dtype`], so a modified model is written back in the file's precision.
-//! - **Plain named arrays** (feature files): [`read_npz_arrays`] / [`write_npz_arrays`].
+//! - **Plain named arrays** (feature files): [`read_npz_arrays`] / [`write_npz_arrays`]; large
+//!   ones a block of rows at a time with [`NpzReader`].
 //! - **A single array**: [`read_npy`] / [`write_npy`] (`.npy`), [`array_from_npy_bytes`] /
 //!   [`array_to_npy_bytes`].
 //!
@@ -115,7 +116,7 @@ pub use self::files::{read_regular_file, OutputSet};
 pub use self::npy::{
     array_from_npy_bytes, array_to_npy_bytes, read_npy, read_npy_with_dtype, write_npy,
 };
-pub use self::npz::{read_npz, read_npz_arrays, write_npz, write_npz_arrays};
+pub use self::npz::{read_npz, read_npz_arrays, write_npz, write_npz_arrays, NpzReader, RowBlocks};
 pub use self::safetensors::{read_safetensors, write_safetensors, SAFETENSORS_ORDER_KEY};
 
 /// The pseudo-path that errors from the in-memory readers and writers name

@@ -159,6 +159,35 @@ pub(super) struct NpyHeader {
     pub(super) len: usize,
 }
 
+impl NpyHeader {
+    /// That the container holds exactly the body's bytes after the header, or the reason not.
+    pub(super) fn check_body(&self, body_len: u64) -> std::result::Result<(), String> {
+        let (shape, descr, nbytes) = (&self.shape, &self.descr, self.nbytes);
+        if body_len == nbytes as u64 {
+            return Ok(());
+        }
+        let what = if body_len < nbytes as u64 {
+            "truncated data"
+        } else {
+            "unexpected trailing bytes"
+        };
+        Err(format!(
+            "{what}: shape {shape:?} of dtype `{descr}` needs {nbytes} bytes, found {body_len}"
+        ))
+    }
+
+    /// The array's shape.
+    pub(super) fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The stored float type and byte order of a row-major float array, `None` for a
+    /// Fortran-ordered or non-float one (whose rows are not contiguous, or not floats).
+    pub(super) fn row_major_float(&self) -> Option<(Dtype, bool)> {
+        self.kind.ok().filter(|_| !self.fortran)
+    }
+}
+
 /// Read and check a `.npy` prefix and header from `r`, leaving `r` at the start of the body;
 /// with `keep_raw`, integer and boolean dtypes are accepted. The error is a reason, for the
 /// caller to locate.
@@ -267,25 +296,15 @@ pub(super) fn read_npy_body<F: Float, R: Read>(
     body_len: u64,
     exact: bool,
 ) -> std::result::Result<Entry<F>, String> {
+    header.check_body(body_len)?;
     let NpyHeader {
         kind,
         shape,
         fortran,
-        descr,
         n,
         nbytes,
         ..
     } = header;
-    if body_len != *nbytes as u64 {
-        let what = if body_len < *nbytes as u64 {
-            "truncated data"
-        } else {
-            "unexpected trailing bytes"
-        };
-        return Err(format!(
-            "{what}: shape {shape:?} of dtype `{descr}` needs {nbytes} bytes, found {body_len}"
-        ));
-    }
     let dim = IxDyn(shape);
     let unreadable = |e: std::io::Error| format!("cannot read the array data: {e}");
     match *kind {
