@@ -264,7 +264,7 @@ fn run(args: &Args) -> Result<(), CliError> {
                 statistic,
                 ..Default::default()
             };
-            let perms = streamed_activation_matching(&spec, fa, fb, &options)?;
+            let perms = streamed_activation_matching(&spec, fa, fb, &options, args.quiet)?;
             let sizes = validation.perm_sizes.clone();
             for (k, p) in &perms {
                 if sizes.get(k) != Some(&p.len()) {
@@ -347,7 +347,8 @@ const FEATURE_BLOCK_ROWS: usize = 2048;
 /// layer, or the end of layer `layer`.
 enum FeatureBlock {
     Rows(ndarray::ArrayD<f64>, ndarray::ArrayD<f64>),
-    End(usize),
+    /// The end of a layer, with the seconds the reader spent reading and decoding it.
+    End(usize, f64),
 }
 
 /// The units of a `[N, d]`, `[N, T, d]` or `[N, c, h, w]` features array (see
@@ -365,12 +366,14 @@ fn units(shape: &[usize]) -> usize {
 /// statistics are complete its LAP starts on a thread of its own, concurrently with the next
 /// layers' products. Memory: the statistics and a few blocks, whatever the number of samples.
 /// The blocks are fixed (`FEATURE_BLOCK_ROWS`) and each layer's LAP sees the same statistics
-/// whatever the timing: results do not depend on the thread count.
+/// whatever the timing: results do not depend on the thread count. Unless `quiet`, where the
+/// time goes is reported on stderr (reading per layer, statistics, each LAP).
 fn streamed_activation_matching(
     spec: &PermutationSpec,
     path_a: &Path,
     path_b: &Path,
     options: &ActivationMatchingOptions,
+    quiet: bool,
 ) -> Result<BTreeMap<String, Permutation>, CliError> {
     let wanted = spec.perm_names();
     let files = [NpzReader::open(path_a)?, NpzReader::open(path_b)?];
@@ -384,6 +387,7 @@ fn streamed_activation_matching(
         }
     }
     let [mut npz_a, mut npz_b] = files;
+    let start = Instant::now();
     let plain = spec.is_plain();
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<FeatureBlock, Error>>(1);
@@ -391,6 +395,8 @@ fn streamed_activation_matching(
         scope.spawn(move || {
             let mut read = || -> Result<(), Error> {
                 for (layer, name) in wanted_ref.iter().enumerate() {
+                    let mut reading = 0.0;
+                    let t = Instant::now();
                     let mut a = npz_a.blocks::<f64>(name, FEATURE_BLOCK_ROWS)?;
                     let mut b = npz_b.blocks::<f64>(name, FEATURE_BLOCK_ROWS)?;
                     if a.shape().first() != b.shape().first() {
@@ -400,8 +406,12 @@ fn streamed_activation_matching(
                             found: b.shape().to_vec(),
                         });
                     }
+                    reading += t.elapsed().as_secs_f64();
                     loop {
-                        match (a.next_block()?, b.next_block()?) {
+                        let t = Instant::now();
+                        let blocks = (a.next_block()?, b.next_block()?);
+                        reading += t.elapsed().as_secs_f64();
+                        match blocks {
                             (Some(x), Some(y)) => {
                                 if tx.send(Ok(FeatureBlock::Rows(x, y))).is_err() {
                                     return Ok(()); // the consumer stopped on an error
@@ -410,7 +420,7 @@ fn streamed_activation_matching(
                             _ => break,
                         }
                     }
-                    if tx.send(Ok(FeatureBlock::End(layer))).is_err() {
+                    if tx.send(Ok(FeatureBlock::End(layer, reading))).is_err() {
                         return Ok(());
                     }
                 }
@@ -423,15 +433,26 @@ fn streamed_activation_matching(
         let mut current: Option<ActivationStats> = None;
         let mut stats: BTreeMap<String, ActivationStats> = BTreeMap::new();
         let mut laps = Vec::new();
+        let mut products = 0.0;
         for message in rx {
             match message? {
                 FeatureBlock::Rows(x, y) => {
                     let st = current.get_or_insert_with(|| {
                         ActivationStats::new(units(x.shape()), units(y.shape()))
                     });
+                    let t = Instant::now();
                     st.update_dyn(x.view(), y.view())?;
+                    products += t.elapsed().as_secs_f64();
                 }
-                FeatureBlock::End(layer) => {
+                FeatureBlock::End(layer, reading) => {
+                    if !quiet {
+                        eprintln!(
+                            "{}: read in {reading:.2} s (reader thread), statistics {products:.2} s, done at {:.2} s",
+                            wanted[layer],
+                            start.elapsed().as_secs_f64()
+                        );
+                    }
+                    products = 0.0;
                     let name = wanted[layer].clone();
                     let st = current.take().ok_or_else(|| Error::EmptyInput {
                         what: format!("features of `{name}`"),
@@ -440,7 +461,16 @@ fn streamed_activation_matching(
                         // This layer's LAP runs while the next layers' products do.
                         let options = *options;
                         laps.push(scope.spawn(move || {
-                            activation_matching(&BTreeMap::from([(name, st)]), &options)
+                            let t = Instant::now();
+                            let perm = activation_matching(&BTreeMap::from([(name, st)]), &options);
+                            if !quiet {
+                                eprintln!(
+                                    "LAP {layer}: {:.2} s, done at {:.2} s",
+                                    t.elapsed().as_secs_f64(),
+                                    start.elapsed().as_secs_f64()
+                                );
+                            }
+                            perm
                         }));
                     } else {
                         stats.insert(name, st);
