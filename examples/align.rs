@@ -346,7 +346,7 @@ const FEATURE_BLOCK_ROWS: usize = 2048;
 /// One message of the features reader: a block of the same samples of A and B for the current
 /// layer, or the end of layer `layer`.
 enum FeatureBlock {
-    Rows(ndarray::ArrayD<f64>, ndarray::ArrayD<f64>),
+    Rows(Box<(ndarray::ArrayD<f64>, ndarray::ArrayD<f64>)>),
     /// The end of a layer, with the seconds the reader spent reading and decoding it.
     End(usize, f64),
 }
@@ -413,7 +413,7 @@ fn streamed_activation_matching(
                         reading += t.elapsed().as_secs_f64();
                         match blocks {
                             (Some(x), Some(y)) => {
-                                if tx.send(Ok(FeatureBlock::Rows(x, y))).is_err() {
+                                if tx.send(Ok(FeatureBlock::Rows(Box::new((x, y))))).is_err() {
                                     return Ok(()); // the consumer stopped on an error
                                 }
                             }
@@ -436,7 +436,8 @@ fn streamed_activation_matching(
         let mut products = 0.0;
         for message in rx {
             match message? {
-                FeatureBlock::Rows(x, y) => {
+                FeatureBlock::Rows(pair) => {
+                    let (x, y) = *pair;
                     let st = current.get_or_insert_with(|| {
                         ActivationStats::new(units(x.shape()), units(y.shape()))
                     });

@@ -18,7 +18,7 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipArchive};
 
 use super::files::{open_bounded, Bounded, Sticky};
-use super::npy::{npy_write_error, read_npy_body, read_npy_header, Entry};
+use super::npy::{npy_write_error, read_npy_body, read_npy_header, Entry, NpyHeader};
 use super::{
     format_error, io_error, read_decoded, to_f32, to_f64, write_atomically, Dtype, Parsed,
     RawDtype, RawTensor,
@@ -262,65 +262,15 @@ pub(super) fn parse_npz<F: Float, R: Read + Seek>(
             .unwrap_or(&raw_name)
             .to_string();
         let err = |reason: String| format_error(path, Some(&key), reason);
-        let (method, stored_size) = {
-            let raw = zip
-                .by_index_raw(index)
-                .map_err(|e| err(format!("unreadable archive entry: {e}")))?;
-            (raw.compression(), raw.compressed_size())
-        };
-        if stored_size > len {
-            return Err(err(format!(
-                "the entry claims {stored_size} stored bytes, more than the archive's {len}"
-            )));
-        }
-        if !matches!(
-            method,
-            CompressionMethod::Stored | CompressionMethod::Deflated
-        ) {
-            return Err(err(format!(
-                "the entry uses the compression method {method}; only stored entries \
-                 (numpy.savez) and deflated ones (numpy.savez_compressed) are supported"
-            )));
-        }
-        let mut entry = zip
-            .by_index(index)
-            .map_err(|e| err(format!("unreadable archive entry: {e}")))?;
-        if entry.is_dir() {
-            return Err(err("the entry is a directory, not an array".into()));
-        }
-        // The claimed size bounds what is read, and it must be one the stored bytes can
-        // decompress to (deflate expands at most ~1032-fold).
-        let claimed = entry.size();
-        if claimed
-            > stored_size
-                .saturating_mul(MAX_DEFLATE_RATIO)
-                .saturating_add(1024)
-        {
-            return Err(err(format!(
-                "the entry claims {claimed} bytes from {stored_size} stored bytes"
-            )));
-        }
-        let header = read_npy_header(&mut entry, keep_raw).map_err(&err)?;
-        let Some(body_len) = claimed.checked_sub(header.len as u64) else {
-            return Err(err(format!(
-                "the entry claims {claimed} bytes, fewer than its .npy header"
-            )));
-        };
-        // A stored entry holds its claimed bytes within the archive: the array is allocated at
-        // once. A deflated one grows as it decompresses.
-        let exact = method == CompressionMethod::Stored && claimed <= stored_size;
-        let value = read_npy_body(&mut entry, &header, body_len, exact).map_err(&err)?;
-        // The entry must end here (this read also makes the zip reader check the CRC).
-        let mut extra = [0u8; 1];
-        match entry.read(&mut extra) {
-            Ok(0) => {}
-            Ok(_) => {
-                return Err(err(format!(
-                    "the entry holds more bytes than the {claimed} its header claims"
-                )))
-            }
-            Err(e) => return Err(err(format!("cannot read the entry: {e}"))),
-        }
+        let mut opened = open_entry(&mut zip, index, len, keep_raw).map_err(&err)?;
+        let value = read_npy_body(
+            &mut opened.entry,
+            &opened.header,
+            opened.body_len,
+            opened.exact,
+        )
+        .map_err(&err)?;
+        end_of_entry(&mut opened.entry).map_err(&err)?;
         if out.contains(&key) {
             return Err(err("two entries have this name".into()));
         }
@@ -333,6 +283,87 @@ pub(super) fn parse_npz<F: Float, R: Read + Seek>(
         }
     }
     Ok(out)
+}
+
+/// An archive entry opened at the start of its `.npy` body.
+struct OpenedEntry<'a, R: Read + Seek> {
+    entry: zip::read::ZipFile<'a, R>,
+    header: NpyHeader,
+    /// Bytes of the body the entry claims.
+    body_len: u64,
+    /// Whether the entry is stored and holds its claimed bytes within the archive (so the array
+    /// is allocated at once; a deflated one grows as it decompresses).
+    exact: bool,
+}
+
+/// Open entry `index` of an archive of `len` bytes, check what it claims (stored size within
+/// the archive, compression stored or deflate, a decompressed size the stored bytes can give)
+/// and read its `.npy` header. The error is a reason, for the caller to locate.
+fn open_entry<R: Read + Seek>(
+    zip: &mut ZipArchive<R>,
+    index: usize,
+    len: u64,
+    keep_raw: bool,
+) -> std::result::Result<OpenedEntry<'_, R>, String> {
+    let (method, stored_size) = {
+        let raw = zip
+            .by_index_raw(index)
+            .map_err(|e| format!("unreadable archive entry: {e}"))?;
+        (raw.compression(), raw.compressed_size())
+    };
+    if stored_size > len {
+        return Err(format!(
+            "the entry claims {stored_size} stored bytes, more than the archive's {len}"
+        ));
+    }
+    if !matches!(
+        method,
+        CompressionMethod::Stored | CompressionMethod::Deflated
+    ) {
+        return Err(format!(
+            "the entry uses the compression method {method}; only stored entries \
+             (numpy.savez) and deflated ones (numpy.savez_compressed) are supported"
+        ));
+    }
+    let mut entry = zip
+        .by_index(index)
+        .map_err(|e| format!("unreadable archive entry: {e}"))?;
+    if entry.is_dir() {
+        return Err("the entry is a directory, not an array".into());
+    }
+    // The claimed size bounds what is read, and it must be one the stored bytes can
+    // decompress to (deflate expands at most ~1032-fold).
+    let claimed = entry.size();
+    if claimed
+        > stored_size
+            .saturating_mul(MAX_DEFLATE_RATIO)
+            .saturating_add(1024)
+    {
+        return Err(format!(
+            "the entry claims {claimed} bytes from {stored_size} stored bytes"
+        ));
+    }
+    let header = read_npy_header(&mut entry, keep_raw)?;
+    let body_len = claimed
+        .checked_sub(header.len as u64)
+        .ok_or_else(|| format!("the entry claims {claimed} bytes, fewer than its .npy header"))?;
+    Ok(OpenedEntry {
+        entry,
+        header,
+        body_len,
+        exact: method == CompressionMethod::Stored && claimed <= stored_size,
+    })
+}
+
+/// That an entry ends where its array does (this read also makes the zip reader check the
+/// CRC), or the reason not.
+fn end_of_entry<R: Read>(entry: &mut R) -> std::result::Result<(), String> {
+    let mut extra = [0u8; 1];
+    match entry.read(&mut extra) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err("the entry holds more bytes than its header claims".into()),
+        Err(e) => Err(format!("cannot read the entry: {e}")),
+    }
 }
 
 /// Parse a `.npz` archive held in memory (see [`parse_npz`]).
@@ -443,60 +474,21 @@ impl NpzReader {
                 context: format!("the archive `{}`", path.display()),
             })?;
         let err = |reason: String| format_error(path, Some(name), reason);
-        let (method, stored_size) = {
-            let raw = self
-                .zip
-                .by_index_raw(index)
-                .map_err(|e| err(format!("unreadable archive entry: {e}")))?;
-            (raw.compression(), raw.compressed_size())
-        };
-        let len = self.len;
-        if stored_size > len {
-            return Err(err(format!(
-                "the entry claims {stored_size} stored bytes, more than the archive's {len}"
-            )));
-        }
-        if !matches!(
-            method,
-            CompressionMethod::Stored | CompressionMethod::Deflated
-        ) {
-            return Err(err(format!(
-                "the entry uses the compression method {method}; only stored and deflated \
-                 entries are supported"
-            )));
-        }
-        let mut entry = self
-            .zip
-            .by_index(index)
-            .map_err(|e| err(format!("unreadable archive entry: {e}")))?;
-        let claimed = entry.size();
-        if claimed
-            > stored_size
-                .saturating_mul(MAX_DEFLATE_RATIO)
-                .saturating_add(1024)
-        {
-            return Err(err(format!(
-                "the entry claims {claimed} bytes from {stored_size} stored bytes"
-            )));
-        }
-        let header = read_npy_header(&mut entry, false).map_err(&err)?;
-        let body_len = claimed.checked_sub(header.len as u64).ok_or_else(|| {
-            err(format!(
-                "the entry claims {claimed} bytes, fewer than its .npy header"
-            ))
-        })?;
+        let OpenedEntry {
+            mut entry,
+            header,
+            body_len,
+            exact,
+        } = open_entry(&mut self.zip, index, self.len, false).map_err(&err)?;
         header.check_body(body_len).map_err(&err)?;
         let shape = header.shape().to_vec();
         let layout = header.row_major_float().filter(|_| !shape.is_empty());
         let whole = match layout {
             Some(_) => None,
-            None => {
-                let exact = method == CompressionMethod::Stored && claimed <= stored_size;
-                match read_npy_body(&mut entry, &header, body_len, exact).map_err(&err)? {
-                    Entry::Float(array, _) => Some(array),
-                    Entry::Raw(_) => return Err(err("not a float array".into())),
-                }
-            }
+            None => match read_npy_body(&mut entry, &header, body_len, exact).map_err(&err)? {
+                Entry::Float(array, _) => Some(array),
+                Entry::Raw(_) => return Err(err("not a float array".into())),
+            },
         };
         Ok(RowBlocks {
             entry,
@@ -580,12 +572,7 @@ impl<F: Float> RowBlocks<'_, F> {
 
     /// The entry must end after the array (this read also makes the zip reader check the CRC).
     fn finish(&mut self) -> Result<()> {
-        let mut extra = [0u8; 1];
-        match self.entry.read(&mut extra) {
-            Ok(0) => Ok(()),
-            Ok(_) => Err(self.error("the entry holds more bytes than its header claims".into())),
-            Err(e) => Err(self.error(format!("cannot read the entry: {e}"))),
-        }
+        end_of_entry(&mut self.entry).map_err(|reason| self.error(reason))
     }
 }
 
