@@ -479,8 +479,40 @@ pub(crate) fn flatten_axis_first<F: Float>(
 
 #[cfg(test)]
 mod tests {
-    use super::flatten_axis_first;
-    use ndarray::{ArrayD, Dimension, IxDyn};
+    use super::{axis_first, column_differences, flatten_axis_first, gather_columns};
+    use ndarray::{Array2, ArrayD, Dimension, IxDyn};
+
+    #[test]
+    fn views_equal_the_copies_and_gathers_follow_their_layout() {
+        let w = ArrayD::from_shape_fn(IxDyn(&[6, 9]), |ix| (ix[0] * 31 + ix[1] * 7) as f64 - 20.0);
+        for axis in 0..2 {
+            for segment in [None, Some((2, 3))] {
+                let view = axis_first(w.view(), axis, segment);
+                assert!(view.is_view(), "axis {axis} of a matrix is a view");
+                let mut copy = flatten_axis_first(&w.view(), axis);
+                if let Some((o, l)) = segment {
+                    copy = copy.slice(ndarray::s![o..o + l, ..]).to_owned();
+                }
+                assert_eq!(view, copy);
+                // Gathers and differences of the (possibly transposed) view equal those of the
+                // row-major copy.
+                let cols = view.ncols();
+                let src: Vec<usize> = (0..cols).rev().collect();
+                let old: Vec<usize> = (0..cols).map(|c| (c * 5 + 1) % cols).collect();
+                let changed: Vec<usize> = (0..cols).step_by(2).collect();
+                let g: Array2<f64> = gather_columns(view.view(), &src);
+                assert_eq!(g, gather_columns(copy.view(), &src));
+                assert_eq!(
+                    column_differences(view.view(), &changed, &src, &old),
+                    column_differences(copy.view(), &changed, &src, &old)
+                );
+            }
+        }
+        // A conv weight's axis 1 is not a view: copied.
+        let conv = ArrayD::from_shape_fn(IxDyn(&[4, 3, 2, 2]), |ix| ix[0] as f64 + ix[1] as f64);
+        assert!(!axis_first(conv.view(), 1, None).is_view());
+        assert!(axis_first(conv.view(), 0, None).is_view());
+    }
 
     #[test]
     fn flatten_axis_first_equals_a_permuted_iteration() {
