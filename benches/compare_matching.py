@@ -190,6 +190,57 @@ def max_rss_kib(cmd: list[str]) -> tuple[int, dict]:
     return rss, json.loads(proc.stdout)
 
 
+ALIGN = Path("target/release/examples/align")
+
+
+def align_end_to_end(tmp: Path, width: int, pa: Path, pb: Path, runs: int):
+    """`align --method activation` on the features files `fa.npz`, `fb.npz` in `tmp` (wall
+    time of the whole command, and the matching time it reports: reading both features files,
+    statistics, LAPs), against NumPy/SciPy loading the same files and matching. The summed
+    correlations of the two matchings must agree to 1e-9 relative (tied dead units may pair
+    differently)."""
+    fa_path, fb_path = tmp / "fa.npz", tmp / "fb.npz"
+
+    def numpy_side():
+        za, zb = np.load(fa_path), np.load(fb_path)
+        keys = sorted(za.files)
+        return activation_matching([za[k] for k in keys], [zb[k] for k in keys])
+
+    (perms, _, np_obj), t_np, c_np = timed(numpy_side)
+    walls, reported, cpus, rss = [], [], [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            ["/usr/bin/time", "-v", str(ALIGN), "--a", str(pa), "--b", str(pb), "--spec", "mlp",
+             "--method", "activation", "--features-a", str(fa_path), "--features-b",
+             str(fb_path), "--output", str(tmp / "aligned.npz")],
+            check=True, capture_output=True, text=True)
+        walls.append(time.perf_counter() - t0)
+        reported.append(float(re.search(r"time: ([0-9.]+) s", proc.stdout).group(1)))
+        cpus.append(sum(float(re.search(rf"{k} time \(seconds\): ([0-9.]+)", proc.stderr).group(1))
+                        for k in ("User", "System")))
+        rss.append(int(re.search(r"Maximum resident set size \(kbytes\): (\d+)",
+                                 proc.stderr).group(1)) / 1024)
+        print("\n".join("    " + line for line in proc.stderr.splitlines()
+                        if line.startswith(("P_", "LAP"))), file=sys.stderr)
+    rs_perms = json.loads((tmp / "aligned.perms.json").read_text())
+    za, zb = np.load(fa_path), np.load(fb_path)
+    rs_obj = sum(float(correlation(za[k], zb[k])[np.arange(width), rs_perms[k]].sum())
+                 for k in sorted(za.files))
+    rel = abs(np_obj - rs_obj) / abs(np_obj)
+    print(f"  align activation {width}: numpy {t_np:.2f} s, align matching "
+          f"{statistics.median(reported):.2f} s (whole command {statistics.median(walls):.2f} s, "
+          f"CPU {statistics.median(cpus):.2f} s, peak RSS {max(rss):.0f} MiB); "
+          f"objective rel {rel:.1e}", file=sys.stderr)
+    if rel > 1e-9:
+        raise SystemExit("align and NumPy/SciPy disagree")
+    fa_path.unlink()
+    fb_path.unlink()
+    return (width, "activation end to end (files read; llfc: `align` matching time, CPU of "
+            "the whole command)", t_np, c_np, statistics.median(reported),
+            statistics.median(cpus))
+
+
 def main() -> None:
     global BINARY
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -200,6 +251,9 @@ def main() -> None:
     ap.add_argument("--skip-activation", action="store_true")
     ap.add_argument("--memory", action="store_true", help="also measure streaming peak memory")
     ap.add_argument("--binary", type=Path, default=None, help="the bench_matching executable")
+    ap.add_argument("--align", action="store_true",
+                    help="activation matching end to end: `align --method activation` reading "
+                         "both features files against NumPy/SciPy loading them (np.load)")
     opts = ap.parse_args()
     BINARY = opts.binary or BINARY
     if not BINARY.exists():
@@ -243,10 +297,15 @@ def main() -> None:
                 pf = tmp / f"features{width}.npz"
                 np.savez(pf, **{f"{who}.P_{k}": f for who, fs in (("a", fa), ("b", fb))
                                 for k, f in enumerate(fs)})
+                if opts.align:
+                    np.savez(tmp / "fa.npz", **{f"P_{k}": f for k, f in enumerate(fa)})
+                    np.savez(tmp / "fb.npz", **{f"P_{k}": f for k, f in enumerate(fb)})
                 (perms, _, np_after), t_np, c_np = timed(activation_matching, fa, fb)
-                del fa, fb, x
+                del fa, fb
                 rs = run_llfc(["activation", "--features", str(pf), "--perms"], opts.runs)
                 pf.unlink()
+                if opts.align:
+                    rows.append(align_end_to_end(tmp, width, pa, pb, opts.runs))
                 print(f"width {width} activation: numpy {t_np:.2f} s, llfc "
                       f"{rs['seconds']:.2f} s", file=sys.stderr)
                 check(f"activation {width}", np_after, rs["objective_after"], perms, rs["perms"],

@@ -65,12 +65,11 @@ mod cnn;
 use clap::{Parser, ValueEnum};
 use cli::{check_outputs, CliError, Named};
 use llfc::io::{
-    checkpoint_to_bytes, read_checkpoint, read_npz_arrays, read_regular_file, Checkpoint, Dtype,
-    FileFormat, OutputSet,
+    read_checkpoint, read_regular_file, write_checkpoint_as, Checkpoint, Dtype, FileFormat,
+    NpzReader, OutputSet,
 };
 use llfc::matching::activation::{
-    activation_matching_from_features, activation_stats_from_features, ActivationMatchingOptions,
-    Statistic,
+    activation_matching, ActivationMatchingOptions, ActivationStats, Statistic,
 };
 use llfc::matching::structured::activation_matching_structured;
 use llfc::matching::weight::{
@@ -217,6 +216,8 @@ fn run(args: &Args) -> Result<(), CliError> {
     let validation = spec.validate(&a.params)?;
     spec.validate(&b.params)?;
     let start = Instant::now();
+    // B permuted by the result, computed once (activation matching evaluates its objective on it).
+    let mut aligned: Option<Params<f64>> = None;
     let (perms, before, after, sweeps, converged) = match args.method {
         Method::Weight => {
             let options = WeightMatchingOptions {
@@ -254,25 +255,6 @@ fn run(args: &Args) -> Result<(), CliError> {
                     "--method activation needs --features-a and --features-b".into(),
                 ));
             };
-            let (fa, fb) = (read_npz_arrays::<f64>(fa)?, read_npz_arrays::<f64>(fb)?);
-            let wanted = spec.perm_names();
-            let pick = |f: BTreeMap<String, ndarray::ArrayD<f64>>, path: &Path| {
-                wanted
-                    .iter()
-                    .map(|k| {
-                        f.get(k).cloned().map(|v| (k.clone(), v)).ok_or_else(|| {
-                            CliError::Usage(format!(
-                                "features file `{}` has no array for permutation `{k}` (keys must be the spec's permutation names: {wanted:?})",
-                                path.display()
-                            ))
-                        })
-                    })
-                    .collect::<Result<BTreeMap<_, _>, CliError>>()
-            };
-            let (fa, fb) = (
-                pick(fa, args.features_a.as_deref().unwrap_or(Path::new("")))?,
-                pick(fb, args.features_b.as_deref().unwrap_or(Path::new("")))?,
-            );
             let statistic = match args.statistic {
                 StatisticArg::Correlation => Statistic::Correlation,
                 StatisticArg::Covariance => Statistic::Covariance,
@@ -282,13 +264,7 @@ fn run(args: &Args) -> Result<(), CliError> {
                 statistic,
                 ..Default::default()
             };
-            let perms = if spec.is_plain() {
-                activation_matching_from_features(&fa, &fb, &options)?
-            } else {
-                // Heads and embeddings: the exact structured steps on each layer's statistics.
-                let stats = activation_stats_from_features(&fa, &fb)?;
-                activation_matching_structured(&spec, &stats, &options)?
-            };
+            let perms = streamed_activation_matching(&spec, fa, fb, &options, args.quiet)?;
             let sizes = validation.perm_sizes.clone();
             for (k, p) in &perms {
                 if sizes.get(k) != Some(&p.len()) {
@@ -300,16 +276,22 @@ fn run(args: &Args) -> Result<(), CliError> {
                 }
             }
             let before = a.params.inner(&b.params)?;
-            let after = a
-                .params
-                .inner(&apply_permutations(&spec, &perms, &b.params)?)?;
+            let permuted = apply_permutations(&spec, &perms, &b.params)?;
+            let after = a.params.inner(&permuted)?;
+            aligned = Some(permuted);
             (perms, before, after, None, true)
         }
     };
     let seconds = start.elapsed().as_secs_f64();
+    // A is not needed any more; B's tensors are permuted once, its dtypes and others copied.
+    drop(a);
     let permuted = Checkpoint {
-        params: apply_permutations(&spec, &perms, &b.params)?,
-        ..b.clone()
+        params: match aligned {
+            Some(p) => p,
+            None => apply_permutations(&spec, &perms, &b.params)?,
+        },
+        dtypes: b.dtypes.clone(),
+        others: b.others.clone(),
     };
     // Refuse to write a B that computes another function.
     let check = match reference_forward(&args.spec, &b.params, args.check)? {
@@ -318,7 +300,8 @@ fn run(args: &Args) -> Result<(), CliError> {
     };
     // Every output to a temporary first, then all renamed: never a half-written result.
     let mut staged = OutputSet::new();
-    staged.stage_bytes(&output, &checkpoint_to_bytes(&permuted, format)?)?;
+    // Streamed to the stage's temporary file, a tensor at a time (no copy of the whole output).
+    staged.stage(&output, |tmp| write_checkpoint_as(tmp, &permuted, format))?;
     staged.stage_bytes(&perms_path, perms_json(&perms).as_bytes())?;
     if let Some(json_path) = &args.json {
         let summary = serde_json::json!({
@@ -354,6 +337,158 @@ fn run(args: &Args) -> Result<(), CliError> {
         println!("copied unchanged (not in the spec): {}", copied.join(", "));
     }
     Ok(())
+}
+
+/// Samples per block when the features files are streamed: memory is a few blocks of both
+/// models whatever the number of samples.
+const FEATURE_BLOCK_ROWS: usize = 2048;
+
+/// One message of the features reader: a block of the same samples of A and B for the current
+/// layer, or the end of layer `layer`.
+enum FeatureBlock {
+    Rows(Box<(ndarray::ArrayD<f64>, ndarray::ArrayD<f64>)>),
+    /// The end of a layer, with the seconds the reader spent reading and decoding it.
+    End(usize, f64),
+}
+
+/// The units of a `[N, d]`, `[N, T, d]` or `[N, c, h, w]` features array (see
+/// `ActivationStats::update_dyn`).
+fn units(shape: &[usize]) -> usize {
+    match shape.len() {
+        3 => shape[2],
+        _ => shape.get(1).copied().unwrap_or(0),
+    }
+}
+
+/// Activation matching from two features `.npz` files, streamed: a reader thread reads the
+/// arrays of both files side by side, a block of samples at a time, while this thread adds the
+/// blocks to each layer's statistics (the products, in parallel); as soon as a layer's
+/// statistics are complete its LAP starts on a thread of its own, concurrently with the next
+/// layers' products. Memory: the statistics and a few blocks, whatever the number of samples.
+/// The blocks are fixed (`FEATURE_BLOCK_ROWS`) and each layer's LAP sees the same statistics
+/// whatever the timing: results do not depend on the thread count. Unless `quiet`, where the
+/// time goes is reported on stderr (reading per layer, statistics, each LAP).
+fn streamed_activation_matching(
+    spec: &PermutationSpec,
+    path_a: &Path,
+    path_b: &Path,
+    options: &ActivationMatchingOptions,
+    quiet: bool,
+) -> Result<BTreeMap<String, Permutation>, CliError> {
+    let wanted = spec.perm_names();
+    let files = [NpzReader::open(path_a)?, NpzReader::open(path_b)?];
+    for (npz, path) in files.iter().zip([path_a, path_b]) {
+        let names = npz.names();
+        if let Some(k) = wanted.iter().find(|k| !names.contains(k)) {
+            return Err(CliError::Usage(format!(
+                "features file `{}` has no array for permutation `{k}` (keys must be the spec's permutation names: {wanted:?})",
+                path.display()
+            )));
+        }
+    }
+    let [mut npz_a, mut npz_b] = files;
+    let start = Instant::now();
+    let plain = spec.is_plain();
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<FeatureBlock, Error>>(1);
+        let wanted_ref = &wanted;
+        scope.spawn(move || {
+            let mut read = || -> Result<(), Error> {
+                for (layer, name) in wanted_ref.iter().enumerate() {
+                    let mut reading = 0.0;
+                    let t = Instant::now();
+                    let mut a = npz_a.blocks::<f64>(name, FEATURE_BLOCK_ROWS)?;
+                    let mut b = npz_b.blocks::<f64>(name, FEATURE_BLOCK_ROWS)?;
+                    if a.shape().first() != b.shape().first() {
+                        return Err(Error::ShapeMismatch {
+                            what: format!("samples of the features of `{name}` (A versus B)"),
+                            expected: a.shape().to_vec(),
+                            found: b.shape().to_vec(),
+                        });
+                    }
+                    reading += t.elapsed().as_secs_f64();
+                    loop {
+                        let t = Instant::now();
+                        let blocks = (a.next_block()?, b.next_block()?);
+                        reading += t.elapsed().as_secs_f64();
+                        match blocks {
+                            (Some(x), Some(y)) => {
+                                if tx.send(Ok(FeatureBlock::Rows(Box::new((x, y))))).is_err() {
+                                    return Ok(()); // the consumer stopped on an error
+                                }
+                            }
+                            _ => break,
+                        }
+                    }
+                    if tx.send(Ok(FeatureBlock::End(layer, reading))).is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            };
+            if let Err(e) = read() {
+                let _ = tx.send(Err(e));
+            }
+        });
+        let mut current: Option<ActivationStats> = None;
+        let mut stats: BTreeMap<String, ActivationStats> = BTreeMap::new();
+        let mut laps = Vec::new();
+        let mut products = 0.0;
+        for message in rx {
+            match message? {
+                FeatureBlock::Rows(pair) => {
+                    let (x, y) = *pair;
+                    let st = current.get_or_insert_with(|| {
+                        ActivationStats::new(units(x.shape()), units(y.shape()))
+                    });
+                    let t = Instant::now();
+                    st.update_dyn(x.view(), y.view())?;
+                    products += t.elapsed().as_secs_f64();
+                }
+                FeatureBlock::End(layer, reading) => {
+                    if !quiet {
+                        eprintln!(
+                            "{}: read in {reading:.2} s (reader thread), statistics {products:.2} s, done at {:.2} s",
+                            wanted[layer],
+                            start.elapsed().as_secs_f64()
+                        );
+                    }
+                    products = 0.0;
+                    let name = wanted[layer].clone();
+                    let st = current.take().ok_or_else(|| Error::EmptyInput {
+                        what: format!("features of `{name}`"),
+                    })?;
+                    if plain {
+                        // This layer's LAP runs while the next layers' products do.
+                        let options = *options;
+                        laps.push(scope.spawn(move || {
+                            let t = Instant::now();
+                            let perm = activation_matching(&BTreeMap::from([(name, st)]), &options);
+                            if !quiet {
+                                eprintln!(
+                                    "LAP {layer}: {:.2} s, done at {:.2} s",
+                                    t.elapsed().as_secs_f64(),
+                                    start.elapsed().as_secs_f64()
+                                );
+                            }
+                            perm
+                        }));
+                    } else {
+                        stats.insert(name, st);
+                    }
+                }
+            }
+        }
+        let mut perms = BTreeMap::new();
+        for lap in laps {
+            perms.extend(lap.join().expect("a LAP thread panicked")?);
+        }
+        if !plain {
+            // Heads and embeddings: the exact structured steps on each layer's statistics.
+            perms = activation_matching_structured(spec, &stats, options)?;
+        }
+        Ok(perms)
+    })
 }
 
 /// Whether every float tensor of the checkpoint is stored in at most 32 bits.

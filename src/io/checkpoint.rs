@@ -2,12 +2,9 @@
 //! in the precision they were read with.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
-use super::{
-    io_error, npz, read_file, safetensors, write_atomically, Dtype, FileFormat, RawTensor,
-};
+use super::{npz, safetensors, write_atomically, Dtype, FileFormat, RawTensor};
 use crate::error::Result;
 use crate::params::Params;
 
@@ -72,8 +69,8 @@ impl Checkpoint {
 pub fn read_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
     let parsed = match FileFormat::from_path(path)? {
-        FileFormat::Npz => npz::parse_npz(&read_file(path)?, path, true)?,
-        FileFormat::Safetensors => safetensors::parse_safetensors(&read_file(path)?, path, true)?,
+        FileFormat::Npz => npz::read_npz_file(path, true)?,
+        FileFormat::Safetensors => safetensors::read_safetensors_file(path, true)?,
     };
     Ok(Checkpoint {
         params: parsed.params,
@@ -106,28 +103,40 @@ pub fn checkpoint_to_bytes(checkpoint: &Checkpoint, format: FileFormat) -> Resul
 }
 
 /// Write a checkpoint (`.npz` or `.safetensors`, by extension): the float tensors, each in its
-/// recorded dtype ([`Checkpoint::dtype`]), then [`Checkpoint::others`] unchanged. Rounding to nearest where a value does not fit (values read
-/// from that dtype are written back exactly). NumPy has no bfloat16 and this writer no float16
-/// `.npy` encoder, so in `.npz` files `F16` and `BF16` tensors are stored as float32 (values read from
-/// those dtypes exactly).
-/// Atomic: on error nothing is left behind.
+/// recorded dtype ([`Checkpoint::dtype`]), then [`Checkpoint::others`] unchanged. Rounding to
+/// nearest where a value does not fit (values read from that dtype are written back exactly).
+/// NumPy has no bfloat16 and this writer no float16 `.npy` encoder, so in `.npz` files `F16`
+/// and `BF16` tensors are stored as float32 (values read from those dtypes exactly).
+/// Written a tensor at a time to a temporary sibling, then renamed into place (atomic): on
+/// error nothing is left behind.
 ///
 /// # Errors
 /// As [`write_params`](super::write_params); [`Error::InvalidArgument`](crate::Error::InvalidArgument) if a name is used twice or a raw tensor's
 /// bytes do not match its shape.
 pub fn write_checkpoint(path: impl AsRef<Path>, checkpoint: &Checkpoint) -> Result<()> {
     let path = path.as_ref();
+    write_checkpoint_as(path, checkpoint, FileFormat::from_path(path)?)
+}
+
+/// [`write_checkpoint`] in the given format, whatever the path's extension (e.g. the temporary
+/// file of an [`OutputSet`](super::OutputSet) stage).
+///
+/// # Errors
+/// As [`write_checkpoint`].
+pub fn write_checkpoint_as(
+    path: impl AsRef<Path>,
+    checkpoint: &Checkpoint,
+    format: FileFormat,
+) -> Result<()> {
+    let path = path.as_ref();
     let params = &checkpoint.params;
     let dtype_of = |name: &str| checkpoint.dtype(name);
-    match FileFormat::from_path(path)? {
-        FileFormat::Npz => write_atomically(path, |file| {
+    write_atomically(path, |file| match format {
+        FileFormat::Npz => {
             npz::write_npz_to(file, params.iter(), dtype_of, &checkpoint.others, path).map(|_| ())
-        }),
-        FileFormat::Safetensors => {
-            let bytes = safetensors::serialize_params(params, dtype_of, &checkpoint.others)?;
-            write_atomically(path, |file| {
-                file.write_all(&bytes).map_err(|e| io_error(path, e))
-            })
         }
-    }
+        FileFormat::Safetensors => {
+            safetensors::write_params_to(file, params, dtype_of, &checkpoint.others, path)
+        }
+    })
 }

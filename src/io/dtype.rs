@@ -234,6 +234,45 @@ pub(super) fn decode<F: Float>(bytes: &[u8], stored: Dtype, big_endian: bool) ->
     }
 }
 
+/// Bytes read per step by [`read_decoded`] (a multiple of every element size).
+const READ_CHUNK: usize = 1 << 20;
+
+/// Read `nbytes` bytes (a whole number of `stored` elements, checked by the caller) from `r`
+/// and decode them into `F`s a chunk at a time: memory is the result and one chunk. With
+/// `exact` the result is allocated at once (the caller has checked that the source holds
+/// `nbytes`); otherwise it grows as data arrives, so that a forged size costs no more memory
+/// than the data actually present.
+///
+/// # Errors
+/// What the reader reports; `UnexpectedEof` if it ends early; `OutOfMemory` if the result
+/// cannot be allocated.
+pub(super) fn read_decoded<F: Float, R: std::io::Read>(
+    r: &mut R,
+    nbytes: usize,
+    stored: Dtype,
+    big_endian: bool,
+    exact: bool,
+) -> std::io::Result<Vec<F>> {
+    let mut out: Vec<F> = Vec::new();
+    if exact {
+        out.try_reserve_exact(nbytes / stored.size()).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                format!("cannot allocate an array of {nbytes} bytes"),
+            )
+        })?;
+    }
+    let mut buf = vec![0u8; READ_CHUNK.min(nbytes)];
+    let mut left = nbytes;
+    while left > 0 {
+        let len = left.min(buf.len());
+        r.read_exact(&mut buf[..len])?;
+        out.extend(decode::<F>(&buf[..len], stored, big_endian));
+        left -= len;
+    }
+    Ok(out)
+}
+
 /// Convert a vector of one float type to another: moved unchanged (bit-exact, NaN payloads
 /// included) when the types are the same, otherwise converted through f64.
 pub(super) fn convert_vec<T: Float, F: Float>(v: Vec<T>) -> Vec<F> {

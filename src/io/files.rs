@@ -4,7 +4,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{Hash, Hasher};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -28,27 +28,7 @@ use crate::error::{Error, Result};
 /// ```
 pub fn read_regular_file(path: impl AsRef<Path>) -> Result<Vec<u8>> {
     let path = path.as_ref();
-    let not_regular = |kind: &str| {
-        io_error(
-            path,
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("not a regular file ({kind})"),
-            ),
-        )
-    };
-    // Checked before opening: opening a FIFO would block until a writer comes.
-    let meta = fs::metadata(path).map_err(|e| io_error(path, e))?;
-    if !meta.is_file() {
-        return Err(not_regular(file_kind(&meta)));
-    }
-    let file = File::open(path).map_err(|e| io_error(path, e))?;
-    // The file opened may not be the one examined (a rename in between): check it again.
-    let meta = file.metadata().map_err(|e| io_error(path, e))?;
-    if !meta.is_file() {
-        return Err(not_regular(file_kind(&meta)));
-    }
-    let size = meta.len();
+    let (file, size) = open_regular_file(path)?;
     let capacity = usize::try_from(size).map_err(|_| {
         io_error(
             path,
@@ -80,6 +60,89 @@ pub fn read_regular_file(path: impl AsRef<Path>) -> Result<Vec<u8>> {
         ));
     }
     Ok(data)
+}
+
+/// Open a regular file for reading, with its size when opened: what [`read_regular_file`] and
+/// the streaming readers use (they never read past that size).
+///
+/// # Errors
+/// As [`read_regular_file`].
+pub(super) fn open_regular_file(path: &Path) -> Result<(File, u64)> {
+    let not_regular = |kind: &str| {
+        io_error(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("not a regular file ({kind})"),
+            ),
+        )
+    };
+    // Checked before opening: opening a FIFO would block until a writer comes.
+    let meta = fs::metadata(path).map_err(|e| io_error(path, e))?;
+    if !meta.is_file() {
+        return Err(not_regular(file_kind(&meta)));
+    }
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    // The file opened may not be the one examined (a rename in between): check it again.
+    let meta = file.metadata().map_err(|e| io_error(path, e))?;
+    if !meta.is_file() {
+        return Err(not_regular(file_kind(&meta)));
+    }
+    Ok((file, meta.len()))
+}
+
+/// A regular file opened for streaming reads, bounded to the size it had when opened (see
+/// [`Bounded`]), with that size.
+///
+/// # Errors
+/// As [`read_regular_file`].
+pub(super) fn open_bounded(path: &Path) -> Result<(Bounded<BufReader<File>>, u64)> {
+    let (file, len) = open_regular_file(path)?;
+    Ok((
+        Bounded {
+            inner: BufReader::new(file),
+            len,
+            pos: 0,
+        },
+        len,
+    ))
+}
+
+/// A reader that sees only the first `len` bytes of `inner`: reads stop there and
+/// `SeekFrom::End` counts from there, so a file that grows while it is read is read as it was
+/// when opened.
+pub(super) struct Bounded<R> {
+    inner: R,
+    len: u64,
+    pos: u64,
+}
+
+impl<R: Read + Seek> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = usize::try_from(self.len.saturating_sub(self.pos)).unwrap_or(usize::MAX);
+        let take = buf.len().min(left);
+        let n = self.inner.read(&mut buf[..take])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Read + Seek> Seek for Bounded<R> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+        }
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek to a negative or overflowing position",
+            )
+        })?;
+        self.pos = self.inner.seek(SeekFrom::Start(target))?;
+        Ok(self.pos)
+    }
 }
 
 /// A short description of a file type that is not a regular file.

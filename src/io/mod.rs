@@ -10,7 +10,8 @@
 //!   [`params_from_bytes`] / [`params_to_bytes`] work on memory buffers.
 //! - **Checkpoints** ([`Checkpoint`]): [`read_checkpoint`] / [`write_checkpoint`] keep every
 //!   tensor's stored [`Dtype`], so a modified model is written back in the file's precision.
-//! - **Plain named arrays** (feature files): [`read_npz_arrays`] / [`write_npz_arrays`].
+//! - **Plain named arrays** (feature files): [`read_npz_arrays`] / [`write_npz_arrays`]; large
+//!   ones a block of rows at a time with [`NpzReader`].
 //! - **A single array**: [`read_npy`] / [`write_npy`] (`.npy`), [`array_from_npy_bytes`] /
 //!   [`array_to_npy_bytes`].
 //!
@@ -64,8 +65,10 @@
 //! # Limitations
 //! `.npz` archives are read whether stored (`numpy.savez`) or deflated
 //! (`numpy.savez_compressed`, decoded in pure Rust); other zip compression methods are rejected
-//! with a clear [`Error::Format`]. Archives are always written uncompressed. Whole files are
-//! read into memory (no memory mapping).
+//! with a clear [`Error::Format`]. Archives are always written uncompressed. Files are read
+//! as they are parsed, entry by entry and tensor by tensor, straight into the arrays (no buffer
+//! of the whole file, no memory mapping): reading a checkpoint costs its arrays' memory and
+//! one 1 MiB chunk.
 //!
 //! # Examples
 //! ```
@@ -92,6 +95,7 @@
 mod checkpoint;
 mod dtype;
 mod files;
+mod npy;
 mod npy_header;
 mod npz;
 mod safetensors;
@@ -103,15 +107,17 @@ use crate::error::{clip, Error, Result};
 use crate::float::Float;
 use crate::params::Params;
 
-pub use self::checkpoint::{checkpoint_to_bytes, read_checkpoint, write_checkpoint, Checkpoint};
-use self::dtype::{checked_sizes, decode, to_f32, to_f64};
-pub use self::dtype::{Dtype, RawDtype, RawTensor};
-use self::files::{read_regular_file as read_file, write_atomically};
-pub use self::files::{read_regular_file, OutputSet};
-pub use self::npz::{
-    array_from_npy_bytes, array_to_npy_bytes, read_npy, read_npy_with_dtype, read_npz,
-    read_npz_arrays, write_npy, write_npz, write_npz_arrays,
+pub use self::checkpoint::{
+    checkpoint_to_bytes, read_checkpoint, write_checkpoint, write_checkpoint_as, Checkpoint,
 };
+use self::dtype::{checked_sizes, read_decoded, to_f32, to_f64};
+pub use self::dtype::{Dtype, RawDtype, RawTensor};
+use self::files::write_atomically;
+pub use self::files::{read_regular_file, OutputSet};
+pub use self::npy::{
+    array_from_npy_bytes, array_to_npy_bytes, read_npy, read_npy_with_dtype, write_npy,
+};
+pub use self::npz::{read_npz, read_npz_arrays, write_npz, write_npz_arrays, NpzReader, RowBlocks};
 pub use self::safetensors::{read_safetensors, write_safetensors, SAFETENSORS_ORDER_KEY};
 
 /// The pseudo-path that errors from the in-memory readers and writers name
@@ -257,9 +263,9 @@ pub fn write_params<F: Float>(path: impl AsRef<Path>, params: &Params<F>) -> Res
 pub fn params_from_bytes<F: Float>(bytes: &[u8], format: FileFormat) -> Result<Params<F>> {
     let path = Path::new(MEMORY_PATH);
     match format {
-        FileFormat::Npz => npz::parse_npz(bytes, path, false).map(|p| p.params),
+        FileFormat::Npz => npz::parse_npz_bytes(bytes, path, false).map(|p| p.params),
         FileFormat::Safetensors => {
-            safetensors::parse_safetensors(bytes, path, false).map(|p| p.params)
+            safetensors::parse_safetensors_bytes(bytes, path, false).map(|p| p.params)
         }
     }
 }
@@ -367,12 +373,12 @@ mod tests {
         .unwrap()
         .into_inner();
         let st = safetensors::serialize_params(&params, |_| Dtype::BF16, &others).unwrap();
-        let parsed = npz::parse_npz::<f64>(&npz, path, true).unwrap();
+        let parsed = npz::parse_npz_bytes::<f64>(&npz, path, true).unwrap();
         assert_eq!(
             (parsed.params, parsed.others),
             (params.clone(), others.clone())
         );
-        let parsed = safetensors::parse_safetensors::<f64>(&st, path, true).unwrap();
+        let parsed = safetensors::parse_safetensors_bytes::<f64>(&st, path, true).unwrap();
         assert_eq!((parsed.params, parsed.others), (params, others));
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         for _ in 0..3000 {
@@ -384,9 +390,9 @@ mod tests {
                 }
                 bytes.truncate(rng.random_range(bytes.len() / 2..=bytes.len()));
                 let _ = if i == 0 {
-                    npz::parse_npz::<f32>(&bytes, path, true).map(|_| ())
+                    npz::parse_npz_bytes::<f32>(&bytes, path, true).map(|_| ())
                 } else {
-                    safetensors::parse_safetensors::<f32>(&bytes, path, true).map(|_| ())
+                    safetensors::parse_safetensors_bytes::<f32>(&bytes, path, true).map(|_| ())
                 };
             }
         }

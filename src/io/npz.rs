@@ -1,37 +1,31 @@
-//! `.npy` arrays and `.npz` archives.
+//! `.npz` archives: the zip container of `.npy` arrays.
 //!
-//! Writing goes through `ndarray-npy` (`NpzWriter`, `WriteNpyExt`). Reading takes the raw zip
-//! entries (`zip`), checks the `.npy` prefix and header size itself, lets `ndarray-npy` parse
-//! the header dictionary, checks the shape against the bytes actually present and only then
-//! decodes — so a forged header cannot make the reader allocate, recurse or panic.
+//! Writing goes through `ndarray-npy` (`NpzWriter`). Reading walks the archive with `zip` from
+//! any seekable reader (a file, or a slice in memory) and reads each entry's `.npy` array
+//! straight from the entry into the array ([`super::npy`]): no buffer of the whole file or of a
+//! whole entry is ever held. Every size the archive claims is checked against the archive's
+//! length before anything is allocated, and two entries of the same name are refused.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{Cursor, Read, Seek, Write};
-use std::path::Path;
+use std::fs::File;
+use std::io::{BufReader, Cursor, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 
-use ndarray::{ArrayBase, ArrayD, Data, Dimension, IxDyn, ShapeBuilder};
-use ndarray_npy::npy::header::Header;
-use ndarray_npy::{NpzWriter, WriteNpyError, WriteNpyExt, WriteNpzError};
+use ndarray::{ArrayBase, ArrayD, Data, Dimension, IxDyn};
+use ndarray_npy::{NpzWriter, WriteNpzError};
 use zip::result::ZipError;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipArchive};
 
-use super::files::Sticky;
+use super::files::{open_bounded, Bounded, Sticky};
+use super::npy::{npy_write_error, read_npy_body, read_npy_header, Entry, NpyHeader};
 use super::{
-    checked_sizes, decode, format_error, io_error, read_file, to_f32, to_f64, write_atomically,
-    Dtype, Parsed, RawDtype, RawTensor, MEMORY_PATH,
+    format_error, io_error, read_decoded, to_f32, to_f64, write_atomically, Dtype, Parsed,
+    RawDtype, RawTensor,
 };
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::params::Params;
-
-/// The `.npy` magic string.
-const MAGIC: &[u8; 6] = b"\x93NUMPY";
-/// Longest `.npy` header dictionary accepted (NumPy's own default limit is 10 000 bytes; the
-/// headers of plain float arrays are well under 1 KiB).
-const MAX_HEADER_LEN: usize = 1 << 16;
-/// Deepest bracket nesting accepted in a header (a plain array header has depth 2).
-const MAX_NESTING: usize = 8;
 
 /// Read a `.npz` archive (as written by `numpy.savez` or [`write_npz`]) into a parameter set,
 /// in archive order. Entry names lose one `.npy` suffix, as in NumPy.
@@ -42,8 +36,7 @@ const MAX_NESTING: usize = 8;
 /// (`numpy.savez`) or deflate (`numpy.savez_compressed`), an entry is not a valid `.npy` array,
 /// holds a non-float dtype, or two entries share a name.
 pub fn read_npz<F: Float>(path: impl AsRef<Path>) -> Result<Params<F>> {
-    let path = path.as_ref();
-    parse_npz(&read_file(path)?, path, false).map(|p| p.params)
+    read_npz_file(path.as_ref(), false).map(|p| p.params)
 }
 
 /// Read a `.npz` archive of named arrays (e.g. features per layer) into a map sorted by name.
@@ -99,99 +92,7 @@ where
     })
 }
 
-/// Read a single `.npy` array (any dimension, C or Fortran order, either endianness).
-///
-/// # Errors
-/// [`Error::Io`] naming the path if it cannot be read; [`Error::Format`] naming the path if it
-/// is not a valid `.npy` file or holds a non-float dtype.
-pub fn read_npy<F: Float>(path: impl AsRef<Path>) -> Result<ArrayD<F>> {
-    let path = path.as_ref();
-    parse_npy(&read_file(path)?)
-        .map(|(a, _)| a)
-        .map_err(|reason| format_error(path, None, reason))
-}
-
-/// Read a single `.npy` array as [`read_npy`] does, with the dtype it is stored with (so that a
-/// tool can read `float32` data exactly as f64 and still know it was single precision).
-///
-/// # Errors
-/// As [`read_npy`].
-///
-/// # Examples
-/// ```
-/// use llfc::io::{read_npy_with_dtype, write_npy, Dtype};
-/// let path = std::env::temp_dir().join(format!("llfc-dtype-{}.npy", std::process::id()));
-/// write_npy(&path, &ndarray::arr1(&[0.1f32]))?;
-/// let (x, dtype) = read_npy_with_dtype::<f64>(&path)?;
-/// assert_eq!((x[0], dtype), (f64::from(0.1f32), Dtype::F32));
-/// # std::fs::remove_file(&path).unwrap();
-/// # Ok::<(), llfc::Error>(())
-/// ```
-pub fn read_npy_with_dtype<F: Float>(path: impl AsRef<Path>) -> Result<(ArrayD<F>, Dtype)> {
-    let path = path.as_ref();
-    parse_npy(&read_file(path)?).map_err(|reason| format_error(path, None, reason))
-}
-
-/// Parse a single `.npy` array from memory. Errors name [`MEMORY_PATH`].
-///
-/// # Errors
-/// [`Error::Format`] as for [`read_npy`].
-pub fn array_from_npy_bytes<F: Float>(bytes: &[u8]) -> Result<ArrayD<F>> {
-    parse_npy(bytes)
-        .map(|(a, _)| a)
-        .map_err(|reason| format_error(Path::new(MEMORY_PATH), None, reason))
-}
-
-/// Write a single array as a `.npy` file in the precision of `F`. Atomic: on error no file is
-/// left behind.
-///
-/// # Errors
-/// [`Error::Io`] naming the path if it cannot be written.
-///
-/// # Examples
-/// ```
-/// use llfc::io::{read_npy, write_npy};
-/// let x = ndarray::arr2(&[[1.0f64, 2.0], [3.0, 4.0]]);
-/// let path = std::env::temp_dir().join(format!("llfc-x-{}.npy", std::process::id()));
-/// write_npy(&path, &x.t())?; // any layout; stored as a Fortran-order array
-/// assert_eq!(read_npy::<f64>(&path)?, x.t().into_dyn());
-/// # std::fs::remove_file(&path).unwrap();
-/// # Ok::<(), llfc::Error>(())
-/// ```
-pub fn write_npy<F, S, D>(path: impl AsRef<Path>, array: &ArrayBase<S, D>) -> Result<()>
-where
-    F: Float,
-    S: Data<Elem = F>,
-    D: Dimension,
-{
-    let path = path.as_ref();
-    write_atomically(path, |file| write_npy_to(file, array, path))
-}
-
-/// Serialise a single array to the bytes of a `.npy` file.
-///
-/// # Errors
-/// [`Error::InvalidArgument`] if `F` is neither f32 nor f64.
-pub fn array_to_npy_bytes<F, S, D>(array: &ArrayBase<S, D>) -> Result<Vec<u8>>
-where
-    F: Float,
-    S: Data<Elem = F>,
-    D: Dimension,
-{
-    let mut out = Vec::new();
-    write_npy_to(&mut out, array, Path::new(MEMORY_PATH))?;
-    Ok(out)
-}
-
 // ---------------------------------------------------------------------------------------------
-
-/// Map a writer error to [`Error::Io`] for `path`, keeping the OS error where there is one.
-fn npy_write_error(path: &Path, e: WriteNpyError) -> Error {
-    match e {
-        WriteNpyError::Io(source) => io_error(path, source),
-        other => io_error(path, std::io::Error::other(other.to_string())),
-    }
-}
 
 fn npz_write_error(path: &Path, e: WriteNpzError) -> Error {
     match e {
@@ -199,20 +100,6 @@ fn npz_write_error(path: &Path, e: WriteNpzError) -> Error {
         WriteNpzError::Npy(e) => npy_write_error(path, e),
         other => io_error(path, std::io::Error::other(other.to_string())),
     }
-}
-
-fn write_npy_to<F, S, D, W>(writer: W, array: &ArrayBase<S, D>, path: &Path) -> Result<()>
-where
-    F: Float,
-    S: Data<Elem = F>,
-    D: Dimension,
-    W: Write,
-{
-    let result = match Dtype::of::<F>()? {
-        Dtype::F64 => array.mapv(to_f64).write_npy(writer),
-        _ => array.mapv(to_f32).write_npy(writer),
-    };
-    result.map_err(|e| npy_write_error(path, e))
 }
 
 /// Write named arrays as an uncompressed `.npz` archive to `writer`, each as float64 if
@@ -283,7 +170,7 @@ where
 }
 
 /// Little-endian elements of `N` bytes.
-fn le_elements<T, const N: usize>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
+pub(super) fn le_elements<T, const N: usize>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
     data.chunks_exact(N)
         .map(|c| from(c.try_into().unwrap_or([0; N])))
         .collect()
@@ -344,13 +231,29 @@ fn add_raw<W: Write + Seek>(
 /// Deflate's largest expansion (a run of one byte costs at least ~1/1032 of its length).
 const MAX_DEFLATE_RATIO: u64 = 1032;
 
-/// Parse a `.npz` archive held in memory, with the stored dtype of each array; errors name
-/// `path`.
-/// With `keep_raw`, integer and boolean arrays are returned as raw tensors instead of refused.
-pub(super) fn parse_npz<F: Float>(bytes: &[u8], path: &Path, keep_raw: bool) -> Result<Parsed<F>> {
-    let mut zip = ZipArchive::new(Cursor::new(bytes))
-        .map_err(|e| format_error(path, None, format!("not a valid .npz (zip) archive: {e}")))?;
-    check_unique_names(bytes, &zip, path)?;
+/// Read a `.npz` file from disk, entry by entry (no buffer of the whole file).
+pub(super) fn read_npz_file<F: Float>(path: &Path, keep_raw: bool) -> Result<Parsed<F>> {
+    let (file, len) = open_bounded(path)?;
+    parse_npz(file, len, path, keep_raw)
+}
+
+/// Parse a `.npz` archive of `len` bytes from `reader`, with the stored dtype of each array;
+/// errors name `path`. With `keep_raw`, integer and boolean arrays are returned as raw tensors
+/// instead of refused.
+pub(super) fn parse_npz<F: Float, R: Read + Seek>(
+    mut reader: R,
+    len: u64,
+    path: &Path,
+    keep_raw: bool,
+) -> Result<Parsed<F>> {
+    let invalid =
+        |e: ZipError| format_error(path, None, format!("not a valid .npz (zip) archive: {e}"));
+    let (directory_start, count) = {
+        let zip = ZipArchive::new(&mut reader).map_err(invalid)?;
+        (zip.central_directory_start(), zip.len())
+    };
+    check_unique_names(&mut reader, directory_start, len, count, path)?;
+    let mut zip = ZipArchive::new(&mut reader).map_err(invalid)?;
     let mut out = Parsed::default();
     for index in 0..zip.len() {
         let raw_name = zip.name_for_index(index).unwrap_or_default().to_string();
@@ -359,63 +262,19 @@ pub(super) fn parse_npz<F: Float>(bytes: &[u8], path: &Path, keep_raw: bool) -> 
             .unwrap_or(&raw_name)
             .to_string();
         let err = |reason: String| format_error(path, Some(&key), reason);
-        let (method, stored_size) = {
-            let raw = zip
-                .by_index_raw(index)
-                .map_err(|e| err(format!("unreadable archive entry: {e}")))?;
-            (raw.compression(), raw.compressed_size())
-        };
-        if stored_size > bytes.len() as u64 {
-            return Err(err(format!(
-                "the entry claims {stored_size} stored bytes, more than the archive's {}",
-                bytes.len()
-            )));
-        }
-        if !matches!(
-            method,
-            CompressionMethod::Stored | CompressionMethod::Deflated
-        ) {
-            return Err(err(format!(
-                "the entry uses the compression method {method}; only stored entries \
-                 (numpy.savez) and deflated ones (numpy.savez_compressed) are supported"
-            )));
-        }
-        let entry = zip
-            .by_index(index)
-            .map_err(|e| err(format!("unreadable archive entry: {e}")))?;
-        if entry.is_dir() {
-            return Err(err("the entry is a directory, not an array".into()));
-        }
-        // The claimed size bounds what is read, and it must be one the stored bytes can
-        // produce (deflate expands at most ~1032×), so a forged header cannot make the reader
-        // allocate without limit.
-        let claimed = entry.size();
-        if claimed
-            > stored_size
-                .saturating_mul(MAX_DEFLATE_RATIO)
-                .saturating_add(1024)
-        {
-            return Err(err(format!(
-                "the entry claims {claimed} bytes from {stored_size} stored bytes"
-            )));
-        }
-        let capacity = usize::try_from(claimed).unwrap_or(usize::MAX);
-        let mut data = Vec::with_capacity(capacity.min(bytes.len().saturating_mul(4)));
-        entry
-            .take(claimed.saturating_add(1))
-            .read_to_end(&mut data)
-            .map_err(|e| err(format!("cannot read the entry: {e}")))?;
-        if data.len() as u64 != claimed {
-            return Err(err(format!(
-                "the entry holds {} bytes, not the {claimed} its header claims",
-                data.len()
-            )));
-        }
-        let entry = parse_npy_entry(&data, keep_raw).map_err(err)?;
+        let mut opened = open_entry(&mut zip, index, len, keep_raw).map_err(&err)?;
+        let value = read_npy_body(
+            &mut opened.entry,
+            &opened.header,
+            opened.body_len,
+            opened.exact,
+        )
+        .map_err(&err)?;
+        end_of_entry(&mut opened.entry).map_err(&err)?;
         if out.contains(&key) {
             return Err(err("two entries have this name".into()));
         }
-        match entry {
+        match value {
             Entry::Float(array, dtype) => {
                 out.dtypes.insert(key.clone(), dtype);
                 out.params.insert(key, array);
@@ -426,6 +285,297 @@ pub(super) fn parse_npz<F: Float>(bytes: &[u8], path: &Path, keep_raw: bool) -> 
     Ok(out)
 }
 
+/// An archive entry opened at the start of its `.npy` body.
+struct OpenedEntry<'a, R: Read + Seek> {
+    entry: zip::read::ZipFile<'a, R>,
+    header: NpyHeader,
+    /// Bytes of the body the entry claims.
+    body_len: u64,
+    /// Whether the entry is stored and holds its claimed bytes within the archive (so the array
+    /// is allocated at once; a deflated one grows as it decompresses).
+    exact: bool,
+}
+
+/// Open entry `index` of an archive of `len` bytes, check what it claims (stored size within
+/// the archive, compression stored or deflate, a decompressed size the stored bytes can give)
+/// and read its `.npy` header. The error is a reason, for the caller to locate.
+fn open_entry<R: Read + Seek>(
+    zip: &mut ZipArchive<R>,
+    index: usize,
+    len: u64,
+    keep_raw: bool,
+) -> std::result::Result<OpenedEntry<'_, R>, String> {
+    let (method, stored_size) = {
+        let raw = zip
+            .by_index_raw(index)
+            .map_err(|e| format!("unreadable archive entry: {e}"))?;
+        (raw.compression(), raw.compressed_size())
+    };
+    if stored_size > len {
+        return Err(format!(
+            "the entry claims {stored_size} stored bytes, more than the archive's {len}"
+        ));
+    }
+    if !matches!(
+        method,
+        CompressionMethod::Stored | CompressionMethod::Deflated
+    ) {
+        return Err(format!(
+            "the entry uses the compression method {method}; only stored entries \
+             (numpy.savez) and deflated ones (numpy.savez_compressed) are supported"
+        ));
+    }
+    let mut entry = zip
+        .by_index(index)
+        .map_err(|e| format!("unreadable archive entry: {e}"))?;
+    if entry.is_dir() {
+        return Err("the entry is a directory, not an array".into());
+    }
+    // The claimed size bounds what is read, and it must be one the stored bytes can
+    // decompress to (deflate expands at most ~1032-fold).
+    let claimed = entry.size();
+    if claimed
+        > stored_size
+            .saturating_mul(MAX_DEFLATE_RATIO)
+            .saturating_add(1024)
+    {
+        return Err(format!(
+            "the entry claims {claimed} bytes from {stored_size} stored bytes"
+        ));
+    }
+    let header = read_npy_header(&mut entry, keep_raw)?;
+    let body_len = claimed
+        .checked_sub(header.len as u64)
+        .ok_or_else(|| format!("the entry claims {claimed} bytes, fewer than its .npy header"))?;
+    Ok(OpenedEntry {
+        entry,
+        header,
+        body_len,
+        exact: method == CompressionMethod::Stored && claimed <= stored_size,
+    })
+}
+
+/// That an entry ends where its array does (this read also makes the zip reader check the
+/// CRC), or the reason not.
+fn end_of_entry<R: Read>(entry: &mut R) -> std::result::Result<(), String> {
+    let mut extra = [0u8; 1];
+    match entry.read(&mut extra) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err("the entry holds more bytes than its header claims".into()),
+        Err(e) => Err(format!("cannot read the entry: {e}")),
+    }
+}
+
+/// Parse a `.npz` archive held in memory (see [`parse_npz`]).
+pub(super) fn parse_npz_bytes<F: Float>(
+    bytes: &[u8],
+    path: &Path,
+    keep_raw: bool,
+) -> Result<Parsed<F>> {
+    parse_npz(Cursor::new(bytes), bytes.len() as u64, path, keep_raw)
+}
+
+/// An open `.npz` archive whose arrays are read one at a time and in blocks of rows (samples),
+/// never whole: what a caller streaming large feature files uses (activation matching reads
+/// the features of A and B side by side, a block of samples at a time).
+///
+/// Opening checks the archive as [`read_npz`] does (a regular file, read no further than its
+/// size when opened; no two entries of one name); each array is checked when it is opened
+/// ([`NpzReader::blocks`]) and as it is read (sizes, CRC).
+///
+/// # Examples
+/// ```
+/// use llfc::io::{write_npz_arrays, NpzReader};
+/// let path = std::env::temp_dir().join(format!("llfc-blocks-{}.npz", std::process::id()));
+/// let h = ndarray::Array2::<f64>::from_shape_fn((5, 3), |(i, j)| (3 * i + j) as f64);
+/// write_npz_arrays(&path, [("P_0", &h)])?;
+/// let mut npz = NpzReader::open(&path)?;
+/// assert_eq!(npz.names(), ["P_0"]);
+/// let mut blocks = npz.blocks::<f64>("P_0", 2)?;
+/// assert_eq!(blocks.shape(), [5, 3]);
+/// let mut rows = Vec::new();
+/// while let Some(block) = blocks.next_block()? {
+///     rows.push(block.shape()[0]);
+/// }
+/// assert_eq!(rows, [2, 2, 1]);
+/// # std::fs::remove_file(&path).unwrap();
+/// # Ok::<(), llfc::Error>(())
+/// ```
+pub struct NpzReader {
+    zip: ZipArchive<Bounded<BufReader<File>>>,
+    len: u64,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for NpzReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NpzReader")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NpzReader {
+    /// Open an archive and check its directory.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the path if it cannot be opened or is not a regular file;
+    /// [`Error::Format`] if it is not a zip archive or two entries share a name.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let (mut file, len) = open_bounded(path)?;
+        let invalid =
+            |e: ZipError| format_error(path, None, format!("not a valid .npz (zip) archive: {e}"));
+        let (directory_start, count) = {
+            let zip = ZipArchive::new(&mut file).map_err(invalid)?;
+            (zip.central_directory_start(), zip.len())
+        };
+        check_unique_names(&mut file, directory_start, len, count, path)?;
+        let zip = ZipArchive::new(file).map_err(invalid)?;
+        Ok(Self {
+            zip,
+            len,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The names of the arrays (entry names without their `.npy` suffix), in archive order.
+    #[must_use]
+    pub fn names(&self) -> Vec<String> {
+        (0..self.zip.len())
+            .filter_map(|i| self.zip.name_for_index(i))
+            .map(|n| n.strip_suffix(".npy").unwrap_or(n).to_string())
+            .collect()
+    }
+
+    /// Start reading array `name` in blocks of at most `rows` entries of its first axis
+    /// (samples), converted to `F` ([`RowBlocks::next_block`]). A Fortran-ordered array comes
+    /// as one block (its rows are not contiguous in the file).
+    ///
+    /// # Errors
+    /// [`Error::MissingParam`] if the archive has no such array; [`Error::InvalidArgument`] if
+    /// `rows` is 0; [`Error::Format`] as for [`read_npz`] (a malformed entry or header, a
+    /// non-float dtype, a size that does not match the shape).
+    pub fn blocks<F: Float>(&mut self, name: &str, rows: usize) -> Result<RowBlocks<'_, F>> {
+        if rows == 0 {
+            return Err(Error::InvalidArgument {
+                name: "rows",
+                reason: "blocks need at least one row".into(),
+            });
+        }
+        let path = self.path.as_path();
+        let index = self
+            .zip
+            .index_for_name(&format!("{name}.npy"))
+            .or_else(|| self.zip.index_for_name(name))
+            .ok_or_else(|| Error::MissingParam {
+                param: name.to_string(),
+                context: format!("the archive `{}`", path.display()),
+            })?;
+        let err = |reason: String| format_error(path, Some(name), reason);
+        let OpenedEntry {
+            mut entry,
+            header,
+            body_len,
+            exact,
+        } = open_entry(&mut self.zip, index, self.len, false).map_err(&err)?;
+        header.check_body(body_len).map_err(&err)?;
+        let shape = header.shape().to_vec();
+        let layout = header.row_major_float().filter(|_| !shape.is_empty());
+        let whole = match layout {
+            Some(_) => None,
+            None => match read_npy_body(&mut entry, &header, body_len, exact).map_err(&err)? {
+                Entry::Float(array, _) => Some(array),
+                Entry::Raw(_) => return Err(err("not a float array".into())),
+            },
+        };
+        Ok(RowBlocks {
+            entry,
+            layout,
+            rows_left: if whole.is_some() {
+                0
+            } else {
+                shape.first().copied().unwrap_or(0)
+            },
+            rows,
+            whole,
+            shape,
+            name: name.to_string(),
+            path: self.path.clone(),
+        })
+    }
+}
+
+/// The blocks of rows of one array of an [`NpzReader`], read in order.
+pub struct RowBlocks<'a, F> {
+    entry: zip::read::ZipFile<'a, Bounded<BufReader<File>>>,
+    layout: Option<(Dtype, bool)>,
+    rows_left: usize,
+    rows: usize,
+    whole: Option<ArrayD<F>>,
+    shape: Vec<usize>,
+    name: String,
+    path: PathBuf,
+}
+
+impl<F> std::fmt::Debug for RowBlocks<'_, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowBlocks")
+            .field("name", &self.name)
+            .field("shape", &self.shape)
+            .field("rows_left", &self.rows_left)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Float> RowBlocks<'_, F> {
+    /// The shape of the whole array.
+    #[must_use]
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The next block: rows `k·rows .. min((k + 1)·rows, n)` of the array (all its other axes),
+    /// or `None` after the last one.
+    ///
+    /// # Errors
+    /// [`Error::Format`] naming the file and the array if the entry is shorter than its header
+    /// says, longer, or fails its CRC check.
+    pub fn next_block(&mut self) -> Result<Option<ArrayD<F>>> {
+        if let Some(whole) = self.whole.take() {
+            self.finish()?;
+            return Ok(Some(whole));
+        }
+        let Some((stored, big_endian)) = self.layout.filter(|_| self.rows_left > 0) else {
+            return Ok(None);
+        };
+        let take = self.rows.min(self.rows_left);
+        let row: usize = self.shape[1..].iter().product();
+        let nbytes = take * row * stored.size();
+        let values = read_decoded(&mut self.entry, nbytes, stored, big_endian, true)
+            .map_err(|e| self.error(format!("cannot read the array data: {e}")))?;
+        let mut shape = self.shape.clone();
+        shape[0] = take;
+        let block =
+            ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| self.error(e.to_string()))?;
+        self.rows_left -= take;
+        if self.rows_left == 0 {
+            self.finish()?;
+        }
+        Ok(Some(block))
+    }
+
+    fn error(&self, reason: String) -> Error {
+        format_error(&self.path, Some(&self.name), reason)
+    }
+
+    /// The entry must end after the array (this read also makes the zip reader check the CRC).
+    fn finish(&mut self) -> Result<()> {
+        end_of_entry(&mut self.entry).map_err(|reason| self.error(reason))
+    }
+}
+
 /// Signature of a central directory file header.
 const CENTRAL_HEADER: u32 = 0x0201_4b50;
 /// Bytes of a central directory file header before its name.
@@ -433,16 +583,34 @@ const CENTRAL_HEADER_LEN: usize = 46;
 
 /// Refuse an archive whose central directory lists two entries with the same name: the `zip`
 /// crate keeps only one of them (the last), so a second copy would silently replace the first.
-/// The central directory is walked here, from where the `zip` crate found it.
-fn check_unique_names(bytes: &[u8], zip: &ZipArchive<Cursor<&[u8]>>, path: &Path) -> Result<()> {
+/// The central directory (from `start`, where the `zip` crate found it, to the end of the
+/// archive's `len` bytes) is read and walked here; `count` is the number of distinct names the
+/// `zip` crate read.
+fn check_unique_names<R: Read + Seek>(
+    reader: &mut R,
+    start: u64,
+    len: u64,
+    count: usize,
+    path: &Path,
+) -> Result<()> {
+    let mut bytes = Vec::new();
+    if start < len {
+        reader
+            .seek(SeekFrom::Start(start))
+            .map_err(|e| io_error(path, e))?;
+        reader
+            .take(len - start)
+            .read_to_end(&mut bytes)
+            .map_err(|e| io_error(path, e))?;
+    }
     let u16_at = |at: usize| -> Option<usize> {
         bytes
             .get(at..at.checked_add(2)?)
             .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
     };
-    let mut at = usize::try_from(zip.central_directory_start()).unwrap_or(usize::MAX);
+    let mut at = 0usize;
     let mut names: HashSet<&[u8]> = HashSet::new();
-    let mut count = 0usize;
+    let mut listed = 0usize;
     while let Some(&[a, b, c, d]) = at.checked_add(4).and_then(|end| bytes.get(at..end)) {
         if u32::from_le_bytes([a, b, c, d]) != CENTRAL_HEADER {
             break;
@@ -464,284 +632,25 @@ fn check_unique_names(bytes: &[u8], zip: &ZipArchive<Cursor<&[u8]>>, path: &Path
                 "two entries have this name (the archive holds two arrays under one key)",
             ));
         }
-        count += 1;
+        listed += 1;
         at = start + name_len + extra_len + comment_len;
     }
     // Also catches names that differ as bytes but not once decoded (the zip crate's map).
-    if count != zip.len() {
+    if listed != count {
         return Err(format_error(
             path,
             None,
             format!(
-                "the central directory lists {count} entries where {} distinct names were read",
-                zip.len()
+                "the central directory lists {listed} entries where {count} distinct names were read"
             ),
         ));
     }
     Ok(())
 }
 
-/// A decoded `.npy` array.
-enum Entry<F> {
-    Float(ArrayD<F>, Dtype),
-    Raw(RawTensor),
-}
-
-/// Parse a float `.npy` file held in memory, with its stored dtype; the error is a reason,
-/// for the caller to locate.
-fn parse_npy<F: Float>(data: &[u8]) -> std::result::Result<(ArrayD<F>, Dtype), String> {
-    match parse_npy_entry(data, false)? {
-        Entry::Float(array, dtype) => Ok((array, dtype)),
-        Entry::Raw(raw) => Err(format!("dtype {:?} is not a float type", raw.dtype)),
-    }
-}
-
-/// Parse a `.npy` file held in memory; with `keep_raw`, integer and boolean arrays come back
-/// as raw tensors instead of errors.
-fn parse_npy_entry<F: Float>(data: &[u8], keep_raw: bool) -> std::result::Result<Entry<F>, String> {
-    if data.len() < MAGIC.len() + 2 || &data[..MAGIC.len()] != MAGIC {
-        return Err("not a .npy array (missing the \\x93NUMPY magic string)".into());
-    }
-    let (major, minor) = (data[6], data[7]);
-    let len_bytes = match (major, minor) {
-        (1, 0) => 2,
-        (2 | 3, 0) => 4,
-        _ => return Err(format!("unsupported .npy format version {major}.{minor}")),
-    };
-    let prefix = MAGIC.len() + 2 + len_bytes;
-    let header_len = match data.get(MAGIC.len() + 2..prefix) {
-        Some(&[a, b]) => usize::from(u16::from_le_bytes([a, b])),
-        Some(&[a, b, c, d]) => {
-            usize::try_from(u32::from_le_bytes([a, b, c, d])).unwrap_or(usize::MAX)
-        }
-        _ => return Err("truncated .npy header".into()),
-    };
-    if header_len > MAX_HEADER_LEN {
-        return Err(format!(
-            "the .npy header claims {header_len} bytes (more than the {MAX_HEADER_LEN} accepted)"
-        ));
-    }
-    let header_end = prefix + header_len;
-    let Some(header_text) = data.get(prefix..header_end) else {
-        return Err(format!(
-            "truncated .npy header: it claims {header_len} bytes, {} are present",
-            data.len() - prefix
-        ));
-    };
-    // The header is a Python literal parsed recursively: bound its nesting first.
-    let mut depth = 0usize;
-    for &c in header_text {
-        match c {
-            b'(' | b'[' | b'{' => {
-                depth += 1;
-                if depth > MAX_NESTING {
-                    return Err("the .npy header is nested too deeply".into());
-                }
-            }
-            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    let header = Header::from_reader(&mut &data[..header_end])
-        .map_err(|e| format!("invalid .npy header: {e}"))?;
-    let descr = header.type_descriptor.as_string().ok_or_else(|| {
-        format!(
-            "unsupported dtype {} (structured arrays are not supported)",
-            header.type_descriptor
-        )
-    })?;
-    let kind = match parse_descr(descr) {
-        Ok((stored, big_endian)) => Ok((stored, big_endian)),
-        Err(reason) => match RawDtype::from_npy_descr(descr) {
-            Some(raw) if keep_raw => Err(raw),
-            _ => return Err(reason),
-        },
-    };
-    let size = match kind {
-        Ok((stored, _)) => stored.size(),
-        Err((raw, _)) => raw.size(),
-    };
-    let body = &data[header_end..];
-    let (n, nbytes) = checked_sizes(&header.shape, size)
-        .ok_or_else(|| format!("the shape {:?} overflows", header.shape))?;
-    if body.len() != nbytes {
-        let what = if body.len() < nbytes {
-            "truncated data"
-        } else {
-            "unexpected trailing bytes"
-        };
-        return Err(format!(
-            "{what}: shape {:?} of dtype `{descr}` needs {nbytes} bytes, found {}",
-            header.shape,
-            body.len()
-        ));
-    }
-    let shape = IxDyn(&header.shape);
-    let fortran = header.layout.is_fortran();
-    match kind {
-        Ok((stored, big_endian)) => {
-            let values = decode(body, stored, big_endian);
-            let array = if fortran {
-                ArrayD::from_shape_vec(shape.f(), values)
-                    .map_err(|e| e.to_string())?
-                    .as_standard_layout()
-                    .into_owned()
-            } else {
-                ArrayD::from_shape_vec(shape, values).map_err(|e| e.to_string())?
-            };
-            Ok(Entry::Float(array, stored))
-        }
-        Err((dtype, big_endian)) => {
-            // Row-major order of the element indices (a permutation of 0..n if Fortran).
-            let order: Vec<usize> = if fortran {
-                ArrayD::from_shape_vec(shape.f(), (0..n).collect())
-                    .map_err(|e| e.to_string())?
-                    .iter()
-                    .copied()
-                    .collect()
-            } else {
-                (0..n).collect()
-            };
-            let mut data = Vec::with_capacity(nbytes);
-            for i in order {
-                let element = &body[i * size..(i + 1) * size];
-                if big_endian {
-                    data.extend(element.iter().rev());
-                } else {
-                    data.extend(element);
-                }
-            }
-            Ok(Entry::Raw(RawTensor {
-                dtype,
-                shape: header.shape.clone(),
-                data,
-            }))
-        }
-    }
-}
-
-/// The stored type and byte order of a NumPy dtype string; other dtypes are refused with a
-/// reason naming them.
-fn parse_descr(descr: &str) -> std::result::Result<(Dtype, bool), String> {
-    let (order, code) = descr.split_at(descr.char_indices().nth(1).map_or(0, |(i, _)| i));
-    let stored = match code {
-        "f2" => Some(Dtype::F16),
-        "f4" => Some(Dtype::F32),
-        "f8" => Some(Dtype::F64),
-        _ => None,
-    };
-    match (order, stored) {
-        ("<", Some(s)) => Ok((s, false)),
-        (">", Some(s)) => Ok((s, true)),
-        _ => {
-            let kind = match code.chars().next() {
-                Some('i' | 'u') => "an integer dtype",
-                Some('b' | '?') => "a boolean dtype",
-                Some('c') => "a complex dtype",
-                Some('f') => "an unsupported float width",
-                Some('U' | 'S' | 'a') => "a string dtype",
-                Some('O') => "an object (pickled) dtype",
-                Some('M' | 'm') => "a datetime dtype",
-                _ => "an unsupported dtype",
-            };
-            Err(format!(
-                "dtype `{descr}` is {kind}; only float16, float32 and float64 arrays \
-                 can be read as floats"
-            ))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn npy_with_header(dict: &str, body: &[u8]) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        out.extend([1, 0]);
-        let header = format!("{dict}\n");
-        out.extend(u16::try_from(header.len()).unwrap().to_le_bytes());
-        out.extend(header.as_bytes());
-        out.extend(body);
-        out
-    }
-
-    #[test]
-    fn descr_classification() {
-        assert_eq!(parse_descr("<f4"), Ok((Dtype::F32, false)));
-        assert_eq!(parse_descr(">f8"), Ok((Dtype::F64, true)));
-        assert_eq!(parse_descr("<f2"), Ok((Dtype::F16, false)));
-        assert!(parse_descr("<i8").unwrap_err().contains("integer"));
-        assert!(parse_descr("<c16").unwrap_err().contains("complex"));
-        assert!(parse_descr("|b1").is_err());
-        assert!(parse_descr("").is_err());
-        assert!(parse_descr("é").is_err());
-    }
-
-    #[test]
-    fn forged_headers_fail_without_allocating() {
-        let huge = npy_with_header(
-            "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000,), }",
-            &[0; 8],
-        );
-        assert!(parse_npy::<f64>(&huge)
-            .unwrap_err()
-            .contains("truncated data"));
-        let overflow = npy_with_header(
-            "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }",
-            &[],
-        );
-        assert!(parse_npy::<f64>(&overflow)
-            .unwrap_err()
-            .contains("overflows"));
-        let nested = npy_with_header(&format!("{}{}", "[".repeat(5000), "]".repeat(5000)), &[]);
-        assert!(parse_npy::<f64>(&nested).unwrap_err().contains("nested"));
-        let mut long = MAGIC.to_vec();
-        long.extend([2, 0]);
-        long.extend(u32::MAX.to_le_bytes());
-        assert!(parse_npy::<f64>(&long).unwrap_err().contains("claims"));
-    }
-
-    #[test]
-    fn raw_integers_are_reordered_and_made_little_endian() {
-        // Column-major data of [[1, 2, 3], [4, 5, 6]] stored as big-endian int32.
-        let body: Vec<u8> = [1i32, 4, 2, 5, 3, 6]
-            .iter()
-            .flat_map(|x| x.to_be_bytes())
-            .collect();
-        let npy = npy_with_header(
-            "{'descr': '>i4', 'fortran_order': True, 'shape': (2, 3), }",
-            &body,
-        );
-        assert!(parse_npy::<f32>(&npy).unwrap_err().contains("integer"));
-        let Ok(Entry::<f32>::Raw(raw)) = parse_npy_entry(&npy, true) else {
-            panic!("expected a raw tensor");
-        };
-        assert_eq!(raw.dtype, RawDtype::I32);
-        assert_eq!(raw.shape, [2, 3]);
-        let values: Vec<i32> = le_elements(&raw.data, i32::from_le_bytes);
-        assert_eq!(values, [1, 2, 3, 4, 5, 6]);
-    }
-
-    #[test]
-    fn fortran_and_big_endian_values_land_in_place() {
-        // Column-major data of [[1, 2, 3], [4, 5, 6]] stored big-endian.
-        let body: Vec<u8> = [1.0f32, 4.0, 2.0, 5.0, 3.0, 6.0]
-            .iter()
-            .flat_map(|x| x.to_be_bytes())
-            .collect();
-        let npy = npy_with_header(
-            "{'descr': '>f4', 'fortran_order': True, 'shape': (2, 3), }",
-            &body,
-        );
-        let (a, dtype) = parse_npy::<f32>(&npy).unwrap();
-        assert_eq!(dtype, Dtype::F32);
-        assert_eq!(
-            a,
-            ndarray::arr2(&[[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]]).into_dyn()
-        );
-        assert!(a.is_standard_layout());
-    }
 
     /// A writer of a full disk: accepts `room` bytes, then fails every call (and counts them).
     #[derive(Debug)]

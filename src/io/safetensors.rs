@@ -4,18 +4,19 @@
 //! size of the data section here: with offsets near `usize::MAX` the crate's own size check can
 //! overflow (a panic in debug builds, an out-of-bounds slice in release builds).
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use ::safetensors::tensor::Metadata;
-use ::safetensors::{Dtype as StDtype, SafeTensorError, SafeTensors, View};
+use ::safetensors::tensor::{Metadata, TensorInfo};
+use ::safetensors::Dtype as StDtype;
 use half::{bf16, f16};
 use ndarray::{ArrayD, IxDyn};
 
+use super::files::open_bounded;
 use super::{
-    checked_sizes, decode, format_error, read_file, to_f32, to_f64, write_atomically, Dtype,
-    Parsed, RawDtype, RawTensor,
+    checked_sizes, format_error, read_decoded, to_f32, to_f64, write_atomically, Dtype, Parsed,
+    RawDtype, RawTensor,
 };
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -40,14 +41,14 @@ const MAX_HEADER_LEN: u64 = 100_000_000;
 /// (and the tensor, where one is at fault) if the file is truncated or corrupted, or a tensor
 /// has a non-float dtype (integers, booleans, complex, 8-bit floats, ...).
 pub fn read_safetensors<F: Float>(path: impl AsRef<Path>) -> Result<Params<F>> {
-    let path = path.as_ref();
-    parse_safetensors(&read_file(path)?, path, false).map(|p| p.params)
+    read_safetensors_file(path.as_ref(), false).map(|p| p.params)
 }
 
 /// Write a parameter set as a `.safetensors` file in the precision of `F` (F32 or F64),
 /// recording its order under [`SAFETENSORS_ORDER_KEY`] and `"format": "pt"` (the tensors use
 /// PyTorch's layout) in `__metadata__`. Readable by Python's `safetensors` (numpy or torch).
-/// The whole file is built in memory, then written atomically: on error nothing is left behind.
+/// The file is written a chunk at a time to a temporary sibling, then renamed into place
+/// (atomic): on error nothing is left behind.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] if a tensor is named `__metadata__` (reserved by the format);
@@ -55,32 +56,9 @@ pub fn read_safetensors<F: Float>(path: impl AsRef<Path>) -> Result<Params<F>> {
 pub fn write_safetensors<F: Float>(path: impl AsRef<Path>, params: &Params<F>) -> Result<()> {
     let path = path.as_ref();
     let dtype = Dtype::of::<F>()?;
-    let bytes = serialize_params(params, |_| dtype, &[])?;
     write_atomically(path, |file| {
-        std::io::Write::write_all(file, &bytes).map_err(|e| super::io_error(path, e))
+        write_params_to(file, params, |_| dtype, &[], path)
     })
-}
-
-/// One tensor ready to serialise: little-endian bytes in row-major order.
-struct Encoded {
-    dtype: StDtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl View for &Encoded {
-    fn dtype(&self) -> StDtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
 }
 
 impl RawDtype {
@@ -125,39 +103,56 @@ fn reserved_name(name: &str) -> Result<()> {
 }
 
 /// The bytes of the `.safetensors` file for `params`, each tensor stored as `dtype_of(name)`
-/// (rounding to nearest), followed by the raw tensors.
+/// (rounding to nearest), followed by the raw tensors (see [`write_params_to`]).
 pub(super) fn serialize_params<F: Float>(
     params: &Params<F>,
     dtype_of: impl Fn(&str) -> Dtype,
     raw: &[(String, RawTensor)],
 ) -> Result<Vec<u8>> {
-    let mut tensors = Vec::with_capacity(params.len() + raw.len());
+    let mut out = Vec::new();
+    write_params_to(
+        &mut out,
+        params,
+        dtype_of,
+        raw,
+        Path::new(super::MEMORY_PATH),
+    )?;
+    Ok(out)
+}
+
+/// Where a tensor's data comes from when it is written.
+enum Source<'a, F> {
+    /// A float tensor, converted to the stored dtype as it is written.
+    Float(&'a ndarray::ArrayD<F>, Dtype),
+    /// Raw bytes, written as they are.
+    Raw(&'a RawTensor),
+}
+
+/// Write the `.safetensors` file for `params` (each tensor stored as `dtype_of(name)`, rounding
+/// to nearest) and the raw tensors to `w`, a tensor at a time and each in chunks: memory is one
+/// chunk whatever the size of the model. The header and the data layout are the `safetensors`
+/// crate's (tensors sorted by dtype, then name; header padded to 8 bytes), with the order of
+/// `params` recorded under [`SAFETENSORS_ORDER_KEY`] and `"format": "pt"`. I/O errors name
+/// `path`.
+pub(super) fn write_params_to<F: Float, W: std::io::Write>(
+    w: &mut W,
+    params: &Params<F>,
+    dtype_of: impl Fn(&str) -> Dtype,
+    raw: &[(String, RawTensor)],
+    path: &Path,
+) -> Result<()> {
+    let mut tensors: Vec<(&str, StDtype, Vec<usize>, Source<'_, F>)> =
+        Vec::with_capacity(params.len() + raw.len());
     for (name, t) in params.iter() {
         reserved_name(name)?;
-        let (dtype, data): (StDtype, Vec<u8>) = match dtype_of(name) {
-            Dtype::F64 => (
-                StDtype::F64,
-                t.iter().flat_map(|&x| to_f64(x).to_le_bytes()).collect(),
-            ),
-            Dtype::F32 => (
-                StDtype::F32,
-                t.iter().flat_map(|&x| to_f32(x).to_le_bytes()).collect(),
-            ),
-            Dtype::F16 => (
-                StDtype::F16,
-                t.iter()
-                    .flat_map(|&x| f16::from_f64(x.as_f64()).to_le_bytes())
-                    .collect(),
-            ),
-            Dtype::BF16 => (
-                StDtype::BF16,
-                t.iter()
-                    .flat_map(|&x| bf16::from_f64(x.as_f64()).to_le_bytes())
-                    .collect(),
-            ),
+        let stored = dtype_of(name);
+        let dtype = match stored {
+            Dtype::F64 => StDtype::F64,
+            Dtype::F32 => StDtype::F32,
+            Dtype::F16 => StDtype::F16,
+            Dtype::BF16 => StDtype::BF16,
         };
-        let shape = t.shape().to_vec();
-        tensors.push((name, Encoded { dtype, shape, data }));
+        tensors.push((name, dtype, t.shape().to_vec(), Source::Float(t, stored)));
     }
     for (name, t) in raw {
         reserved_name(name)?;
@@ -168,10 +163,18 @@ pub(super) fn serialize_params<F: Float>(
                 reason: format!("the name `{name}` appears twice"),
             });
         }
-        let (dtype, shape, data) = (t.dtype.to_safetensors(), t.shape.clone(), t.data.clone());
-        tensors.push((name, Encoded { dtype, shape, data }));
+        tensors.push((
+            name,
+            t.dtype.to_safetensors(),
+            t.shape.clone(),
+            Source::Raw(t),
+        ));
     }
-    let names: Vec<&str> = tensors.iter().map(|(k, _)| *k).collect();
+    let invalid = |e: String| Error::InvalidArgument {
+        name: "params",
+        reason: format!("cannot serialise to safetensors: {e}"),
+    };
+    let names: Vec<&str> = tensors.iter().map(|(k, ..)| *k).collect();
     let order = serde_json::to_string(&names).map_err(|e| Error::InvalidArgument {
         name: "params",
         reason: format!("cannot record the tensor order: {e}"),
@@ -180,44 +183,66 @@ pub(super) fn serialize_params<F: Float>(
         ("format".to_string(), "pt".to_string()),
         (SAFETENSORS_ORDER_KEY.to_string(), order),
     ]);
-    ::safetensors::serialize(tensors.iter().map(|(k, v)| (*k, v)), Some(metadata)).map_err(|e| {
-        Error::InvalidArgument {
-            name: "params",
-            reason: format!("cannot serialise to safetensors: {e}"),
+    // The crate's layout: descending dtype, then name.
+    tensors.sort_by(|(ln, ld, ..), (rn, rd, ..)| rd.cmp(ld).then(ln.cmp(rn)));
+    let mut infos = Vec::with_capacity(tensors.len());
+    let mut offset = 0usize;
+    for (name, dtype, shape, _) in &tensors {
+        let bytes = checked_sizes(shape, dtype.bitsize() / 8)
+            .map(|(_, b)| b)
+            .ok_or_else(|| invalid(format!("the shape {shape:?} of `{name}` overflows")))?;
+        let info = TensorInfo {
+            dtype: *dtype,
+            shape: shape.clone(),
+            data_offsets: (offset, offset + bytes),
+        };
+        offset += bytes;
+        infos.push(((*name).to_string(), info));
+    }
+    let metadata = Metadata::new(Some(metadata), infos).map_err(|e| invalid(e.to_string()))?;
+    let mut header = serde_json::to_string(&metadata)
+        .map_err(|e| invalid(e.to_string()))?
+        .into_bytes();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    if header.len() as u64 > MAX_HEADER_LEN {
+        return Err(invalid("the header is too large".into()));
+    }
+    let io = |e: std::io::Error| super::io_error(path, e);
+    w.write_all(&(header.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    w.write_all(&header).map_err(io)?;
+    let mut chunk: Vec<u8> = Vec::with_capacity(WRITE_CHUNK + 8);
+    for (_, _, _, source) in &tensors {
+        match source {
+            Source::Raw(t) => w.write_all(&t.data).map_err(io)?,
+            Source::Float(t, stored) => {
+                for &x in t.iter() {
+                    match stored {
+                        Dtype::F64 => chunk.extend(to_f64(x).to_le_bytes()),
+                        Dtype::F32 => chunk.extend(to_f32(x).to_le_bytes()),
+                        Dtype::F16 => chunk.extend(f16::from_f64(x.as_f64()).to_le_bytes()),
+                        Dtype::BF16 => chunk.extend(bf16::from_f64(x.as_f64()).to_le_bytes()),
+                    }
+                    if chunk.len() >= WRITE_CHUNK {
+                        w.write_all(&chunk).map_err(io)?;
+                        chunk.clear();
+                    }
+                }
+                w.write_all(&chunk).map_err(io)?;
+                chunk.clear();
+            }
         }
-    })
-}
-
-/// The tensor a `safetensors` error is about, if it names one.
-fn error_key(e: &SafeTensorError) -> Option<&str> {
-    match e {
-        SafeTensorError::InvalidOffset(name) | SafeTensorError::TensorNotFound(name) => Some(name),
-        _ => None,
     }
+    Ok(())
 }
 
-/// Check the header's data offsets against the data section before the `safetensors` crate
-/// adds them up; returns nothing useful, only errors.
-fn precheck(bytes: &[u8], path: &Path) -> Result<()> {
+/// Bytes encoded per write by [`write_params_to`].
+const WRITE_CHUNK: usize = 1 << 16;
+
+/// Check the header's data offsets against the data section (`data_len` bytes) before the
+/// `safetensors` crate adds them up, and refuse duplicate names.
+fn precheck(header: &str, data_len: u64, path: &Path) -> Result<()> {
     let err = |key: Option<&str>, reason: String| format_error(path, key, reason);
-    let Some(&[a, b, c, d, e, f, g, h]) = bytes.get(..8) else {
-        return Err(err(
-            None,
-            format!("{} bytes is too short for a safetensors file", bytes.len()),
-        ));
-    };
-    let n = u64::from_le_bytes([a, b, c, d, e, f, g, h]);
-    let available = bytes.len() as u64 - 8;
-    if n > MAX_HEADER_LEN || n > available {
-        return Err(err(
-            None,
-            format!("the header claims {n} bytes but the file holds {available} after the length"),
-        ));
-    }
-    // n ≤ available < bytes.len(), so this fits in usize.
-    let data_start = 8 + n as usize;
-    let header = std::str::from_utf8(&bytes[8..data_start])
-        .map_err(|e| err(None, format!("the header is not UTF-8: {e}")))?;
     let json: serde_json::Value = serde_json::from_str(header)
         .map_err(|e| err(None, format!("the header is not valid JSON: {e}")))?;
     let object = json
@@ -234,7 +259,6 @@ fn precheck(bytes: &[u8], path: &Path) -> Result<()> {
             "two tensor names of the header decode to the same name".into(),
         ));
     }
-    let data_len = (bytes.len() - data_start) as u64;
     for (key, info) in object {
         if key == "__metadata__" {
             continue;
@@ -265,18 +289,72 @@ fn precheck(bytes: &[u8], path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Parse a `.safetensors` file held in memory, with the stored dtype of each tensor; errors
-/// name `path`. With `keep_raw`, integer and boolean tensors are returned as raw tensors
-/// instead of refused.
-pub(super) fn parse_safetensors<F: Float>(
+/// Read a `.safetensors` file from disk, tensor by tensor, each straight from its offset into
+/// its array (no buffer of the whole file).
+pub(super) fn read_safetensors_file<F: Float>(path: &Path, keep_raw: bool) -> Result<Parsed<F>> {
+    let (file, len) = open_bounded(path)?;
+    parse_safetensors(file, len, path, keep_raw)
+}
+
+/// Parse a `.safetensors` file held in memory (see [`parse_safetensors`]).
+pub(super) fn parse_safetensors_bytes<F: Float>(
     bytes: &[u8],
     path: &Path,
     keep_raw: bool,
 ) -> Result<Parsed<F>> {
-    precheck(bytes, path)?;
-    let (n, metadata) = SafeTensors::read_metadata(bytes)
-        .map_err(|e| format_error(path, error_key(&e), e.to_string()))?;
-    let data = bytes.get(8 + n..).unwrap_or_default();
+    parse_safetensors(Cursor::new(bytes), bytes.len() as u64, path, keep_raw)
+}
+
+/// Parse a `.safetensors` file of `len` bytes from `r`, with the stored dtype of each tensor;
+/// errors name `path`. The header is checked ([`precheck`], then the `safetensors` crate's
+/// validation: contiguous offsets, sizes matching shapes, the data section exactly covered)
+/// before any tensor is allocated. With `keep_raw`, integer and boolean tensors are returned as
+/// raw tensors instead of refused.
+pub(super) fn parse_safetensors<F: Float, R: Read + Seek>(
+    mut r: R,
+    len: u64,
+    path: &Path,
+    keep_raw: bool,
+) -> Result<Parsed<F>> {
+    let err = |key: Option<&str>, reason: String| format_error(path, key, reason);
+    let io = |e: std::io::Error| super::io_error(path, e);
+    if len < 8 {
+        return Err(err(
+            None,
+            format!("{len} bytes is too short for a safetensors file"),
+        ));
+    }
+    let mut n = [0u8; 8];
+    r.read_exact(&mut n).map_err(io)?;
+    let n = u64::from_le_bytes(n);
+    let available = len - 8;
+    if n > MAX_HEADER_LEN || n > available {
+        return Err(err(
+            None,
+            format!("the header claims {n} bytes but the file holds {available} after the length"),
+        ));
+    }
+    let mut header = Vec::new();
+    r.by_ref().take(n).read_to_end(&mut header).map_err(io)?;
+    if header.len() as u64 != n {
+        return Err(err(None, "the header is truncated".into()));
+    }
+    let header = std::str::from_utf8(&header)
+        .map_err(|e| err(None, format!("the header is not UTF-8: {e}")))?;
+    let data_len = available - n;
+    precheck(header, data_len, path)?;
+    let metadata: Metadata =
+        serde_json::from_str(header).map_err(|e| err(None, format!("invalid header: {e}")))?;
+    if metadata.data_len() as u64 != data_len {
+        return Err(err(
+            None,
+            format!(
+                "the header describes {} bytes of data, the file holds {data_len}",
+                metadata.data_len()
+            ),
+        ));
+    }
+    let data_start = 8 + n;
     let mut out = Parsed::default();
     for name in tensor_order(&metadata) {
         let err = |reason: String| format_error(path, Some(&name), reason);
@@ -284,9 +362,10 @@ pub(super) fn parse_safetensors<F: Float>(
             .info(&name)
             .ok_or_else(|| err("listed in the header but not found".into()))?;
         let (start, end) = info.data_offsets;
-        let raw = data
-            .get(start..end)
-            .ok_or_else(|| err(format!("data offsets [{start}, {end}] are out of bounds")))?;
+        // Offsets lie in the data section (checked above), so these fit.
+        let nbytes = end - start;
+        r.seek(SeekFrom::Start(data_start + start as u64))
+            .map_err(io)?;
         let stored = match info.dtype {
             StDtype::F16 => Dtype::F16,
             StDtype::BF16 => Dtype::BF16,
@@ -294,10 +373,15 @@ pub(super) fn parse_safetensors<F: Float>(
             StDtype::F64 => Dtype::F64,
             other => match RawDtype::from_safetensors(other).filter(|_| keep_raw) {
                 Some(dtype) => {
+                    let mut data = Vec::new();
+                    r.by_ref()
+                        .take(nbytes as u64)
+                        .read_to_end(&mut data)
+                        .map_err(io)?;
                     let tensor = RawTensor {
                         dtype,
                         shape: info.shape.clone(),
-                        data: raw.to_vec(),
+                        data,
                     };
                     tensor.check(&name).map_err(|e| err(e.to_string()))?;
                     out.others.push((name, tensor));
@@ -312,18 +396,17 @@ pub(super) fn parse_safetensors<F: Float>(
             },
         };
         match checked_sizes(&info.shape, stored.size()) {
-            Some((_, nbytes)) if nbytes == raw.len() => {}
+            Some((_, expected)) if expected == nbytes => {}
             _ => {
                 return Err(err(format!(
-                    "shape {:?} of dtype {} does not match its {} bytes",
-                    info.shape,
-                    info.dtype,
-                    raw.len()
+                    "shape {:?} of dtype {} does not match its {nbytes} bytes",
+                    info.shape, info.dtype,
                 )))
             }
         }
-        let array = ArrayD::from_shape_vec(IxDyn(&info.shape), decode(raw, stored, false))
-            .map_err(|e| err(e.to_string()))?;
+        let values = read_decoded(&mut r, nbytes, stored, false, true).map_err(io)?;
+        let array =
+            ArrayD::from_shape_vec(IxDyn(&info.shape), values).map_err(|e| err(e.to_string()))?;
         out.dtypes.insert(name.clone(), stored);
         out.params.insert(name, array);
     }
@@ -377,19 +460,20 @@ mod tests {
             })
             .collect();
         let bytes = file(&format!("{{{}}}", entries.join(",")), 16);
-        let e = parse_safetensors::<f32>(&bytes, Path::new("x.safetensors"), true).unwrap_err();
+        let e =
+            parse_safetensors_bytes::<f32>(&bytes, Path::new("x.safetensors"), true).unwrap_err();
         assert!(matches!(e, Error::Format { key: Some(_), .. }), "{e}");
     }
 
     #[test]
     fn order_metadata_must_match_the_names() {
         let two = r#"{"__metadata__":{"llfc.order":"[\"b\",\"a\"]"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
-        let p = parse_safetensors::<f32>(&file(two, 8), Path::new("m"), false)
+        let p = parse_safetensors_bytes::<f32>(&file(two, 8), Path::new("m"), false)
             .unwrap()
             .params;
         assert_eq!(p.names().collect::<Vec<_>>(), ["b", "a"]);
         let wrong = two.replace(r#"\"b\",\"a\""#, r#"\"b\",\"c\""#);
-        let p = parse_safetensors::<f32>(&file(&wrong, 8), Path::new("m"), false)
+        let p = parse_safetensors_bytes::<f32>(&file(&wrong, 8), Path::new("m"), false)
             .unwrap()
             .params;
         assert_eq!(p.names().collect::<Vec<_>>(), ["a", "b"]);

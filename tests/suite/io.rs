@@ -998,3 +998,50 @@ fn checkpoints_keep_integer_and_boolean_tensors() {
         }
     }
 }
+
+/// `NpzReader` blocks, put back together, are the arrays `read_npz_arrays` reads (C and
+/// Fortran order, 2-D and 4-D), with the last block shorter; a missing name and zero rows are
+/// errors.
+#[test]
+fn npz_reader_blocks_concatenate_to_the_whole_arrays() -> llfc::Result<()> {
+    use llfc::io::{read_npz_arrays, write_npz_arrays, NpzReader};
+    use ndarray::{concatenate, Array2, Array4, Axis};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("features.npz");
+    let h = Array2::<f64>::from_shape_fn((7, 3), |(i, j)| (10 * i + j) as f64 - 0.5);
+    let conv = Array4::<f64>::from_shape_fn((5, 2, 3, 2), |(n, c, y, x)| {
+        (n * 1000 + c * 100 + y * 10 + x) as f64
+    });
+    let fortran = h.t().to_owned(); // written as a Fortran-order array
+    write_npz_arrays(
+        &path,
+        [
+            ("h", &h.view().into_dyn()),
+            ("conv", &conv.view().into_dyn()),
+            ("f", &fortran.t().into_dyn()),
+        ],
+    )?;
+    let whole = read_npz_arrays::<f64>(&path)?;
+    let mut npz = NpzReader::open(&path)?;
+    assert_eq!(npz.names(), ["h", "conv", "f"]);
+    for name in ["h", "conv", "f"] {
+        let mut blocks = npz.blocks::<f64>(name, 2)?;
+        assert_eq!(blocks.shape(), whole[name].shape());
+        let mut parts: Vec<ArrayD<f64>> = Vec::new();
+        while let Some(b) = blocks.next_block()? {
+            parts.push(b);
+        }
+        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+        assert_eq!(concatenate(Axis(0), &views).unwrap(), whole[name], "{name}");
+        if name != "f" {
+            let rows: Vec<usize> = parts.iter().map(|p| p.shape()[0]).collect();
+            assert!(rows[..rows.len() - 1].iter().all(|&r| r == 2), "{rows:?}");
+        }
+    }
+    assert!(matches!(
+        npz.blocks::<f64>("missing", 2),
+        Err(llfc::Error::MissingParam { .. })
+    ));
+    assert!(npz.blocks::<f64>("h", 0).is_err());
+    Ok(())
+}

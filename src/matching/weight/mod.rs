@@ -20,21 +20,25 @@
 //! permutations it depends on changed (the last sweep then costs no product at all); each LAP is
 //! warm-started from the previous sweep's dual potentials for the same permutation.
 
+mod similarity;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
-use ndarray::{Array2, Axis};
+use ndarray::Array2;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{lap_max, max_abs, par_gemm_abt_into, products_may_overflow, LapWarm};
+pub(crate) use self::similarity::linear_objective;
+use self::similarity::{sum_terms_into, Objective, Term};
+use super::{lap_max, max_abs, products_may_overflow, LapWarm};
 use crate::assignment::Solver;
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::params::Params;
 use crate::permutation::Permutation;
-use crate::spec::{PermUse, PermutationSpec};
+use crate::spec::PermutationSpec;
 
 /// Options of [`weight_matching`], with documented defaults.
 #[derive(Clone, Debug, PartialEq)]
@@ -151,182 +155,6 @@ pub fn weight_matching<F: Float>(
     weight_matching_with_progress(spec, a, b, options, |_| {})
 }
 
-/// The permutations on one axis with their offsets (one at 0 for a plain axis, one per
-/// permuted segment of a segmented axis).
-type OnAxis = Vec<(String, usize)>;
-
-/// One term `(w, k)` of a permutation's similarity matrix, `A_w · B̃_wᵀ`, with its cached
-/// product.
-///
-/// `B̃_w` is `b_mat` (W_B moved and reshaped once, unpermuted) with its columns gathered through
-/// a column map `src` that composes the permutations of the other axes; when only some columns
-/// of the map changed since the cached product, the product is updated by the low-rank
-/// correction `A_w[:, C] · (B_w[:, src'(C)] − B_w[:, src(C)])ᵀ` over the changed columns `C`.
-struct Term<F> {
-    /// `W_A` with axis `k` first, reshaped to `[n, r]`.
-    a_mat: Array2<F>,
-    /// `W_B` with axis `k` first, reshaped to `[n, r]`, before any permutation.
-    b_mat: Array2<F>,
-    /// The permuted axes other than `k`: (the permutations on the axis with their offsets —
-    /// one at offset 0 for a plain axis, one per permuted segment of a segmented one — stride
-    /// in the flattened rest index, axis length).
-    others: Vec<(OnAxis, usize, usize)>,
-    /// The column map and the product `A_w · B̃_wᵀ` (in `F`) last computed.
-    cache: Option<(Vec<usize>, Array2<F>)>,
-}
-
-impl<F: Float> Term<F> {
-    /// The term of `param`'s axis `axis`, or of the rows `offset .. offset + len` of that axis
-    /// (a segment).
-    fn new(spec: &PermutationSpec, a: &Params<F>, b: &Params<F>, use_: &PermUse) -> Self {
-        let (param, axis) = (use_.param.as_str(), use_.axis);
-        let wa = a[param].view();
-        let shape = wa.shape();
-        let axes = spec.axes(param).unwrap_or(&[]);
-        // The rest index runs over the other axes in increasing order, row-major.
-        let mut others = Vec::new();
-        let mut stride = 1;
-        for k in (0..shape.len()).rev().filter(|&k| k != axis) {
-            let on_axis: Vec<(String, usize)> = match spec.segments(param, k) {
-                Some(segs) => {
-                    let mut offset = 0;
-                    let mut v = Vec::new();
-                    for seg in segs {
-                        if let Some(p) = &seg.perm {
-                            v.push((p.clone(), offset));
-                        }
-                        offset += seg.size;
-                    }
-                    v
-                }
-                None => axes
-                    .get(k)
-                    .cloned()
-                    .flatten()
-                    .map(|p| (p, 0))
-                    .into_iter()
-                    .collect(),
-            };
-            if !on_axis.is_empty() {
-                others.push((on_axis, stride, shape[k]));
-            }
-            stride *= shape[k];
-        }
-        let rows = |m: Array2<F>| match use_.segment {
-            Some((offset, len)) => m.slice(ndarray::s![offset..offset + len, ..]).to_owned(),
-            None => m,
-        };
-        Self {
-            a_mat: rows(flatten_axis_first(&wa, axis)),
-            b_mat: rows(flatten_axis_first(&b[param].view(), axis)),
-            others,
-            cache: None,
-        }
-    }
-
-    /// Whether the term's column map involves any of `names`.
-    fn depends_on(&self, names: &[&str]) -> bool {
-        self.others
-            .iter()
-            .any(|(on_axis, _, _)| on_axis.iter().any(|(p, _)| names.contains(&p.as_str())))
-    }
-
-    /// `src[c]`: the column of `b_mat` that column `c` of `B̃_w` holds at `perms`
-    /// (`B̃[…, x, …] = B[…, p[x], …]` on every other permuted axis).
-    fn column_map(&self, perms: &BTreeMap<String, Permutation>) -> Vec<usize> {
-        let mut src: Vec<usize> = (0..self.b_mat.ncols()).collect();
-        for (on_axis, stride, len) in &self.others {
-            let mut p: Vec<usize> = (0..*len).collect();
-            for (name, offset) in on_axis {
-                for (x, &y) in perms[name].as_slice().iter().enumerate() {
-                    p[offset + x] = offset + y;
-                }
-            }
-            for (c, s) in src.iter_mut().enumerate() {
-                let x = (c / stride) % len;
-                *s = *s - x * stride + p[x] * stride;
-            }
-        }
-        src
-    }
-
-    /// Bring the cached product up to date with `perms`; returns whether it changed.
-    fn refresh(&mut self, perms: &BTreeMap<String, Permutation>) -> bool {
-        let src = self.column_map(perms);
-        let (n, r) = self.b_mat.dim();
-        match &mut self.cache {
-            Some((old, _)) if *old == src => false,
-            Some((old, t)) => {
-                let changed: Vec<usize> = (0..r).filter(|&c| old[c] != src[c]).collect();
-                if 2 * changed.len() <= r {
-                    let a_c = gather_columns(&self.a_mat, &changed);
-                    let mut d = Array2::<F>::zeros((n, changed.len()));
-                    for (mut d_row, b_row) in d.rows_mut().into_iter().zip(self.b_mat.rows()) {
-                        for (v, &c) in d_row.iter_mut().zip(&changed) {
-                            *v = b_row[src[c]] - b_row[old[c]];
-                        }
-                    }
-                    par_gemm_abt_into(a_c.view(), d.view(), F::one(), t);
-                } else {
-                    let b_t = gather_columns(&self.b_mat, &src);
-                    par_gemm_abt_into(self.a_mat.view(), b_t.view(), F::zero(), t);
-                }
-                *old = src;
-                true
-            }
-            None => {
-                let b_t = gather_columns(&self.b_mat, &src);
-                let mut t = Array2::<F>::zeros((n, n));
-                par_gemm_abt_into(self.a_mat.view(), b_t.view(), F::zero(), &mut t);
-                self.cache = Some((src, t));
-                true
-            }
-        }
-    }
-
-    /// `⟨W_A, π(W_B)⟩ = Σ_i Σ_c A[i, c] · B[p(i), src(c)]` in f64, with `p` the permutation of
-    /// this term's own axis (identity if `None`). `O(n r)`, no allocation but the column map.
-    /// Rows run in parallel; the per-row sums are added in row order, whatever the threads.
-    fn inner(&self, p: Option<&Permutation>, perms: &BTreeMap<String, Permutation>) -> f64 {
-        let src = self.column_map(perms);
-        let row_sum = |i: usize| -> f64 {
-            let b_row = self.b_mat.row(p.map_or(i, |p| p.as_slice()[i]));
-            self.a_mat
-                .row(i)
-                .iter()
-                .zip(&src)
-                .map(|(&x, &c)| x.as_f64() * b_row[c].as_f64())
-                .sum::<f64>()
-        };
-        #[cfg(feature = "rayon")]
-        let rows: Vec<f64> = {
-            use rayon::prelude::*;
-            (0..self.a_mat.nrows())
-                .into_par_iter()
-                .map(row_sum)
-                .collect()
-        };
-        #[cfg(not(feature = "rayon"))]
-        let rows: Vec<f64> = (0..self.a_mat.nrows()).map(row_sum).collect();
-        rows.iter().sum()
-    }
-}
-
-/// `out[:, c] = m[:, src[c]]`.
-fn gather_columns<F: Float>(m: &Array2<F>, src: &[usize]) -> Array2<F> {
-    let mut out = Array2::<F>::zeros((m.nrows(), src.len()));
-    for (mut o, row) in out.rows_mut().into_iter().zip(m.rows()) {
-        for (o, &c) in o.iter_mut().zip(src) {
-            *o = row[c];
-        }
-    }
-    out
-}
-
-/// [`weight_matching`] with a callback receiving a [`MatchingEvent`] after every step and every
-/// sweep (e.g. to drive a progress bar).
-///
-/// # Errors
 /// As [`weight_matching`].
 pub fn weight_matching_with_progress<F: Float>(
     spec: &PermutationSpec,
@@ -375,7 +203,7 @@ pub fn weight_matching_controlled<F: Float>(
     // Every term `(w, k)` of every permutation, moved and reshaped once; `by_perm[p]` lists the
     // indices of `p`'s terms in the spec's order.
     let inverse = spec.perm_uses();
-    let mut terms: Vec<Term<F>> = Vec::new();
+    let mut terms: Vec<Term<'_, F>> = Vec::new();
     let mut by_perm: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     // Each permuted parameter's whole-axis terms and the permutations on their axes.
     let mut of_param: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
@@ -614,189 +442,12 @@ fn overflow_guard<F: Float>(
     Ok(Some((a.cast::<f64>(), b.cast::<f64>())))
 }
 
-/// `S_p = Σ_terms A_w · B̃_wᵀ` from the terms' cached products, summed in f64 in the terms'
-/// fixed order, into `s` (reused between sweeps): one pass over `s`, rows in parallel.
-fn sum_terms_into<F: Float>(terms: &[Term<F>], list: &[usize], s: &mut Array2<f64>) {
-    fn row_slice<F: Float>(p: &Array2<F>, i: usize) -> &[F] {
-        p.row(i)
-            .to_slice()
-            .expect("row of a standard-layout matrix")
-    }
-    let prods: Vec<&Array2<F>> = list
-        .iter()
-        .map(|&t| &terms[t].cache.as_ref().expect("refreshed before use").1)
-        .collect();
-    let Some((first, rest)) = prods.split_first() else {
-        return; // a permutation always has at least one term
-    };
-    let row = |(i, mut out): (usize, ndarray::ArrayViewMut1<'_, f64>)| {
-        let out = out.as_slice_mut().expect("row of a standard-layout matrix");
-        for (o, &x) in out.iter_mut().zip(row_slice(first, i)) {
-            *o = x.as_f64();
-        }
-        for p in rest {
-            for (o, &x) in out.iter_mut().zip(row_slice(p, i)) {
-                *o += x.as_f64();
-            }
-        }
-    };
-    #[cfg(feature = "rayon")]
-    {
-        use rayon::prelude::*;
-        s.axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .enumerate()
-            .for_each(row);
-    }
-    #[cfg(not(feature = "rayon"))]
-    s.axis_iter_mut(Axis(0)).enumerate().for_each(row);
-}
-
-/// How to evaluate `⟨θ_A, π(θ_B)⟩` cheaply: every parameter with a permuted axis through one of
-/// its terms (no permuted copy of B), the others once.
-struct Objective<F> {
-    /// Per permuted parameter: its terms (index, name of the permutation on the term's axis).
-    permuted: Vec<Vec<(usize, String)>>,
-    /// Permuted parameters without a whole-axis term (only segments are permuted): `(name,
-    /// W_A, W_B)`, evaluated by permuting `W_B` directly.
-    direct: Vec<(String, ndarray::ArrayD<F>, ndarray::ArrayD<F>)>,
-    /// `Σ ⟨W_A, W_B⟩` over the parameters no permutation touches.
-    constant: f64,
-}
-
-impl<F: Float> Objective<F> {
-    fn new(
-        a: &Params<F>,
-        b: &Params<F>,
-        of_param: BTreeMap<String, Vec<(usize, String)>>,
-    ) -> Result<Self> {
-        let mut constant = Params::new();
-        let mut constant_b = Params::new();
-        for (name, t) in a.iter() {
-            if !of_param.contains_key(name) {
-                constant.insert(name, t.clone());
-                constant_b.insert(name, b.require(name)?.clone());
-            }
-        }
-        let mut permuted = Vec::new();
-        let mut direct = Vec::new();
-        for (name, list) in of_param {
-            if list.is_empty() {
-                let (ta, tb) = (a[name.as_str()].clone(), b[name.as_str()].clone());
-                direct.push((name, ta, tb));
-            } else {
-                permuted.push(list);
-            }
-        }
-        Ok(Self {
-            permuted,
-            direct,
-            constant: constant.inner(&constant_b)?,
-        })
-    }
-
-    /// `⟨W_A, π(W_B)⟩` of the parameters in [`Objective::direct`], in f64.
-    fn direct_value(&self, spec: &PermutationSpec, perms: &BTreeMap<String, Permutation>) -> f64 {
-        let mut total = 0.0;
-        for (name, ta, tb) in &self.direct {
-            let mut t = tb.clone();
-            for axis in 0..t.ndim() {
-                let len = t.shape()[axis];
-                if let Some(v) = spec.axis_permutation(name, axis, len, perms) {
-                    let p = Permutation::new(v).expect("validated permutations");
-                    t = crate::permutation::permute_axis(&t, axis, &p).expect("validated sizes");
-                }
-            }
-            total += ndarray::Zip::from(ta)
-                .and(&t)
-                .fold(0.0, |acc, &x, &y| acc + x.as_f64() * y.as_f64());
-        }
-        total
-    }
-
-    /// `constant + Σ_w ⟨W_A, π(W_B)⟩`. In f64 precision a parameter with an up-to-date cached
-    /// product `T` (the usual case after a sweep) costs `O(n)`: `⟨W_A, π(W_B)⟩ = Σ_i T[i, p(i)]`
-    /// (a sum of f64 dot products); otherwise, and always for f32 (whose products are not f64
-    /// accumulations), the `O(n r)` sum of [`Term::inner`].
-    fn value(
-        &self,
-        spec: &PermutationSpec,
-        terms: &[Term<F>],
-        perms: &BTreeMap<String, Permutation>,
-    ) -> f64 {
-        let f64_products = F::epsilon().as_f64() <= f64::EPSILON;
-        let param = |list: &Vec<(usize, String)>| -> f64 {
-            let current = list.iter().find_map(|(t, perm)| {
-                let (src, prod) = terms[*t].cache.as_ref()?;
-                (f64_products && *src == terms[*t].column_map(perms)).then_some((prod, perm))
-            });
-            match current {
-                Some((prod, perm)) => perms[perm]
-                    .as_slice()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &j)| prod[[i, j]].as_f64())
-                    .sum(),
-                None => {
-                    let (t, perm) = &list[0];
-                    terms[*t].inner(Some(&perms[perm]), perms)
-                }
-            }
-        };
-        self.constant
-            + self.permuted.iter().map(param).sum::<f64>()
-            + self.direct_value(spec, perms)
-    }
-}
-
 /// Run `a` and `b`, in parallel with the `rayon` feature.
 fn join<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
     #[cfg(feature = "rayon")]
     return rayon::join(a, b);
     #[cfg(not(feature = "rayon"))]
     (a(), b())
-}
-
-/// `Σ_i S[i, p(i)]`.
-pub(crate) fn linear_objective(s: &Array2<f64>, p: &Permutation) -> f64 {
-    p.as_slice()
-        .iter()
-        .enumerate()
-        .map(|(i, &j)| s[[i, j]])
-        .sum()
-}
-
-/// Move `axis` first and reshape to `[n, −1]` (row-major copy).
-///
-/// Viewing `w` as `[pre, n, post]` (the axes before and after `axis` flattened), the result is
-/// `out[i, a·post + k] = w[a, i, k]`: runs of `post` contiguous entries copied in tiles of
-/// `32 × 32` runs, so that both sides stay in cache (a plain strided iteration over a
-/// transposed `2048 × 2048` view costs a cache miss per entry).
-pub(crate) fn flatten_axis_first<F: Float>(
-    w: &ndarray::ArrayViewD<'_, F>,
-    axis: usize,
-) -> Array2<F> {
-    const TILE: usize = 32;
-    let shape = w.shape();
-    let n = shape[axis];
-    let pre: usize = shape[..axis].iter().product();
-    let post: usize = shape[axis + 1..].iter().product();
-    let standard = w.as_standard_layout();
-    let src = standard.as_slice().expect("standard layout");
-    let mut out = Array2::<F>::zeros((n, pre * post));
-    let dst = out.as_slice_mut().expect("freshly allocated");
-    for a0 in (0..pre).step_by(TILE) {
-        for i0 in (0..n).step_by(TILE) {
-            for a in a0..(a0 + TILE).min(pre) {
-                for i in i0..(i0 + TILE).min(n) {
-                    let from = (a * n + i) * post;
-                    let to = (i * pre + a) * post;
-                    dst[to..to + post].copy_from_slice(&src[from..from + post]);
-                }
-            }
-        }
-    }
-    out
 }
 
 fn check_inputs<F: Float>(
@@ -895,7 +546,8 @@ pub fn single_step_gain<F: Float>(
     let uses = spec.perm_uses();
     let mut s_by: BTreeMap<&str, Array2<f64>> = BTreeMap::new();
     for m in coord.members() {
-        let mut terms: Vec<Term<F>> = uses[m].iter().map(|u| Term::new(spec, a, b, u)).collect();
+        let mut terms: Vec<Term<'_, F>> =
+            uses[m].iter().map(|u| Term::new(spec, a, b, u)).collect();
         for t in &mut terms {
             t.refresh(perms);
         }
@@ -905,44 +557,4 @@ pub fn single_step_gain<F: Float>(
     }
     let step = super::structured::solve_coordinate(spec, coord, &s_by, perms, Solver::default())?;
     Ok(step.after - step.before)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::flatten_axis_first;
-    use ndarray::{ArrayD, Dimension, IxDyn};
-
-    #[test]
-    fn flatten_axis_first_equals_a_permuted_iteration() {
-        // Shapes with axes shorter and longer than the 32-run tiles, conv-like and linear.
-        for shape in [
-            vec![70, 45],
-            vec![3, 40, 5, 2],
-            vec![33, 1, 65],
-            vec![0, 4],
-            vec![5],
-        ] {
-            let w = ArrayD::from_shape_fn(IxDyn(&shape), |ix| {
-                ix.as_array_view()
-                    .iter()
-                    .fold(0.0, |acc, &k| acc * 97.0 + k as f64)
-            });
-            for axis in 0..shape.len() {
-                let mut order = vec![axis];
-                order.extend((0..shape.len()).filter(|&k| k != axis));
-                let want: Vec<f64> = w.view().permuted_axes(order).iter().copied().collect();
-                let got = flatten_axis_first(&w.view(), axis);
-                assert_eq!(got.nrows(), shape[axis]);
-                assert_eq!(
-                    got.iter().copied().collect::<Vec<_>>(),
-                    want,
-                    "{shape:?} axis {axis}"
-                );
-                // A transposed (non-standard) input gives the same result.
-                let t = w.t().to_owned();
-                let back = t.t();
-                assert_eq!(flatten_axis_first(&back, axis), got);
-            }
-        }
-    }
 }
