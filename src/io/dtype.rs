@@ -126,6 +126,21 @@ impl RawDtype {
 
     /// The type from a NumPy dtype string (`"<i8"`, `"|b1"`, ...), with whether it is
     /// big-endian.
+    /// The NumPy dtype string of the type, little-endian (`'|b1'`, `'<i8'`, …).
+    pub(super) fn npy_descr(self) -> &'static str {
+        match self {
+            Self::Bool => "|b1",
+            Self::U8 => "|u1",
+            Self::I8 => "|i1",
+            Self::U16 => "<u2",
+            Self::I16 => "<i2",
+            Self::U32 => "<u4",
+            Self::I32 => "<i4",
+            Self::U64 => "<u8",
+            Self::I64 => "<i8",
+        }
+    }
+
     pub(super) fn from_npy_descr(descr: &str) -> Option<(Self, bool)> {
         let (order, code) = (descr.get(..1)?, descr.get(1..)?);
         let dtype = match code {

@@ -1,6 +1,6 @@
 //! Reading and writing checkpoints and feature arrays: `.npz`, `.npy` and `.safetensors`.
 //!
-//! Everything here is pure Rust (`ndarray-npy`, `zip`, `safetensors`, `half`) and sits behind
+//! Everything here is pure Rust (the `.npy` format itself, `zip`, `safetensors`, `half`) and sits behind
 //! the `io` cargo feature (on by default).
 //!
 //! # What is read and written

@@ -1,28 +1,26 @@
 //! Single `.npy` arrays: the header (checked before anything is allocated), the body (decoded
 //! a chunk at a time, straight into the array) and the writer.
 //!
-//! Reading checks the `.npy` prefix and header size itself, lets `ndarray-npy` parse the header
-//! dictionary, checks the shape against the bytes the container says are present and only then
-//! decodes — so a forged header cannot make the reader allocate, recurse or panic. The body is
-//! read from any [`Read`]er (a file, a zip entry, a slice) without a buffer of the whole entry.
+//! Reading checks the `.npy` prefix and header size, parses the header dictionary
+//! ([`super::npy_header`]), checks the shape against the bytes the container says are present
+//! and only then decodes — so a forged header cannot make the reader allocate, recurse or panic.
+//! The body is read from any [`Read`]er (a file, a zip entry, a slice) without a buffer of the
+//! whole entry. Writing streams the elements a chunk at a time (no converted copy of the array).
 
 use std::io::{Cursor, Read, Write};
 use std::path::Path;
 
 use ndarray::{ArrayBase, ArrayD, Data, Dimension, IxDyn, ShapeBuilder};
-use ndarray_npy::npy::header::Header;
-use ndarray_npy::{WriteNpyError, WriteNpyExt};
 
 use super::files::open_bounded;
+use super::npy_header::{Header, MAGIC};
 use super::{
     checked_sizes, format_error, io_error, read_decoded, to_f32, to_f64, write_atomically, Dtype,
     RawDtype, RawTensor, MEMORY_PATH,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::float::Float;
 
-/// The `.npy` magic string.
-const MAGIC: &[u8; 6] = b"\x93NUMPY";
 /// Longest `.npy` header dictionary accepted (NumPy's own default limit is 10 000 bytes; the
 /// headers of plain float arrays are well under 1 KiB).
 const MAX_HEADER_LEN: usize = 1 << 16;
@@ -79,7 +77,7 @@ pub fn array_from_npy_bytes<F: Float>(bytes: &[u8]) -> Result<ArrayD<F>> {
 /// use llfc::io::{read_npy, write_npy};
 /// let x = ndarray::arr2(&[[1.0f64, 2.0], [3.0, 4.0]]);
 /// let path = std::env::temp_dir().join(format!("llfc-x-{}.npy", std::process::id()));
-/// write_npy(&path, &x.t())?; // any layout; stored as a Fortran-order array
+/// write_npy(&path, &x.t())?; // any layout; stored in C order
 /// assert_eq!(read_npy::<f64>(&path)?, x.t().into_dyn());
 /// # std::fs::remove_file(&path).unwrap();
 /// # Ok::<(), llfc::Error>(())
@@ -111,16 +109,11 @@ where
 
 // ---------------------------------------------------------------------------------------------
 
-/// Map a writer error to [`Error::Io`] for `path`, keeping the OS error where there is one.
-pub(super) fn npy_write_error(path: &Path, e: WriteNpyError) -> Error {
-    match e {
-        WriteNpyError::Io(source) => io_error(path, source),
-        other => io_error(path, std::io::Error::other(other.to_string())),
-    }
-}
+/// Bytes the writer converts before each write.
+const WRITE_CHUNK: usize = 1 << 16;
 
 pub(super) fn write_npy_to<F, S, D, W>(
-    writer: W,
+    mut writer: W,
     array: &ArrayBase<S, D>,
     path: &Path,
 ) -> Result<()>
@@ -130,11 +123,60 @@ where
     D: Dimension,
     W: Write,
 {
-    let result = match Dtype::of::<F>()? {
-        Dtype::F64 => array.mapv(to_f64).write_npy(writer),
-        _ => array.mapv(to_f32).write_npy(writer),
+    let stored = Dtype::of::<F>()?;
+    write_npy_stream(&mut writer, array, stored).map_err(|e| io_error(path, e))
+}
+
+/// Write `array` as a `.npy` file to `w`: C order, little-endian, float64 if `stored` is `F64`
+/// and float32 otherwise, converted [`WRITE_CHUNK`] bytes at a time.
+pub(super) fn write_npy_stream<F, S, D, W>(
+    w: &mut W,
+    array: &ArrayBase<S, D>,
+    stored: Dtype,
+) -> std::io::Result<()>
+where
+    F: Float,
+    S: Data<Elem = F>,
+    D: Dimension,
+    W: Write,
+{
+    let f64_stored = stored == Dtype::F64;
+    let header = Header {
+        descr: if f64_stored { "<f8" } else { "<f4" }.into(),
+        fortran_order: false,
+        shape: array.shape().to_vec(),
     };
-    result.map_err(|e| npy_write_error(path, e))
+    w.write_all(&header.to_bytes())?;
+    let mut buf = Vec::with_capacity(WRITE_CHUNK + 8);
+    for &v in array {
+        if f64_stored {
+            buf.extend_from_slice(&to_f64(v).to_le_bytes());
+        } else {
+            buf.extend_from_slice(&to_f32(v).to_le_bytes());
+        }
+        if buf.len() >= WRITE_CHUNK {
+            w.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+    w.write_all(&buf)
+}
+
+/// Write a raw (integer or boolean) tensor as a `.npy` file to `w`, little-endian in C order
+/// (booleans as 0 or 1).
+pub(super) fn write_raw_npy<W: Write>(w: &mut W, tensor: &RawTensor) -> std::io::Result<()> {
+    let header = Header {
+        descr: tensor.dtype.npy_descr().into(),
+        fortran_order: false,
+        shape: tensor.shape.clone(),
+    };
+    w.write_all(&header.to_bytes())?;
+    if tensor.dtype == RawDtype::Bool {
+        let bits: Vec<u8> = tensor.data.iter().map(|&b| u8::from(b != 0)).collect();
+        w.write_all(&bits)
+    } else {
+        w.write_all(&tensor.data)
+    }
 }
 
 /// A decoded `.npy` array.
@@ -236,7 +278,8 @@ pub(super) fn read_npy_header<R: Read>(
             prefix.len() - prefix_len
         ));
     }
-    // The header is a Python literal parsed recursively: bound its nesting first.
+    // A plain array's header nests two deep: refuse deeper ones with a clear reason (the parser
+    // itself never recurses).
     let mut depth = 0usize;
     for &c in &prefix[prefix_len..] {
         match c {
@@ -250,18 +293,11 @@ pub(super) fn read_npy_header<R: Read>(
             _ => {}
         }
     }
-    let header =
-        Header::from_reader(&mut &prefix[..]).map_err(|e| format!("invalid .npy header: {e}"))?;
-    let descr = header
-        .type_descriptor
-        .as_string()
-        .ok_or_else(|| {
-            format!(
-                "unsupported dtype {} (structured arrays are not supported)",
-                header.type_descriptor
-            )
-        })?
-        .clone();
+    let Header {
+        descr,
+        fortran_order,
+        shape,
+    } = Header::parse(&prefix[prefix_len..])?;
     let kind = match parse_descr(&descr) {
         Ok((stored, big_endian)) => Ok((stored, big_endian)),
         Err(reason) => match RawDtype::from_npy_descr(&descr) {
@@ -273,12 +309,12 @@ pub(super) fn read_npy_header<R: Read>(
         Ok((stored, _)) => stored.size(),
         Err((raw, _)) => raw.size(),
     };
-    let (n, nbytes) = checked_sizes(&header.shape, size)
-        .ok_or_else(|| format!("the shape {:?} overflows", header.shape))?;
+    let (n, nbytes) =
+        checked_sizes(&shape, size).ok_or_else(|| format!("the shape {shape:?} overflows"))?;
     Ok(NpyHeader {
         kind,
-        fortran: header.layout.is_fortran(),
-        shape: header.shape,
+        fortran: fortran_order,
+        shape,
         descr,
         n,
         nbytes,
@@ -500,7 +536,11 @@ mod tests {
         };
         assert_eq!(raw.dtype, RawDtype::I32);
         assert_eq!(raw.shape, [2, 3]);
-        let values: Vec<i32> = super::super::npz::le_elements(&raw.data, i32::from_le_bytes);
+        let values: Vec<i32> = raw
+            .data
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         assert_eq!(values, [1, 2, 3, 4, 5, 6]);
     }
 

@@ -12,12 +12,9 @@
 //! (a structured dtype's list, unknown keys, expressions) is refused with a reason. It never
 //! recurses, so no header can exhaust the stack, and it allocates at most the header's length.
 
-// Wired into the npz reader and writer in the next commit.
-#![cfg_attr(not(test), allow(dead_code))]
-
 /// The three fields of a `.npy` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct NpyHeader {
+pub(crate) struct Header {
     /// The dtype string (`'<f8'`, `'|b1'`, …).
     pub descr: String,
     /// Whether the data is stored in column-major (Fortran) order.
@@ -32,7 +29,7 @@ pub(crate) const MAGIC: &[u8; 6] = b"\x93NUMPY";
 /// Alignment of the data section NumPy writes (and this module writes).
 const ALIGN: usize = 64;
 
-impl NpyHeader {
+impl Header {
     /// Parse the header dictionary (the bytes after the length field, padding included).
     pub(crate) fn parse(text: &[u8]) -> Result<Self, String> {
         let text = std::str::from_utf8(text)
@@ -184,7 +181,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn header(&mut self) -> Result<NpyHeader, String> {
+    fn header(&mut self) -> Result<Header, String> {
         self.expect('{', "`{`")?;
         let (mut descr, mut fortran, mut shape) = (None, None, None);
         loop {
@@ -214,7 +211,7 @@ impl<'a> Parser<'a> {
             ));
         }
         match (descr, fortran, shape) {
-            (Some(descr), Some(fortran_order), Some(shape)) => Ok(NpyHeader {
+            (Some(descr), Some(fortran_order), Some(shape)) => Ok(Header {
                 descr,
                 fortran_order,
                 shape,
@@ -228,8 +225,8 @@ impl<'a> Parser<'a> {
 mod tests {
     use super::*;
 
-    fn header(descr: &str, fortran_order: bool, shape: &[usize]) -> NpyHeader {
-        NpyHeader {
+    fn header(descr: &str, fortran_order: bool, shape: &[usize]) -> Header {
+        Header {
             descr: descr.into(),
             fortran_order,
             shape: shape.to_vec(),
@@ -266,7 +263,7 @@ mod tests {
             let text = std::str::from_utf8(&bytes[10..]).unwrap();
             assert_eq!(text.trim_end_matches('\n').trim_end(), dict);
             assert!(text.ends_with('\n'));
-            assert_eq!(NpyHeader::parse(&bytes[10..]), Ok(h));
+            assert_eq!(Header::parse(&bytes[10..]), Ok(h));
         }
     }
 
@@ -279,17 +276,16 @@ mod tests {
         assert_eq!(bytes.len() % 64, 0);
         let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
         assert_eq!(len, bytes.len() - 12);
-        assert_eq!(NpyHeader::parse(&bytes[12..]), Ok(h));
+        assert_eq!(Header::parse(&bytes[12..]), Ok(h));
     }
 
     #[test]
     fn python_spellings_are_accepted() {
-        let parsed = NpyHeader::parse(
-            b" { \"shape\" :(4 ,5 ,) ,'fortran_order':True,\n 'descr':'>i8'}   \n",
-        );
+        let parsed =
+            Header::parse(b" { \"shape\" :(4 ,5 ,) ,'fortran_order':True,\n 'descr':'>i8'}   \n");
         assert_eq!(parsed, Ok(header(">i8", true, &[4, 5])));
         assert_eq!(
-            NpyHeader::parse(b"{'descr': '<f8', 'fortran_order': False, 'shape': ()}"),
+            Header::parse(b"{'descr': '<f8', 'fortran_order': False, 'shape': ()}"),
             Ok(header("<f8", false, &[]))
         );
     }
@@ -335,9 +331,9 @@ mod tests {
             (b"{'descr': '<\\x66'}", "escape sequences"),
         ];
         for (text, want) in cases {
-            let err = NpyHeader::parse(text).unwrap_err();
+            let err = Header::parse(text).unwrap_err();
             assert!(err.contains(want), "{err:?} should mention {want:?}");
         }
-        assert!(NpyHeader::parse(b"\xff").unwrap_err().contains("not ASCII"));
+        assert!(Header::parse(b"\xff").unwrap_err().contains("not ASCII"));
     }
 }

@@ -1,6 +1,6 @@
 //! `.npz` archives: the zip container of `.npy` arrays.
 //!
-//! Writing goes through `ndarray-npy` (`NpzWriter`). Reading walks the archive with `zip` from
+//! Writing streams each array into a stored zip entry ([`super::npy`]). Reading walks the archive with `zip` from
 //! any seekable reader (a file, or a slice in memory) and reads each entry's `.npy` array
 //! straight from the entry into the array ([`super::npy`]): no buffer of the whole file or of a
 //! whole entry is ever held. Every size the archive claims is checked against the archive's
@@ -12,17 +12,15 @@ use std::io::{BufReader, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayBase, ArrayD, Data, Dimension, IxDyn};
-use ndarray_npy::{NpzWriter, WriteNpzError};
 use zip::result::ZipError;
 use zip::write::SimpleFileOptions;
-use zip::{CompressionMethod, DateTime, ZipArchive};
+use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
 use super::files::{open_bounded, Bounded, Sticky};
-use super::npy::{npy_write_error, read_npy_body, read_npy_header, Entry, NpyHeader};
-use super::{
-    format_error, io_error, read_decoded, to_f32, to_f64, write_atomically, Dtype, Parsed,
-    RawDtype, RawTensor,
+use super::npy::{
+    read_npy_body, read_npy_header, write_npy_stream, write_raw_npy, Entry, NpyHeader,
 };
+use super::{format_error, io_error, read_decoded, write_atomically, Dtype, Parsed, RawTensor};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::params::Params;
@@ -94,12 +92,21 @@ where
 
 // ---------------------------------------------------------------------------------------------
 
-fn npz_write_error(path: &Path, e: WriteNpzError) -> Error {
+/// Map a zip writer error to [`Error::Io`] for `path`, keeping the OS error where there is one.
+fn zip_write_error(path: &Path, e: ZipError) -> Error {
     match e {
-        WriteNpzError::Zip(ZipError::Io(source)) => io_error(path, source),
-        WriteNpzError::Npy(e) => npy_write_error(path, e),
+        ZipError::Io(source) => io_error(path, source),
         other => io_error(path, std::io::Error::other(other.to_string())),
     }
+}
+
+/// The options of every entry written: stored (as `numpy.savez`), a fixed date (reproducible
+/// output), zip64 only where an entry of `nbytes` may pass 4 GiB.
+fn entry_options(nbytes: u64) -> SimpleFileOptions {
+    SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Stored)
+        .last_modified_time(DateTime::default())
+        .large_file(nbytes.saturating_add(1 << 16) >= zip::ZIP64_BYTES_THR)
 }
 
 /// Write named arrays as an uncompressed `.npz` archive to `writer`, each as float64 if
@@ -123,109 +130,41 @@ where
     // Through a sticky writer: after an I/O error the zip writer sees only successes, so that
     // neither it nor its `Drop` (which would print "ZipWriter drop failed") reports a second
     // error; the first one is returned below.
-    let mut npz = NpzWriter::new(Sticky::new(writer));
+    let mut zip = ZipWriter::new(Sticky::new(writer));
     let mut seen = HashSet::new();
-    for (name, array) in arrays {
-        let name = name.as_ref();
+    let mut start = |zip: &mut ZipWriter<_>, name: &str, nbytes: u64| {
         if !seen.insert(name.to_string()) {
             return Err(Error::InvalidArgument {
                 name: "arrays",
                 reason: format!("the name `{name}` appears twice"),
             });
         }
+        // NumPy's names: one `.npy` suffix added (and removed again when reading).
+        zip.start_file(format!("{name}.npy"), entry_options(nbytes))
+            .map_err(|e| zip_write_error(path, e))
+    };
+    for (name, array) in arrays {
+        let name = name.as_ref();
         let stored = match dtype_of(name) {
             Dtype::F64 => Dtype::F64,
             _ => Dtype::F32,
         };
-        // Zip64 entries are only needed past 4 GiB; a fixed date keeps the output reproducible.
-        let nbytes = (array.len() as u64).saturating_mul(stored.size() as u64);
-        let options = SimpleFileOptions::default()
-            .compression_method(CompressionMethod::Stored)
-            .last_modified_time(DateTime::default())
-            .large_file(nbytes.saturating_add(1 << 16) >= zip::ZIP64_BYTES_THR);
-        let result = match stored {
-            Dtype::F64 => npz.add_array_with_options(name, &array.mapv(to_f64), options),
-            _ => npz.add_array_with_options(name, &array.mapv(to_f32), options),
-        };
-        result.map_err(|e| npz_write_error(path, e))?;
+        start(
+            &mut zip,
+            name,
+            (array.len() as u64).saturating_mul(stored.size() as u64),
+        )?;
+        write_npy_stream(&mut zip, array, stored).map_err(|e| io_error(path, e))?;
     }
     for (name, tensor) in raw {
-        if !seen.insert(name.clone()) {
-            return Err(Error::InvalidArgument {
-                name: "arrays",
-                reason: format!("the name `{name}` appears twice"),
-            });
-        }
         tensor.check(name)?;
-        let options = SimpleFileOptions::default()
-            .compression_method(CompressionMethod::Stored)
-            .last_modified_time(DateTime::default())
-            .large_file(tensor.data.len() as u64 + (1 << 16) >= zip::ZIP64_BYTES_THR);
-        add_raw(&mut npz, name, tensor, options).map_err(|e| npz_write_error(path, e))?;
+        start(&mut zip, name, tensor.data.len() as u64)?;
+        write_raw_npy(&mut zip, tensor).map_err(|e| io_error(path, e))?;
     }
-    npz.finish()
-        .map_err(|e| npz_write_error(path, e))?
+    zip.finish()
+        .map_err(|e| zip_write_error(path, e))?
         .finish()
         .map_err(|e| io_error(path, e))
-}
-
-/// Little-endian elements of `N` bytes.
-pub(super) fn le_elements<T, const N: usize>(data: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
-    data.chunks_exact(N)
-        .map(|c| from(c.try_into().unwrap_or([0; N])))
-        .collect()
-}
-
-/// Add a raw tensor (checked) to an archive as the matching NumPy dtype.
-fn add_raw<W: Write + Seek>(
-    npz: &mut NpzWriter<W>,
-    name: &str,
-    tensor: &RawTensor,
-    options: SimpleFileOptions,
-) -> std::result::Result<(), WriteNpzError> {
-    fn add<W: Write + Seek, T: ndarray_npy::WritableElement>(
-        npz: &mut NpzWriter<W>,
-        name: &str,
-        shape: &[usize],
-        values: Vec<T>,
-        options: SimpleFileOptions,
-    ) -> std::result::Result<(), WriteNpzError> {
-        // The length was checked against the shape.
-        match ArrayD::from_shape_vec(IxDyn(shape), values) {
-            Ok(array) => npz.add_array_with_options(name, &array, options),
-            Err(e) => Err(WriteNpzError::Zip(ZipError::Io(std::io::Error::other(e)))),
-        }
-    }
-    let (shape, data) = (&tensor.shape[..], &tensor.data[..]);
-    // Every fixed-width integer type: decode little-endian elements, then add the array.
-    macro_rules! le {
-        ($t:ty) => {
-            add(
-                npz,
-                name,
-                shape,
-                le_elements(data, <$t>::from_le_bytes),
-                options,
-            )
-        };
-    }
-    match tensor.dtype {
-        RawDtype::Bool => add(
-            npz,
-            name,
-            shape,
-            data.iter().map(|&b| b != 0).collect(),
-            options,
-        ),
-        RawDtype::U8 => add(npz, name, shape, data.to_vec(), options),
-        RawDtype::I8 => le!(i8),
-        RawDtype::U16 => le!(u16),
-        RawDtype::I16 => le!(i16),
-        RawDtype::U32 => le!(u32),
-        RawDtype::I32 => le!(i32),
-        RawDtype::U64 => le!(u64),
-        RawDtype::I64 => le!(i64),
-    }
 }
 
 /// Deflate's largest expansion (a run of one byte costs at least ~1/1032 of its length).
