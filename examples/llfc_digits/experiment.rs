@@ -108,6 +108,10 @@ pub enum Stage {
     Measuring,
     /// Commutativity matching of B onto A from every start, and measuring those pairs.
     CommutativityMatching,
+    /// REPAIR of the naive and matched paths, and measuring them.
+    Repair,
+    /// LLFC error attribution of every pair.
+    Attribution,
 }
 
 /// Runs epochs of one setup on the training set and reports them.
