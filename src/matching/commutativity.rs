@@ -126,7 +126,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::activation::{activation_matching, ActivationMatchingOptions, Statistic};
 use super::weight::{weight_matching, WeightMatchingOptions};
-use super::{lap_max, LapWarm};
+use super::{lap_max, par_gemm_abt_into, LapWarm};
 use crate::assignment::Solver;
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -137,7 +137,9 @@ use crate::spec::PermutationSpec;
 use crate::{apply_permutations, mlp};
 use layer::LayerCache;
 pub use objective::{commutativity_objective, CommutativityObjective};
-use objective::{gram, gram_inner, matmul, transposed, Problem};
+use objective::{
+    fill_rows, gram, gram_inner, gram_into, matmul, transpose_into, transposed, Problem,
+};
 pub(crate) use stats::mlp_hidden_stats;
 pub use stats::{mlp_commutativity_stats, CommutativityStats};
 use stats::Moments;
@@ -465,9 +467,9 @@ pub fn commutativity_matching<F: Float>(
                     ..step
                 });
             }
-            let visit = swaps::Visit::new(&cache);
+            let mut visit = swaps::Visit::new(&cache);
             for _ in 0..options.max_swap_rounds {
-                let Some(cand) = swaps::swap_round(&visit, &perms[l]) else {
+                let Some(cand) = swaps::swap_round(&mut visit, &perms[l]) else {
                     break;
                 };
                 let step = try_step(&cache, &mut perms, &mut terms, l, cand, options);

@@ -127,12 +127,37 @@ impl<'a> GramRow<'a> {
 /// `G = C_AA − C_AB Qᵀ − Q C_BA + Q C_BB Qᵀ`, element by element (exactly symmetric).
 pub(super) fn gram(m: &Moments, q: &[usize]) -> Array2<f64> {
     let d = q.len();
-    let mut out = Vec::with_capacity(d * d);
-    for i in 0..d {
-        let row = GramRow::new(m, q, i);
-        out.extend((0..d).map(|j| row.at(j)));
+    let mut out = Array2::zeros((d, d));
+    gram_into(m, q, &mut out);
+    out
+}
+
+/// [`gram`] written into `out` (`d × d`, standard layout), rows in parallel: every entry is
+/// computed by the same operations as [`GramRow::at`], whatever the thread count.
+pub(super) fn gram_into(m: &Moments, q: &[usize], out: &mut Array2<f64>) {
+    fill_rows(out, |i, row| {
+        let g = GramRow::new(m, q, i);
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = g.at(j);
+        }
+    });
+}
+
+/// `f(r, row)` for every row `r` of `m` (standard layout), in parallel with the `rayon`
+/// feature. For element-wise fills only: each row is written by one call, so the result does
+/// not depend on the thread count.
+pub(super) fn fill_rows(m: &mut Array2<f64>, f: impl Fn(usize, &mut [f64]) + Sync) {
+    let c = m.ncols().max(1);
+    let s = m.as_slice_mut().expect("standard layout");
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        s.par_chunks_mut(c)
+            .enumerate()
+            .for_each(|(r, row)| f(r, row));
     }
-    Array2::from_shape_vec((d, d), out).expect("sizes agree")
+    #[cfg(not(feature = "rayon"))]
+    s.chunks_mut(c).enumerate().for_each(|(r, row)| f(r, row));
 }
 
 /// `⟨gram(c, q), gram(z, q)⟩`, summed in row order (the same sum as forming both matrices
@@ -148,11 +173,19 @@ pub(super) fn gram_inner(c: &Moments, z: &Moments, q: &[usize]) -> f64 {
 
 /// `m` transposed, in standard layout, in 32 × 32 tiles (reads and writes stay in cache).
 pub(super) fn transposed(m: ArrayView2<'_, f64>) -> Array2<f64> {
+    let mut out = Array2::zeros((m.ncols(), m.nrows()));
+    transpose_into(m, &mut out);
+    out
+}
+
+/// `out ← mᵀ` (`out` in standard layout, of `m`'s shape reversed), in 32 × 32 tiles.
+pub(super) fn transpose_into(m: ArrayView2<'_, f64>, out: &mut Array2<f64>) {
     const TILE: usize = 32;
     let m = m.as_standard_layout();
     let (r, c) = m.dim();
+    debug_assert_eq!(out.dim(), (c, r));
     let src = m.as_slice().expect("standard layout");
-    let mut out = vec![0.0; r * c];
+    let out = out.as_slice_mut().expect("standard layout");
     for i0 in (0..r).step_by(TILE) {
         for j0 in (0..c).step_by(TILE) {
             for i in i0..(i0 + TILE).min(r) {
@@ -163,7 +196,6 @@ pub(super) fn transposed(m: ArrayView2<'_, f64>) -> Array2<f64> {
             }
         }
     }
-    Array2::from_shape_vec((c, r), out).expect("sizes agree")
 }
 
 /// `tr(M G Mᵀ) = Σ_{ij} (M G)_{ij} M_{ij}`, summed in f64 in row order.
