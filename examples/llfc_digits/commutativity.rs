@@ -12,6 +12,7 @@ use llfc::matching::commutativity::{
 };
 use llfc::{apply_permutations, Params, PermutationSpec, Result};
 
+use crate::progress::cpu_seconds;
 use crate::experiment::{measure, Method, Observer, Outcome, PairResult, Setup, Stage};
 use crate::table::layer_name;
 
@@ -84,14 +85,17 @@ pub fn compare(
     }
     let stats = mlp_commutativity_stats(a, b, data.x_train.view())?;
     for (start, label) in STARTS {
-        let clock = Instant::now();
+        let (clock, cpu) = (Instant::now(), cpu_seconds());
         let options = CommutativityMatchingOptions {
             start,
             ..CommutativityMatchingOptions::default()
         };
         let m = commutativity_matching(a, b, &stats, &options)?;
+        let cpu = cpu_seconds()
+            .zip(cpu)
+            .map_or(String::new(), |(now, then)| format!(" (CPU {:.2} s)", now - then));
         observer.step(&format!(
-            "{label}: {} sweeps in {:.2} s",
+            "{label}: {} sweeps in {:.2} s{cpu}",
             m.sweeps,
             clock.elapsed().as_secs_f64()
         ));

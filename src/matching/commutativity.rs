@@ -95,9 +95,10 @@
 //!   `⟨G, N⟩` under a swap of `i` and `j` involves only rows and columns `i`, `j`; summing it
 //!   for all pairs takes two `d × d × d` products (`X Ẏᵀ`, `Ẋ Yᵀ` with
 //!   `x_a[k] = C_AA[a, k] − C_AB[a, q(k)]`, `y_b[k] = C_BB[b, q(k)] − C_AB[k, b]`, and the dotted
-//!   ones from `Z`) plus `O(1)` per pair. A round applies the improving swaps of distinct
-//!   units best first, each re-scored exactly after the previous ones, until a round finds
-//!   none.
+//!   ones from `Z`) plus `O(1)` per pair; column `k` of `X`, `Y` depends on `q(k)` alone, so
+//!   after a round that moved `m ≤ d/4` units the next round updates the products by one of
+//!   inner size `4m` instead. A round applies the improving swaps of distinct units best
+//!   first, each re-scored exactly after the previous ones, until a round finds none.
 //!
 //! Only terms ℓ and ℓ + 1 change with `P_ℓ`, so every candidate is scored exactly in `O(d²)`:
 //! `J_ℓ = tr(W_A G_ℓ W_Aᵀ) + tr(W̃ G_ℓ W̃ᵀ) − 2 Σ_i S_ℓ[i, q(i)]` and `J_{ℓ+1} = ⟨G, N⟩`, with
@@ -108,8 +109,10 @@
 //! result is a local minimum for these moves, and the start matters ([`CommutativityStart`]).
 //!
 //! Cost: per layer visit about six `d × d × d` products for the cache (one for the weight
-//! bound), two for the Frank–Wolfe coefficient and two per swap round, in f64 (the weights are
-//! converted), plus the LAPs (the feature bound's once per layer). Products run in fixed row blocks and the swap scores are computed alike on any
+//! bound), two for the Frank–Wolfe coefficient and two for the first swap round (a later round
+//! costs `O(d²)` plus a `d × d × 4m` update when it follows a round that moved `m ≤ d/4`
+//! units), in f64 (the weights are converted), plus the LAPs (the feature bound's once per
+//! layer). Products run in fixed row blocks and the swap scores are computed alike on any
 //! number of threads, so the result does not depend on the thread count.
 
 mod layer;

@@ -1,6 +1,7 @@
 //! Exact pairwise-swap (2-opt) rounds for one hidden permutation `P_ℓ` of commutativity
 //! matching: every transposition of two of A's units' matches is scored exactly, all at once,
-//! from two `d × d × d` products.
+//! from two `d × d × d` products (updated, not recomputed, after a round that moved few units:
+//! [`rows`]).
 //!
 //! With `q = P_ℓ` the part of `J` that depends on `q` is
 //! `−2 Σ_i S_ℓ[i, q(i)] + ⟨G, N⟩`, where `G = G_{ℓ+1}(q)` is the Gram matrix of the features'
