@@ -89,7 +89,7 @@ fn label(stage: Stage) -> &'static str {
 /// CPU time of this process so far (every thread, user + system), in seconds, from
 /// `/proc/self/stat` (fields 14 and 15, in the kernel's fixed `USER_HZ` = 100 ticks per
 /// second); `None` where that file does not exist (not Linux).
-pub fn cpu_seconds() -> Option<f64> {
+fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // The command name (field 2) is parenthesised and may hold spaces: count after it.
     let rest = &stat[stat.rfind(')')? + 2..];
