@@ -405,6 +405,7 @@ pub fn commutativity_matching<F: Float>(
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let mut warm: Vec<Option<LapWarm>> = vec![None; hidden];
     let mut bound_laps: Vec<BoundLaps> = (0..hidden).map(|_| BoundLaps::default()).collect();
+    let mut caches: Vec<Option<CachedLayer<'_>>> = (0..hidden).map(|_| None).collect();
     let (mut history, mut sweeps, mut converged) = (Vec::new(), 0, false);
     while sweeps < options.max_iter {
         let order = options.order.clone().unwrap_or_else(|| {
@@ -414,7 +415,10 @@ pub fn commutativity_matching<F: Float>(
         });
         let mut accepted_any = false;
         for l in order {
-            let cache = LayerCache::new(&problem, &perms, l);
+            let CachedLayer {
+                cache, layer_term, ..
+            } = CachedLayer::get(&mut caches[l], &problem, &perms, l);
+            let cache = &*cache;
             let coef = cache.frank_wolfe(&perms[l]);
             let mut candidates = Vec::new();
             let (vertex, sol) = lap_max(coef.view(), options.solver, warm[l].as_ref())?;
@@ -437,8 +441,11 @@ pub fn commutativity_matching<F: Float>(
                 let cand = match (kind, vertex) {
                     (_, Some(v)) => v,
                     (StepKind::LayerTerm, None) => {
-                        let s = cache.s.as_ref().expect("ℓ > 0 has a layer term");
-                        lap_max(s.view(), options.solver, None)?.0
+                        if layer_term.is_none() {
+                            let s = cache.s.as_ref().expect("ℓ > 0 has a layer term");
+                            *layer_term = Some(lap_max(s.view(), options.solver, None)?.0);
+                        }
+                        layer_term.clone().expect("solved above")
                     }
                     _ => {
                         let mut c = coef.clone();
@@ -448,7 +455,7 @@ pub fn commutativity_matching<F: Float>(
                         lap_max(c.view(), options.solver, None)?.0
                     }
                 };
-                let step = try_step(&cache, &mut perms, &mut terms, l, cand.into_vec(), options);
+                let step = try_step(cache, &mut perms, &mut terms, l, cand.into_vec(), options);
                 let (accepted, moved) = (step.accepted, step.moved);
                 history.push(CommutativityStep {
                     sweep: sweeps,
@@ -463,19 +470,19 @@ pub fn commutativity_matching<F: Float>(
                 damped_done |= kind == StepKind::Damped && moved == 0;
             }
             let state = (&mut perms[..], &mut terms[..]);
-            for step in bound_steps(&cache, state, l, options, &mut bound_laps[l])? {
+            for step in bound_steps(cache, state, l, options, &mut bound_laps[l])? {
                 accepted_any |= step.accepted;
                 history.push(CommutativityStep {
                     sweep: sweeps,
                     ..step
                 });
             }
-            let mut visit = swaps::Visit::new(&cache);
+            let mut visit = swaps::Visit::new(cache);
             for _ in 0..options.max_swap_rounds {
                 let Some(cand) = swaps::swap_round(&mut visit, &perms[l]) else {
                     break;
                 };
-                let step = try_step(&cache, &mut perms, &mut terms, l, cand, options);
+                let step = try_step(cache, &mut perms, &mut terms, l, cand, options);
                 let accepted = step.accepted;
                 history.push(CommutativityStep {
                     sweep: sweeps,
@@ -522,6 +529,41 @@ fn mean_gap(coef: &Array2<f64>, p: &[usize]) -> f64 {
     #[allow(clippy::cast_precision_loss)]
     let n = p.len().max(1) as f64;
     total / n
+}
+
+/// The [`LayerCache`] of one hidden layer `ℓ`, kept across sweeps while the permutations it
+/// depends on (`P_{ℓ−1}` for `S_ℓ`, `P_{ℓ+1}` for the weight moments) stay the same, and the
+/// solution of the LAP of `S_ℓ` ([`StepKind::LayerTerm`]), which depends on `P_{ℓ−1}` alone.
+/// Rebuilding it from the same permutations would compute the same values.
+struct CachedLayer<'a> {
+    before: Option<Vec<usize>>,
+    after: Option<Vec<usize>>,
+    cache: LayerCache<'a>,
+    layer_term: Option<Permutation>,
+}
+
+impl<'a> CachedLayer<'a> {
+    /// The cache of layer `l` at `perms`, made anew only if its neighbours' permutations
+    /// changed since it was made.
+    fn get<'s>(
+        slot: &'s mut Option<Self>,
+        problem: &'a Problem,
+        perms: &[Vec<usize>],
+        l: usize,
+    ) -> &'s mut Self {
+        let before = l.checked_sub(1).map(|k| perms[k].clone());
+        let after = perms.get(l + 1).cloned();
+        let valid = matches!(slot, Some(c) if c.before == before && c.after == after);
+        if !valid {
+            *slot = Some(Self {
+                before,
+                after,
+                cache: LayerCache::new(problem, perms, l),
+                layer_term: None,
+            });
+        }
+        slot.as_mut().expect("made above")
+    }
 }
 
 /// What the bound candidates of one layer keep across sweeps.

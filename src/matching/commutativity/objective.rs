@@ -161,14 +161,18 @@ pub(super) fn fill_rows(m: &mut Array2<f64>, f: impl Fn(usize, &mut [f64]) + Syn
 }
 
 /// `⟨gram(c, q), gram(z, q)⟩`, summed in row order (the same sum as forming both matrices
-/// first), without forming them.
+/// first): the products row by row in parallel, then one sum in order, so the result does
+/// not depend on the thread count.
 pub(super) fn gram_inner(c: &Moments, z: &Moments, q: &[usize]) -> f64 {
-    (0..q.len())
-        .flat_map(|i| {
-            let (rc, rz) = (GramRow::new(c, q, i), GramRow::new(z, q, i));
-            (0..q.len()).map(move |j| rc.at(j) * rz.at(j))
-        })
-        .sum()
+    let d = q.len();
+    let mut products = Array2::zeros((d, d));
+    fill_rows(&mut products, |i, row| {
+        let (rc, rz) = (GramRow::new(c, q, i), GramRow::new(z, q, i));
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = rc.at(j) * rz.at(j);
+        }
+    });
+    products.iter().sum()
 }
 
 /// `m` transposed, in standard layout, in 32 × 32 tiles (reads and writes stay in cache).
