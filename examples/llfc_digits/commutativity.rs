@@ -101,11 +101,14 @@ pub fn compare(
                 ..CommutativityMatchingOptions::default()
             };
             let m = commutativity_matching(a, b, &stats, &options)?;
-            observer.lock().expect("no observer panicked").step(&format!(
-                "{label}: {} sweeps in {:.2} s",
-                m.sweeps,
-                clock.elapsed().as_secs_f64()
-            ));
+            observer
+                .lock()
+                .expect("no observer panicked")
+                .step(&format!(
+                    "{label}: {} sweeps in {:.2} s",
+                    m.sweeps,
+                    clock.elapsed().as_secs_f64()
+                ));
             let aligned = apply_permutations(&spec, &m.perms, b)?;
             let accepted = m.history.iter().filter(|s| s.accepted).count();
             Ok(Row {

@@ -114,7 +114,9 @@ impl Observer for Progress {
 
     fn step(&mut self, what: &str) {
         match &self.current {
-            Some((_, bar, ..)) if self.interactive => bar.println(format!("[{}] {what}", self.name)),
+            Some((_, bar, ..)) if self.interactive => {
+                bar.println(format!("[{}] {what}", self.name))
+            }
             _ => eprintln!("[{}] {what}", self.name),
         }
     }

@@ -144,8 +144,8 @@ use objective::{
     fill_rows, gram, gram_inner, gram_into, matmul, transpose_into, transposed, Problem,
 };
 pub(crate) use stats::mlp_hidden_stats;
-pub use stats::{mlp_commutativity_stats, CommutativityStats};
 use stats::Moments;
+pub use stats::{mlp_commutativity_stats, CommutativityStats};
 
 /// Where the descent of [`commutativity_matching`] starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -286,7 +286,6 @@ pub struct CommutativityMatching {
     /// Whether the last sweep accepted no step (false if `max_iter` stopped the loop).
     pub converged: bool,
 }
-
 
 /// The starting permutations as index vectors `P_0 … P_{L−2}`.
 fn start_perms<F: Float>(

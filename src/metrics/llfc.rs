@@ -439,10 +439,18 @@ pub fn llfc_report_mlp<F: Float, S: Data<Elem = F>>(
         let theta = a.interpolate(b, alpha)?;
         let f = mlp::forward_features(&theta, &x)?;
         let per_layer = par_map(&layers, |&l| {
-            let layer = |f_alpha: &Array2<F>, f_a: &Array2<F>, f_b: &Array2<F>, baseline: &SampleStats| {
-                check_same(f_a, f_alpha, "features of θ(α)", "features of A")?;
-                Ok::<_, Error>(llfc_layer_unchecked(f_alpha, f_a, f_b, alpha, variant, baseline.clone()))
-            };
+            let layer =
+                |f_alpha: &Array2<F>, f_a: &Array2<F>, f_b: &Array2<F>, baseline: &SampleStats| {
+                    check_same(f_a, f_alpha, "features of θ(α)", "features of A")?;
+                    Ok::<_, Error>(llfc_layer_unchecked(
+                        f_alpha,
+                        f_a,
+                        f_b,
+                        alpha,
+                        variant,
+                        baseline.clone(),
+                    ))
+                };
             let (base_pre, base_post) = &baselines[l];
             let pre = layer(&f.pre[l], &fa.pre[l], &fb.pre[l], base_pre)?;
             let post = layer(&f.post[l], &fa.post[l], &fb.post[l], base_post)?;

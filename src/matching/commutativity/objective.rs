@@ -35,7 +35,11 @@ pub(super) struct Problem {
 
 impl Problem {
     /// Validate the MLPs and the statistics (one per hidden layer, matching widths, non-empty).
-    pub(super) fn new<F: Float>(a: &Params<F>, b: &Params<F>, stats: &[CommutativityStats]) -> Result<Self> {
+    pub(super) fn new<F: Float>(
+        a: &Params<F>,
+        b: &Params<F>,
+        stats: &[CommutativityStats],
+    ) -> Result<Self> {
         let widths = same_widths(a, b)?;
         let layers = widths.len() - 1;
         let hidden = &widths[1..layers];
@@ -70,7 +74,12 @@ impl Problem {
     }
 
     /// The output permutation of layer `l` (identity for the last layer).
-    pub(super) fn out_perm<'a>(&self, perms: &'a [Vec<usize>], l: usize, id: &'a [usize]) -> &'a [usize] {
+    pub(super) fn out_perm<'a>(
+        &self,
+        perms: &'a [Vec<usize>],
+        l: usize,
+        id: &'a [usize],
+    ) -> &'a [usize] {
         if l + 1 < self.layers() {
             &perms[l]
         } else {

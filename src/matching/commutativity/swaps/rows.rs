@@ -67,9 +67,10 @@ impl RoundBuffers {
     /// [`update_scan`]).
     fn fill(&mut self, c: &Moments, z: &Moments, q: &[usize]) {
         let d = q.len();
-        let changed: Option<Vec<usize>> = self.q.as_ref().map(|prev| {
-            (0..d).filter(|&k| prev[k] != q[k]).collect()
-        });
+        let changed: Option<Vec<usize>> = self
+            .q
+            .as_ref()
+            .map(|prev| (0..d).filter(|&k| prev[k] != q[k]).collect());
         match changed {
             Some(k) if 4 * k.len() <= d => update_scan(self, c, z, q, &k),
             _ => {
@@ -119,12 +120,17 @@ fn update_scan(b: &mut RoundBuffers, c: &Moments, z: &Moments, q: &[usize], chan
     for (j, &k) in changed.iter().enumerate() {
         let old = |buf: &Array2<f64>| buf.column(k).to_vec();
         let (cx_old, zx_old) = (old(&b.cx), old(&b.zx));
-        let (cy_old, zy_old) = (row_from(&b.cy_t, k, 0).to_vec(), row_from(&b.zy_t, k, 0).to_vec());
+        let (cy_old, zy_old) = (
+            row_from(&b.cy_t, k, 0).to_vec(),
+            row_from(&b.zy_t, k, 0).to_vec(),
+        );
         x_column(c, q, k, &mut col);
-        b.cx.column_mut(k).assign(&ndarray::ArrayView1::from(&col[..]));
+        b.cx.column_mut(k)
+            .assign(&ndarray::ArrayView1::from(&col[..]));
         let cx_new = col.clone();
         x_column(z, q, k, &mut col);
-        b.zx.column_mut(k).assign(&ndarray::ArrayView1::from(&col[..]));
+        b.zx.column_mut(k)
+            .assign(&ndarray::ArrayView1::from(&col[..]));
         let zx_new = col.clone();
         let cy_row = &mut b.cy_t.row_mut(k);
         y_column(c, q, k, cy_row.as_slice_mut().expect("standard layout"));
@@ -138,7 +144,8 @@ fn update_scan(b: &mut RoundBuffers, c: &Moments, z: &Moments, q: &[usize], chan
             (&zx_old[..], &cy_old[..], -1.0),
         ];
         for (r, (l, rr, sign)) in rows.into_iter().enumerate() {
-            left.row_mut(4 * j + r).assign(&ndarray::ArrayView1::from(l));
+            left.row_mut(4 * j + r)
+                .assign(&ndarray::ArrayView1::from(l));
             let mut out = right.row_mut(4 * j + r);
             for (o, &v) in out.iter_mut().zip(rr) {
                 *o = sign * v;
@@ -177,7 +184,12 @@ fn fill_xy(m: &Moments, q: &[usize], x: &mut Array2<f64>, y_t: &mut Array2<f64>)
 /// `W[a, x] = (X Ẏᵀ + Ẋ Yᵀ)[a, x] + ⟨x_a, ẋ_a⟩ + ⟨y_x, ẏ_x⟩` into `w` (`w2` is scratch):
 /// the products in fixed row blocks, then the sums in this order, element by element.
 fn products(
-    (x, y, xd, yd): (ArrayView2<'_, f64>, ArrayView2<'_, f64>, ArrayView2<'_, f64>, ArrayView2<'_, f64>),
+    (x, y, xd, yd): (
+        ArrayView2<'_, f64>,
+        ArrayView2<'_, f64>,
+        ArrayView2<'_, f64>,
+        ArrayView2<'_, f64>,
+    ),
     w: &mut Array2<f64>,
     w2: &mut Array2<f64>,
 ) {
@@ -310,13 +322,9 @@ impl<'a> RowLayout<'a> {
             q,
             c: MomentRows::new(state.c, &state.g, &b.cx, &b.cy_t, q),
             z: MomentRows::new(state.z, &state.n, &b.zx, &b.zy_t, q),
-            s: state.s.map(|s| {
-                (
-                    s,
-                    s_t.expect("S_ℓ and its transpose"),
-                    matched(s, q),
-                )
-            }),
+            s: state
+                .s
+                .map(|s| (s, s_t.expect("S_ℓ and its transpose"), matched(s, q))),
             w: &b.w,
             w_t: &b.w_t,
             w_d: matched(&b.w, q),
@@ -353,10 +361,7 @@ impl<'a> RowLayout<'a> {
             None => out.fill(0.0),
         }
         let (c, z) = (&self.c, &self.z);
-        let (gc, gz) = (
-            Gathered::new(c.m, i, qi, qs),
-            Gathered::new(z.m, i, qi, qs),
-        );
+        let (gc, gz) = (Gathered::new(c.m, i, qi, qs), Gathered::new(z.m, i, qi, qs));
         // x[j, i] = aa[j, i] − ab[j, q(i)], from the transposes' rows.
         let x_col = |m: &MomentRows<'a>| -> Vec<f64> {
             let (aat, abt) = (row(&m.m.aa_t, i), row(&m.m.ab_t, qi));
@@ -369,8 +374,7 @@ impl<'a> RowLayout<'a> {
             let (cabt, zabt) = (row(&c.m.ab_t, qi), row(&z.m.ab_t, qi));
             let (xj, xdj, yj, ydj) = (tail(&c.x_d), tail(&z.x_d), tail(&c.y_d), tail(&z.y_d));
             let (wq, wt, wd) = (gather(self.w, i, qs), row(self.w_t, qi), tail(&self.w_d));
-            let (xii, xdii, yii, ydii, wii) =
-                (c.x_d[i], z.x_d[i], c.y_d[i], z.y_d[i], self.w_d[i]);
+            let (xii, xdii, yii, ydii, wii) = (c.x_d[i], z.x_d[i], c.y_d[i], z.y_d[i], self.w_d[i]);
             let h_ii = (xii + yii) * (xdii + ydii);
             for (k, o) in out.iter_mut().enumerate() {
                 // y[q(i), j] = bb[q(i), q(j)] − ab[j, q(i)], y[q(j), i] = bb[q(j), q(i)] − ab[i, q(j)].
@@ -402,10 +406,7 @@ impl<'a> RowLayout<'a> {
             // g[j, i] and n[j, i] in gram's order.
             let (gt, nt) = (xt[k] - cabq + cbbr, xdt[k] - zabq + zbbr);
             let mut d = 0.0;
-            let (ec, ez) = (
-                c_aii - cabq - cabq + cbbd[k],
-                z_aii - zabq - zabq + zbbd[k],
-            );
+            let (ec, ez) = (c_aii - cabq - cabq + cbbd[k], z_aii - zabq - zabq + zbbd[k]);
             d += ec * ez - g_ii * n_ii;
             let (ec, ez) = (
                 caa[k] - c_abi - cabd[k] + cbbr,
