@@ -249,30 +249,19 @@ where
     D: RemoveAxis,
 {
     check_triple(f_alpha, f_a, f_b, alpha)?;
+    let sums = interpolation_sums(f_alpha, f_a, f_b, alpha);
     let baseline = cosine_distances_unchecked(f_a, f_b, variant);
-    Ok(llfc_layer_unchecked(
-        f_alpha, f_a, f_b, alpha, variant, baseline,
-    ))
+    Ok(layer_from_sums(alpha, variant, &sums, baseline))
 }
 
-/// [`llfc_layer`] of checked features, with the baseline `1 − cos⟨f_a, f_b⟩` given (it does
-/// not depend on α).
-fn llfc_layer_unchecked<F, S1, S2, S3, D>(
-    f_alpha: &ArrayBase<S1, D>,
-    f_a: &ArrayBase<S2, D>,
-    f_b: &ArrayBase<S3, D>,
+/// [`llfc_layer`] from the interpolation sums of checked features, with the baseline
+/// `1 − cos⟨f_a, f_b⟩` given (it does not depend on α).
+fn layer_from_sums(
     alpha: f64,
     variant: CosineVariant,
+    sums: &[InterpolationSums],
     baseline: SampleStats,
-) -> LlfcLayer
-where
-    F: Float,
-    S1: Data<Elem = F>,
-    S2: Data<Elem = F>,
-    S3: Data<Elem = F>,
-    D: RemoveAxis,
-{
-    let sums = interpolation_sums(f_alpha, f_a, f_b, alpha);
+) -> LlfcLayer {
     let distance = SampleStats::from_values(
         sums.iter()
             .map(|s| cosine_from_sums(s.dot, s.n_alpha, s.n_int).map(|c| variant.distance(c)))
@@ -282,7 +271,7 @@ where
         alpha,
         distance,
         baseline,
-        scale: scale_from_sums(&sums),
+        scale: scale_from_sums(sums),
     }
 }
 
@@ -442,14 +431,8 @@ pub fn llfc_report_mlp<F: Float, S: Data<Elem = F>>(
             let layer =
                 |f_alpha: &Array2<F>, f_a: &Array2<F>, f_b: &Array2<F>, baseline: &SampleStats| {
                     check_same(f_a, f_alpha, "features of θ(α)", "features of A")?;
-                    Ok::<_, Error>(llfc_layer_unchecked(
-                        f_alpha,
-                        f_a,
-                        f_b,
-                        alpha,
-                        variant,
-                        baseline.clone(),
-                    ))
+                    let sums = interpolation_sums(f_alpha, f_a, f_b, alpha);
+                    Ok::<_, Error>(layer_from_sums(alpha, variant, &sums, baseline.clone()))
                 };
             let (base_pre, base_post) = &baselines[l];
             let pre = layer(&f.pre[l], &fa.pre[l], &fb.pre[l], base_pre)?;

@@ -235,14 +235,10 @@ pub(super) fn swap_round(visit: &mut Visit<'_>, q: &[usize]) -> Option<Vec<usize
 /// straight from the formula (the reference of the round's fused products).
 #[cfg(test)]
 fn products(x: &Array2<f64>, y: &Array2<f64>, xd: &Array2<f64>, yd: &Array2<f64>) -> Array2<f64> {
-    let dot = |p: &Array2<f64>, r: &Array2<f64>| -> ndarray::Array1<f64> {
-        p.rows()
-            .into_iter()
-            .zip(r.rows())
-            .map(|(a, b)| a.dot(&b))
-            .collect()
-    };
-    let (t1, t4) = (dot(x, xd), dot(y, yd));
+    let (t1, t4) = (
+        rows::row_dots(x.view(), xd.view()),
+        rows::row_dots(y.view(), yd.view()),
+    );
     let matmul = |l: &Array2<f64>, r: ndarray::ArrayView2<'_, f64>| {
         let mut out = Array2::zeros((l.nrows(), r.ncols()));
         super::par_gemm_abt_into(l.view(), r.t(), 0.0, &mut out);

@@ -181,6 +181,16 @@ fn fill_xy(m: &Moments, q: &[usize], x: &mut Array2<f64>, y_t: &mut Array2<f64>)
     });
 }
 
+/// `⟨p_a, r_a⟩` for every row `a` (ndarray's `dot`, whose rounding depends on the rows'
+/// layout: the scan always takes `y` column-major).
+pub(super) fn row_dots(p: ArrayView2<'_, f64>, r: ArrayView2<'_, f64>) -> Array1<f64> {
+    p.rows()
+        .into_iter()
+        .zip(r.rows())
+        .map(|(a, b)| a.dot(&b))
+        .collect()
+}
+
 /// `W[a, x] = (X Ẏᵀ + Ẋ Yᵀ)[a, x] + ⟨x_a, ẋ_a⟩ + ⟨y_x, ẏ_x⟩` into `w` (`w2` is scratch):
 /// the products in fixed row blocks, then the sums in this order, element by element.
 fn products(
@@ -193,14 +203,7 @@ fn products(
     w: &mut Array2<f64>,
     w2: &mut Array2<f64>,
 ) {
-    let dot = |p: ArrayView2<'_, f64>, r: ArrayView2<'_, f64>| -> Array1<f64> {
-        p.rows()
-            .into_iter()
-            .zip(r.rows())
-            .map(|(a, b)| a.dot(&b))
-            .collect()
-    };
-    let (t1, t4) = (dot(x, xd), dot(y, yd));
+    let (t1, t4) = (row_dots(x, xd), row_dots(y, yd));
     par_gemm_abt_into(x, yd, 0.0, w);
     par_gemm_abt_into(xd, y, 0.0, w2);
     Zip::from(w.rows_mut())
