@@ -174,14 +174,18 @@ pub(super) fn fill_rows(m: &mut Array2<f64>, f: impl Fn(usize, &mut [f64]) + Syn
 /// not depend on the thread count.
 pub(super) fn gram_inner(c: &Moments, z: &Moments, q: &[usize]) -> f64 {
     let d = q.len();
-    let mut products = Array2::zeros((d, d));
-    fill_rows(&mut products, |i, row| {
+    let row = |i: usize| -> Vec<f64> {
         let (rc, rz) = (GramRow::new(c, q, i), GramRow::new(z, q, i));
-        for (j, o) in row.iter_mut().enumerate() {
-            *o = rc.at(j) * rz.at(j);
-        }
-    });
-    products.iter().sum()
+        (0..d).map(|j| rc.at(j) * rz.at(j)).collect()
+    };
+    #[cfg(feature = "rayon")]
+    let rows: Vec<Vec<f64>> = {
+        use rayon::prelude::*;
+        (0..d).into_par_iter().map(row).collect()
+    };
+    #[cfg(not(feature = "rayon"))]
+    let rows: Vec<Vec<f64>> = (0..d).map(row).collect();
+    rows.iter().flatten().sum()
 }
 
 /// `m` transposed, in standard layout, in 32 × 32 tiles (reads and writes stay in cache).
