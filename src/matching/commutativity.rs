@@ -138,7 +138,7 @@ use crate::permutation::Permutation;
 use crate::spec::PermutationSpec;
 #[cfg(doc)]
 use crate::{apply_permutations, mlp};
-use layer::LayerCache;
+use layer::{CachedLayer, LayerCache};
 pub use objective::{commutativity_objective, CommutativityObjective};
 use objective::{
     fill_rows, gram, gram_inner, gram_into, matmul, transpose_into, transposed, Problem,
@@ -528,41 +528,6 @@ fn mean_gap(coef: &Array2<f64>, p: &[usize]) -> f64 {
     #[allow(clippy::cast_precision_loss)]
     let n = p.len().max(1) as f64;
     total / n
-}
-
-/// The [`LayerCache`] of one hidden layer `ℓ`, kept across sweeps while the permutations it
-/// depends on (`P_{ℓ−1}` for `S_ℓ`, `P_{ℓ+1}` for the weight moments) stay the same, and the
-/// solution of the LAP of `S_ℓ` ([`StepKind::LayerTerm`]), which depends on `P_{ℓ−1}` alone.
-/// Rebuilding it from the same permutations would compute the same values.
-struct CachedLayer<'a> {
-    before: Option<Vec<usize>>,
-    after: Option<Vec<usize>>,
-    cache: LayerCache<'a>,
-    layer_term: Option<Permutation>,
-}
-
-impl<'a> CachedLayer<'a> {
-    /// The cache of layer `l` at `perms`, made anew only if its neighbours' permutations
-    /// changed since it was made.
-    fn get<'s>(
-        slot: &'s mut Option<Self>,
-        problem: &'a Problem,
-        perms: &[Vec<usize>],
-        l: usize,
-    ) -> &'s mut Self {
-        let before = l.checked_sub(1).map(|k| perms[k].clone());
-        let after = perms.get(l + 1).cloned();
-        let valid = matches!(slot, Some(c) if c.before == before && c.after == after);
-        if !valid {
-            *slot = Some(Self {
-                before,
-                after,
-                cache: LayerCache::new(problem, perms, l),
-                layer_term: None,
-            });
-        }
-        slot.as_mut().expect("made above")
-    }
 }
 
 /// What the bound candidates of one layer keep across sweeps.
