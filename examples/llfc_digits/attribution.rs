@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use llfc::data::Dataset;
 use llfc::metrics::attribution::{attribution_mlp, Attribution, Deviation, Source};
 use plotters::prelude::*;
+use rayon::prelude::*;
 
 use crate::commutativity::Row;
 use crate::experiment::{Method, Outcome, Setup};
@@ -52,6 +53,8 @@ pub fn compute(
         .chain(std::iter::once((Method::Spawned.label(), &spawned.second)))
         .chain(descents.map(|r| (r.label, &r.pair.second)));
     seconds
+        .collect::<Vec<_>>()
+        .into_par_iter()
         .map(|(label, b)| {
             Ok(PairAttribution {
                 label,

@@ -3,6 +3,7 @@
 //! direction, Zhou et al. 2023 §5), from each start, and compare with naive, weight-matched
 //! and activation-matched pairs on `J`, the per-layer residuals, LLFC and the barriers.
 
+use std::sync::Mutex;
 use std::time::Instant;
 
 use llfc::data::Dataset;
@@ -11,6 +12,7 @@ use llfc::matching::commutativity::{
     CommutativityMatchingOptions, CommutativityStart,
 };
 use llfc::{apply_permutations, Params, PermutationSpec, Result};
+use rayon::prelude::*;
 
 use crate::experiment::{measure, Method, Observer, Outcome, PairResult, Setup, Stage};
 use crate::table::layer_name;
@@ -52,7 +54,8 @@ fn objective(
 
 /// Align the independent B to A by commutativity matching from every start (statistics of
 /// the training inputs) and measure everything next to the naive, weight- and
-/// activation-matched pairs of `outcome`.
+/// activation-matched pairs of `outcome`. The starts run in parallel (each descent is
+/// deterministic and independent of the thread count).
 ///
 /// # Errors
 /// What the matchings and measurements report.
@@ -61,50 +64,63 @@ pub fn compare(
     data: &Dataset<f32>,
     alphas: &[f64],
     outcome: &Outcome,
-    observer: &mut impl Observer,
+    observer: &mut (impl Observer + Send),
 ) -> Result<Vec<Row>> {
     observer.stage(Stage::CommutativityMatching);
     let spec = PermutationSpec::mlp(setup.num_layers());
     let a = &outcome.a;
     let b = &outcome.pair(Method::Naive).second;
-    let mut rows = Vec::new();
-    for method in [
+    let classic = [
         Method::Naive,
         Method::WeightMatched,
         Method::ActivationMatched,
-    ] {
-        let pair = outcome.pair(method).clone();
-        rows.push(Row {
-            label: method.label(),
-            j_train: objective(&spec, a, &pair.second, &data.x_train)?,
-            j_test: objective(&spec, a, &pair.second, &data.x_test)?,
-            descent: None,
-            pair,
-        });
-    }
+    ];
+    let mut rows = classic
+        .into_par_iter()
+        .map(|method| {
+            let pair = outcome.pair(method).clone();
+            Ok(Row {
+                label: method.label(),
+                j_train: objective(&spec, a, &pair.second, &data.x_train)?,
+                j_test: objective(&spec, a, &pair.second, &data.x_test)?,
+                descent: None,
+                pair,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let stats = mlp_commutativity_stats(a, b, data.x_train.view())?;
-    for (start, label) in STARTS {
-        let clock = Instant::now();
-        let options = CommutativityMatchingOptions {
-            start,
-            ..CommutativityMatchingOptions::default()
-        };
-        let m = commutativity_matching(a, b, &stats, &options)?;
-        observer.step(&format!(
-            "{label}: {} sweeps in {:.2} s",
-            m.sweeps,
-            clock.elapsed().as_secs_f64()
-        ));
-        let aligned = apply_permutations(&spec, &m.perms, b)?;
-        let accepted = m.history.iter().filter(|s| s.accepted).count();
-        rows.push(Row {
-            label,
-            j_train: m.objective,
-            j_test: objective(&spec, a, &aligned, &data.x_test)?,
-            descent: Some((m.initial_objective, m.sweeps, accepted, m.history.len())),
-            pair: measure(Method::Naive, a, &aligned, data, alphas)?,
-        });
-    }
+    // The three descents run in parallel; each reports when it is done (wall time: the others
+    // run at the same time).
+    let observer = Mutex::new(observer);
+    let descents = STARTS
+        .into_par_iter()
+        .map(|(start, label)| {
+            let clock = Instant::now();
+            let options = CommutativityMatchingOptions {
+                start,
+                ..CommutativityMatchingOptions::default()
+            };
+            let m = commutativity_matching(a, b, &stats, &options)?;
+            observer
+                .lock()
+                .expect("no observer panicked")
+                .step(&format!(
+                    "{label}: {} sweeps in {:.2} s",
+                    m.sweeps,
+                    clock.elapsed().as_secs_f64()
+                ));
+            let aligned = apply_permutations(&spec, &m.perms, b)?;
+            let accepted = m.history.iter().filter(|s| s.accepted).count();
+            Ok(Row {
+                label,
+                j_train: m.objective,
+                j_test: objective(&spec, a, &aligned, &data.x_test)?,
+                descent: Some((m.initial_objective, m.sweeps, accepted, m.history.len())),
+                pair: measure(Method::Naive, a, &aligned, data, alphas)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    rows.extend(descents);
     Ok(rows)
 }
 

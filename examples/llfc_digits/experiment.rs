@@ -7,6 +7,7 @@
 //! the paper's findings run the same pipeline.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use llfc::data::Dataset;
 use llfc::lmc::{self, BarrierKind, Curve};
@@ -18,6 +19,7 @@ use llfc::{apply_permutations, Params, PermutationSpec, Result};
 use ndarray::ArrayD;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 /// Scalar type of the experiment: f32 keeps training fast; every metric accumulates in f64.
 pub type Real = f32;
@@ -108,58 +110,59 @@ pub enum Stage {
     Measuring,
     /// Commutativity matching of B onto A from every start, and measuring those pairs.
     CommutativityMatching,
-}
-
-/// Runs epochs of one setup on the training set and reports them.
-struct Trainer<'a, O> {
-    setup: &'a Setup,
-    data: &'a Dataset<Real>,
-    observer: &'a mut O,
-}
-
-impl<O: Observer> Trainer<'_, O> {
-    /// Continue `state` for `epochs` epochs with the data order `rng`, reporting as `model`.
-    fn fit(
-        &mut self,
-        state: &mut TrainState<Real>,
-        epochs: usize,
-        rng: &mut ChaCha8Rng,
-        model: Model,
-    ) -> Result<()> {
-        let config = self.setup.sgd_for(epochs);
-        let (x, y) = (&self.data.x_train, &self.data.y_train);
-        state.fit(x, y, &config, rng, |s, _| {
-            self.observer.epoch(model, s.epoch())
-        })?;
-        Ok(())
-    }
+    /// REPAIR of the naive and matched paths, and measuring them.
+    Repair,
+    /// LLFC error attribution of every pair.
+    Attribution,
 }
 
 /// Train A and B from their own initialisations and data orders, and spawn C from A after
 /// `setup.spawn_epoch` epochs: C copies A's parameters *and* momentum buffers there and
-/// continues with its own data order.
+/// continues with its own data order. B, and then A's and C's continuations, train in
+/// parallel (each model's run is sequential and seeded, so the models do not depend on it).
 ///
 /// # Errors
 /// What [`mlp::init`] and [`TrainState::fit`] report (a bad setup, divergence).
-pub fn train_models(
+pub fn train_models<O: Observer + Send>(
     setup: &Setup,
     data: &Dataset<Real>,
-    observer: &mut impl Observer,
+    observer: &mut O,
 ) -> Result<Trained> {
     let (head, total) = (setup.spawn_epoch, setup.sgd.epochs);
-    let mut trainer = Trainer {
-        setup,
-        data,
-        observer,
+    let observer = Mutex::new(observer);
+    // Continue `state` for `epochs` epochs with the data order `rng`, reporting as `model`.
+    let fit = |state: &mut TrainState<Real>, epochs: usize, rng: &mut ChaCha8Rng, model| {
+        let config = setup.sgd_for(epochs);
+        let (x, y) = (&data.x_train, &data.y_train);
+        state
+            .fit(x, y, &config, rng, |s, _| {
+                observer
+                    .lock()
+                    .expect("no observer panicked")
+                    .epoch(model, s.epoch());
+            })
+            .map(|_| ())
     };
-    let mut a = TrainState::new(&mlp::init(&setup.widths, &mut setup.rng(0))?)?;
-    let mut order_a = setup.rng(2);
-    trainer.fit(&mut a, head, &mut order_a, Model::A)?;
-    let mut c = a.clone();
-    trainer.fit(&mut a, total - head, &mut order_a, Model::A)?;
-    trainer.fit(&mut c, total - head, &mut setup.rng(4), Model::C)?;
-    let mut b = TrainState::new(&mlp::init(&setup.widths, &mut setup.rng(1))?)?;
-    trainer.fit(&mut b, total, &mut setup.rng(3), Model::B)?;
+    let a_and_c = || -> Result<(TrainState<Real>, TrainState<Real>)> {
+        let mut a = TrainState::new(&mlp::init(&setup.widths, &mut setup.rng(0))?)?;
+        let mut order_a = setup.rng(2);
+        fit(&mut a, head, &mut order_a, Model::A)?;
+        let mut c = a.clone();
+        let (done_a, done_c) = rayon::join(
+            || fit(&mut a, total - head, &mut order_a, Model::A),
+            || fit(&mut c, total - head, &mut setup.rng(4), Model::C),
+        );
+        done_a?;
+        done_c?;
+        Ok((a, c))
+    };
+    let b = || -> Result<TrainState<Real>> {
+        let mut b = TrainState::new(&mlp::init(&setup.widths, &mut setup.rng(1))?)?;
+        fit(&mut b, total, &mut setup.rng(3), Model::B)?;
+        Ok(b)
+    };
+    let (a_and_c, b) = rayon::join(a_and_c, b);
+    let ((a, c), b) = (a_and_c?, b?);
     Ok(Trained {
         a: a.into_params(),
         b: b.into_params(),
@@ -368,7 +371,8 @@ impl Outcome {
 
 /// The whole experiment for one setup: train A, B, C; match B onto A by weights and by
 /// activations (on the training inputs); measure the four pairs on the test set at `alphas`
-/// (which must hold 0 and 1).
+/// (which must hold 0 and 1). Independent parts run in parallel (models, pairs); every result
+/// is the same on any number of threads.
 ///
 /// # Errors
 /// What the stages report.
@@ -376,7 +380,7 @@ pub fn run(
     setup: &Setup,
     data: &Dataset<Real>,
     alphas: &[f64],
-    observer: &mut impl Observer,
+    observer: &mut (impl Observer + Send),
 ) -> Result<Outcome> {
     let spec = PermutationSpec::mlp(setup.num_layers());
     observer.stage(Stage::Training);
@@ -393,7 +397,7 @@ pub fn run(
         (Method::Spawned, c),
     ];
     let pairs = second_endpoints
-        .into_iter()
+        .into_par_iter()
         .map(|(method, other)| measure(method, a, other, data, alphas))
         .collect::<Result<Vec<_>>>()?;
     let test_accuracy = |p: &Params<Real>| -> Result<f64> {

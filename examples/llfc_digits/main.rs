@@ -33,7 +33,7 @@ use std::path::PathBuf;
 
 use llfc::mlp::SgdConfig;
 
-use experiment::{run, Real, Setup};
+use experiment::{run, Observer, Real, Setup, Stage};
 use progress::Progress;
 
 /// Points of the α grid of the LMC curves and LLFC measurements (0, 0.05, …, 1).
@@ -95,11 +95,14 @@ fn main() -> Result<(), Box<dyn Error>> {
         let mut progress = Progress::new(&setup);
         let outcome = run(&setup, &data, &alphas, &mut progress)?;
         let rows = commutativity::compare(&setup, &data, &alphas, &outcome, &mut progress)?;
+        progress.stage(Stage::Repair);
+        let repairs = repair::compare(&data, &alphas, &outcome)?;
+        progress.stage(Stage::Attribution);
+        let attributions = attribution::compute(&data, &outcome, &rows)?;
         progress.finish();
         table::print_outcome(&setup, &outcome, GRID_POINTS);
         commutativity::print(&setup, &rows);
-        repair::print(&setup, &repair::compare(&data, &alphas, &outcome)?);
-        let attributions = attribution::compute(&data, &outcome, &rows)?;
+        repair::print(&setup, &repairs);
         attribution::print(&setup, &attributions);
         for path in plots::write_plots(&setup, &outcome, &dir)? {
             println!("plot: {}", path.display());

@@ -1,5 +1,7 @@
 //! Progress of the experiment on stderr: an `indicatif` bar per stage on a terminal, one plain
-//! line per finished stage otherwise (pipes, CI logs), so stdout carries only the tables.
+//! line per finished stage otherwise (pipes, CI logs), so stdout carries only the tables. Each
+//! finished stage reports its wall time and, on Linux, the CPU time of the whole process (all
+//! threads, user + system) it took: on a shared machine the wall time says little.
 
 use std::io::IsTerminal;
 use std::time::Instant;
@@ -16,8 +18,8 @@ pub struct Progress {
     total_epochs: u64,
     /// Whether stderr is a terminal (bars) or not (plain lines).
     interactive: bool,
-    /// The running stage, its bar and its start time.
-    current: Option<(Stage, ProgressBar, Instant)>,
+    /// The running stage, its bar, its start time and the process's CPU time then.
+    current: Option<(Stage, ProgressBar, Instant, Option<f64>)>,
 }
 
 impl Progress {
@@ -58,10 +60,15 @@ impl Progress {
 
     /// Close the running stage, if any, with its duration.
     pub fn finish(&mut self) {
-        if let Some((stage, bar, start)) = self.current.take() {
+        if let Some((stage, bar, start, cpu_start)) = self.current.take() {
             let secs = start.elapsed().as_secs_f64();
+            let cpu = cpu_seconds()
+                .zip(cpu_start)
+                .map_or(String::new(), |(now, then)| {
+                    format!(" (CPU {:.2} s)", now - then)
+                });
             bar.finish_and_clear();
-            eprintln!("[{}] {} done in {secs:.2} s", self.name, label(stage));
+            eprintln!("[{}] {} done in {secs:.2} s{cpu}", self.name, label(stage));
         }
     }
 }
@@ -74,17 +81,32 @@ fn label(stage: Stage) -> &'static str {
         Stage::ActivationMatching => "activation matching",
         Stage::Measuring => "measuring LMC and LLFC",
         Stage::CommutativityMatching => "commutativity matching (3 starts) and measuring",
+        Stage::Repair => "REPAIR of 3 paths and measuring",
+        Stage::Attribution => "LLFC error attribution",
     }
+}
+
+/// CPU time of this process so far (every thread, user + system), in seconds, from
+/// `/proc/self/stat` (fields 14 and 15, in the kernel's fixed `USER_HZ` = 100 ticks per
+/// second); `None` where that file does not exist (not Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is parenthesised and may hold spaces: count after it.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_ascii_whitespace().skip(11);
+    let (utime, stime): (u64, u64) = (fields.next()?.parse().ok()?, fields.next()?.parse().ok()?);
+    #[allow(clippy::cast_precision_loss)]
+    Some((utime + stime) as f64 / 100.0)
 }
 
 impl Observer for Progress {
     fn stage(&mut self, stage: Stage) {
         self.finish();
-        self.current = Some((stage, self.bar(stage), Instant::now()));
+        self.current = Some((stage, self.bar(stage), Instant::now(), cpu_seconds()));
     }
 
     fn epoch(&mut self, model: Model, epoch: usize) {
-        if let Some((_, bar, _)) = &self.current {
+        if let Some((_, bar, ..)) = &self.current {
             bar.inc(1);
             bar.set_message(format!("model {model:?}, epoch {epoch}"));
         }
@@ -92,13 +114,15 @@ impl Observer for Progress {
 
     fn step(&mut self, what: &str) {
         match &self.current {
-            Some((_, bar, _)) if self.interactive => bar.println(format!("[{}] {what}", self.name)),
+            Some((_, bar, ..)) if self.interactive => {
+                bar.println(format!("[{}] {what}", self.name))
+            }
             _ => eprintln!("[{}] {what}", self.name),
         }
     }
 
     fn sweep(&mut self, sweep: usize, objective: f64) {
-        if let Some((_, bar, _)) = &self.current {
+        if let Some((_, bar, ..)) = &self.current {
             bar.set_message(format!(
                 "sweep {}, ⟨θ_A, π(θ_B)⟩ = {objective:.2}",
                 sweep + 1

@@ -107,7 +107,7 @@ pub fn compare(data: &Dataset<Real>, alphas: &[f64], outcome: &Outcome) -> Resul
         Method::WeightMatched,
         Method::ActivationMatched,
     ]
-    .into_iter()
+    .into_par_iter()
     .map(|method| {
         let pair = outcome.pair(method);
         let b = &pair.second;

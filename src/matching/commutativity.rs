@@ -95,9 +95,10 @@
 //!   `⟨G, N⟩` under a swap of `i` and `j` involves only rows and columns `i`, `j`; summing it
 //!   for all pairs takes two `d × d × d` products (`X Ẏᵀ`, `Ẋ Yᵀ` with
 //!   `x_a[k] = C_AA[a, k] − C_AB[a, q(k)]`, `y_b[k] = C_BB[b, q(k)] − C_AB[k, b]`, and the dotted
-//!   ones from `Z`) plus `O(1)` per pair. A round applies the improving swaps of distinct
-//!   units best first, each re-scored exactly after the previous ones, until a round finds
-//!   none.
+//!   ones from `Z`) plus `O(1)` per pair; column `k` of `X`, `Y` depends on `q(k)` alone, so
+//!   after a round that moved `m ≤ d/4` units the next round updates the products by one of
+//!   inner size `4m` instead. A round applies the improving swaps of distinct units best
+//!   first, each re-scored exactly after the previous ones, until a round finds none.
 //!
 //! Only terms ℓ and ℓ + 1 change with `P_ℓ`, so every candidate is scored exactly in `O(d²)`:
 //! `J_ℓ = tr(W_A G_ℓ W_Aᵀ) + tr(W̃ G_ℓ W̃ᵀ) − 2 Σ_i S_ℓ[i, q(i)]` and `J_{ℓ+1} = ⟨G, N⟩`, with
@@ -108,17 +109,20 @@
 //! result is a local minimum for these moves, and the start matters ([`CommutativityStart`]).
 //!
 //! Cost: per layer visit about six `d × d × d` products for the cache (one for the weight
-//! bound), two for the Frank–Wolfe coefficient and two per swap round, in f64 (the weights are
-//! converted), plus the LAPs (the feature bound's once per layer). Products run in fixed row blocks and the swap scores are computed alike on any
+//! bound), two for the Frank–Wolfe coefficient and two for the first swap round (a later round
+//! costs `O(d²)` plus a `d × d × 4m` update when it follows a round that moved `m ≤ d/4`
+//! units), in f64 (the weights are converted), plus the LAPs (the feature bound's once per
+//! layer). Products run in fixed row blocks and the swap scores are computed alike on any
 //! number of threads, so the result does not depend on the thread count.
 
 mod layer;
+mod objective;
 mod stats;
 mod swaps;
 
 use std::collections::BTreeMap;
 
-use ndarray::{Array2, ArrayView2, Ix2};
+use ndarray::Array2;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -130,13 +134,18 @@ use crate::assignment::Solver;
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::params::Params;
-use crate::permutation::{permute_axis, Permutation};
+use crate::permutation::Permutation;
 use crate::spec::PermutationSpec;
+#[cfg(doc)]
 use crate::{apply_permutations, mlp};
-use layer::LayerCache;
+use layer::{CachedLayer, LayerCache};
+pub use objective::{commutativity_objective, CommutativityObjective};
+use objective::{
+    fill_rows, gram, gram_inner, gram_into, matmul, transpose_into, transposed, Problem,
+};
 pub(crate) use stats::mlp_hidden_stats;
+use stats::Moments;
 pub use stats::{mlp_commutativity_stats, CommutativityStats};
-use stats::{same_widths, Moments};
 
 /// Where the descent of [`commutativity_matching`] starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -278,168 +287,6 @@ pub struct CommutativityMatching {
     pub converged: bool,
 }
 
-/// `J` and its terms, as returned by [`commutativity_objective`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct CommutativityObjective {
-    /// `J = Σ_ℓ J_ℓ`.
-    pub total: f64,
-    /// `J_ℓ = tr(M_ℓ G_ℓ M_ℓᵀ)`, `ℓ = 0 … L − 1`.
-    pub layers: Vec<f64>,
-}
-
-/// The validated problem: f64 weights of every layer and the moments of every hidden layer.
-struct Problem {
-    wa: Vec<Array2<f64>>,
-    wb: Vec<Array2<f64>>,
-    moments: Vec<Moments>,
-}
-
-impl Problem {
-    /// Validate the MLPs and the statistics (one per hidden layer, matching widths, non-empty).
-    fn new<F: Float>(a: &Params<F>, b: &Params<F>, stats: &[CommutativityStats]) -> Result<Self> {
-        let widths = same_widths(a, b)?;
-        let layers = widths.len() - 1;
-        let hidden = &widths[1..layers];
-        let found: Vec<usize> = stats.iter().map(CommutativityStats::units).collect();
-        if found != hidden {
-            return Err(Error::ShapeMismatch {
-                what: "commutativity statistics (units of every hidden layer, in order)".into(),
-                expected: hidden.to_vec(),
-                found,
-            });
-        }
-        let weight = |p: &Params<F>, l: usize| -> Result<Array2<f64>> {
-            let w = p.require(&mlp::weight_name(l))?.view();
-            let w = w
-                .into_dimensionality::<Ix2>()
-                .expect("validated by mlp::widths");
-            Ok(w.mapv(Float::as_f64))
-        };
-        Ok(Self {
-            wa: (0..layers).map(|l| weight(a, l)).collect::<Result<_>>()?,
-            wb: (0..layers).map(|l| weight(b, l)).collect::<Result<_>>()?,
-            moments: stats
-                .iter()
-                .map(CommutativityStats::moments)
-                .collect::<Result<_>>()?,
-        })
-    }
-
-    /// Number of linear layers `L`.
-    fn layers(&self) -> usize {
-        self.wa.len()
-    }
-
-    /// The output permutation of layer `l` (identity for the last layer).
-    fn out_perm<'a>(&self, perms: &'a [Vec<usize>], l: usize, id: &'a [usize]) -> &'a [usize] {
-        if l + 1 < self.layers() {
-            &perms[l]
-        } else {
-            id
-        }
-    }
-
-    /// Term `J_l = tr(M G Mᵀ)` at `perms` (0 for `l = 0`).
-    fn term(&self, perms: &[Vec<usize>], l: usize) -> f64 {
-        if l == 0 {
-            return 0.0;
-        }
-        let q = &perms[l - 1];
-        let id: Vec<usize> = (0..self.wa[l].nrows()).collect();
-        let p = self.out_perm(perms, l, &id);
-        let (wa, wb) = (&self.wa[l], &self.wb[l]);
-        let m = Array2::from_shape_fn(wa.dim(), |(r, c)| wa[[r, c]] - wb[[p[r], q[c]]]);
-        let g = gram(&self.moments[l - 1], q);
-        trace_mgmt(&m, &g)
-    }
-}
-
-/// Row `i` of [`gram`]: `G[i, j] = C_AA[i, j] − C_AB[i, q(j)] − C_AB[j, q(i)] + C_BB[q(i), q(j)]`,
-/// from four contiguous rows (`C_AB[j, q(i)]` is row `q(i)` of `C_ABᵀ`).
-struct GramRow<'a> {
-    aa: &'a [f64],
-    ab: &'a [f64],
-    ab_t: &'a [f64],
-    bb: &'a [f64],
-    q: &'a [usize],
-}
-
-impl<'a> GramRow<'a> {
-    fn new(m: &'a Moments, q: &'a [usize], i: usize) -> Self {
-        let row = |x: &'a Array2<f64>, r: usize| {
-            let n = x.ncols();
-            &x.as_slice().expect("standard layout")[r * n..(r + 1) * n]
-        };
-        Self {
-            aa: row(&m.aa, i),
-            ab: row(&m.ab, i),
-            ab_t: row(&m.ab_t, q[i]),
-            bb: row(&m.bb, q[i]),
-            q,
-        }
-    }
-
-    fn at(&self, j: usize) -> f64 {
-        let qj = self.q[j];
-        self.aa[j] - self.ab[qj] - self.ab_t[j] + self.bb[qj]
-    }
-}
-
-/// `G = C_AA − C_AB Qᵀ − Q C_BA + Q C_BB Qᵀ`, element by element (exactly symmetric).
-fn gram(m: &Moments, q: &[usize]) -> Array2<f64> {
-    let d = q.len();
-    let mut out = Vec::with_capacity(d * d);
-    for i in 0..d {
-        let row = GramRow::new(m, q, i);
-        out.extend((0..d).map(|j| row.at(j)));
-    }
-    Array2::from_shape_vec((d, d), out).expect("sizes agree")
-}
-
-/// `⟨gram(c, q), gram(z, q)⟩`, summed in row order (the same sum as forming both matrices
-/// first), without forming them.
-fn gram_inner(c: &Moments, z: &Moments, q: &[usize]) -> f64 {
-    (0..q.len())
-        .flat_map(|i| {
-            let (rc, rz) = (GramRow::new(c, q, i), GramRow::new(z, q, i));
-            (0..q.len()).map(move |j| rc.at(j) * rz.at(j))
-        })
-        .sum()
-}
-
-/// `m` transposed, in standard layout, in 32 × 32 tiles (reads and writes stay in cache).
-fn transposed(m: ArrayView2<'_, f64>) -> Array2<f64> {
-    const TILE: usize = 32;
-    let m = m.as_standard_layout();
-    let (r, c) = m.dim();
-    let src = m.as_slice().expect("standard layout");
-    let mut out = vec![0.0; r * c];
-    for i0 in (0..r).step_by(TILE) {
-        for j0 in (0..c).step_by(TILE) {
-            for i in i0..(i0 + TILE).min(r) {
-                let row = &src[i * c..(i + 1) * c];
-                for j in j0..(j0 + TILE).min(c) {
-                    out[j * r + i] = row[j];
-                }
-            }
-        }
-    }
-    Array2::from_shape_vec((c, r), out).expect("sizes agree")
-}
-
-/// `tr(M G Mᵀ) = Σ_{ij} (M G)_{ij} M_{ij}`, summed in f64 in row order.
-fn trace_mgmt(m: &Array2<f64>, g: &Array2<f64>) -> f64 {
-    let mg = matmul(m.view(), g.view());
-    mg.iter().zip(m).map(|(x, y)| x * y).sum()
-}
-
-/// `X Y` in f64 over fixed row blocks (thread-count independent).
-fn matmul(x: ArrayView2<'_, f64>, y: ArrayView2<'_, f64>) -> Array2<f64> {
-    let mut out = Array2::zeros((x.nrows(), y.ncols()));
-    par_gemm_abt_into(x, y.t(), 0.0, &mut out);
-    out
-}
-
 /// The starting permutations as index vectors `P_0 … P_{L−2}`.
 fn start_perms<F: Float>(
     a: &Params<F>,
@@ -557,6 +404,7 @@ pub fn commutativity_matching<F: Float>(
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let mut warm: Vec<Option<LapWarm>> = vec![None; hidden];
     let mut bound_laps: Vec<BoundLaps> = (0..hidden).map(|_| BoundLaps::default()).collect();
+    let mut caches: Vec<Option<CachedLayer<'_>>> = (0..hidden).map(|_| None).collect();
     let (mut history, mut sweeps, mut converged) = (Vec::new(), 0, false);
     while sweeps < options.max_iter {
         let order = options.order.clone().unwrap_or_else(|| {
@@ -566,7 +414,10 @@ pub fn commutativity_matching<F: Float>(
         });
         let mut accepted_any = false;
         for l in order {
-            let cache = LayerCache::new(&problem, &perms, l);
+            let CachedLayer {
+                cache, layer_term, ..
+            } = CachedLayer::get(&mut caches[l], &problem, &perms, l);
+            let cache = &*cache;
             let coef = cache.frank_wolfe(&perms[l]);
             let mut candidates = Vec::new();
             let (vertex, sol) = lap_max(coef.view(), options.solver, warm[l].as_ref())?;
@@ -589,8 +440,11 @@ pub fn commutativity_matching<F: Float>(
                 let cand = match (kind, vertex) {
                     (_, Some(v)) => v,
                     (StepKind::LayerTerm, None) => {
-                        let s = cache.s.as_ref().expect("ℓ > 0 has a layer term");
-                        lap_max(s.view(), options.solver, None)?.0
+                        if layer_term.is_none() {
+                            let s = cache.s.as_ref().expect("ℓ > 0 has a layer term");
+                            *layer_term = Some(lap_max(s.view(), options.solver, None)?.0);
+                        }
+                        layer_term.clone().expect("solved above")
                     }
                     _ => {
                         let mut c = coef.clone();
@@ -600,7 +454,7 @@ pub fn commutativity_matching<F: Float>(
                         lap_max(c.view(), options.solver, None)?.0
                     }
                 };
-                let step = try_step(&cache, &mut perms, &mut terms, l, cand.into_vec(), options);
+                let step = try_step(cache, &mut perms, &mut terms, l, cand.into_vec(), options);
                 let (accepted, moved) = (step.accepted, step.moved);
                 history.push(CommutativityStep {
                     sweep: sweeps,
@@ -615,19 +469,19 @@ pub fn commutativity_matching<F: Float>(
                 damped_done |= kind == StepKind::Damped && moved == 0;
             }
             let state = (&mut perms[..], &mut terms[..]);
-            for step in bound_steps(&cache, state, l, options, &mut bound_laps[l])? {
+            for step in bound_steps(cache, state, l, options, &mut bound_laps[l])? {
                 accepted_any |= step.accepted;
                 history.push(CommutativityStep {
                     sweep: sweeps,
                     ..step
                 });
             }
-            let visit = swaps::Visit::new(&cache);
+            let mut visit = swaps::Visit::new(cache);
             for _ in 0..options.max_swap_rounds {
-                let Some(cand) = swaps::swap_round(&visit, &perms[l]) else {
+                let Some(cand) = swaps::swap_round(&mut visit, &perms[l]) else {
                     break;
                 };
-                let step = try_step(&cache, &mut perms, &mut terms, l, cand, options);
+                let step = try_step(cache, &mut perms, &mut terms, l, cand, options);
                 let accepted = step.accepted;
                 history.push(CommutativityStep {
                     sweep: sweeps,
@@ -750,41 +604,4 @@ fn try_step(
         step.accepted = true;
     }
     step
-}
-
-/// `J(π)` and its terms evaluated directly: B is permuted by `perms` (keys `P_0 … P_{L−2}`,
-/// as [`PermutationSpec::mlp`]) with [`apply_permutations`], the moments of B's features are
-/// permuted alike (`C_AB ← C_AB Qᵀ`, `C_BB ← Q C_BB Qᵀ`), and every layer's
-/// `J_ℓ = tr((W_A − W̃_B) G (W_A − W̃_B)ᵀ)`, `G = C_AA − C_AB − C_ABᵀ + C_BB`, is summed in f64
-/// (`J_0 = 0`). This is the per-sample squared Frobenius norm of the commutativity residuals
-/// (Zhou et al. 2023, Def. 4) of (A, π(B)), computed from second moments only.
-///
-/// # Errors
-/// As [`commutativity_matching`] for the models and statistics; what [`apply_permutations`]
-/// reports for missing or mis-sized permutations.
-pub fn commutativity_objective<F: Float>(
-    a: &Params<F>,
-    b: &Params<F>,
-    stats: &[CommutativityStats],
-    perms: &BTreeMap<String, Permutation>,
-) -> Result<CommutativityObjective> {
-    let layers = stats.len() + 1;
-    let b_perm = apply_permutations(&PermutationSpec::mlp(layers), perms, b)?;
-    let problem = Problem::new(a, &b_perm, stats)?;
-    let mut out = vec![0.0];
-    for l in 1..layers {
-        let q = perms
-            .get(&format!("P_{}", l - 1))
-            .expect("apply_permutations checked every permutation");
-        let mom = &problem.moments[l - 1];
-        let ab = permute_axis(&mom.ab, 1, q)?;
-        let bb = permute_axis(&permute_axis(&mom.bb, 0, q)?, 1, q)?;
-        let g = &mom.aa - &ab - ab.t() + &bb;
-        let m = &problem.wa[l] - &problem.wb[l];
-        out.push(trace_mgmt(&m, &g));
-    }
-    Ok(CommutativityObjective {
-        total: out.iter().sum(),
-        layers: out,
-    })
 }

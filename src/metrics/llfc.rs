@@ -1,6 +1,6 @@
 //! LLFC at one layer (`E[1 − cos_α]`, baseline, scale) and the report over a whole MLP.
 
-use ndarray::{ArrayBase, ArrayView2, Axis, Data, Ix2, RemoveAxis, Zip};
+use ndarray::{Array2, ArrayBase, ArrayView2, Axis, Data, Ix2, RemoveAxis, Zip};
 
 use super::cosine::{cosine_distances_unchecked, cosine_from_sums};
 use super::scaled::{common, exponent, ldexp, max_abs, pow2};
@@ -250,17 +250,29 @@ where
 {
     check_triple(f_alpha, f_a, f_b, alpha)?;
     let sums = interpolation_sums(f_alpha, f_a, f_b, alpha);
+    let baseline = cosine_distances_unchecked(f_a, f_b, variant);
+    Ok(layer_from_sums(alpha, variant, &sums, baseline))
+}
+
+/// [`llfc_layer`] from the interpolation sums of checked features, with the baseline
+/// `1 − cos⟨f_a, f_b⟩` given (it does not depend on α).
+fn layer_from_sums(
+    alpha: f64,
+    variant: CosineVariant,
+    sums: &[InterpolationSums],
+    baseline: SampleStats,
+) -> LlfcLayer {
     let distance = SampleStats::from_values(
         sums.iter()
             .map(|s| cosine_from_sums(s.dot, s.n_alpha, s.n_int).map(|c| variant.distance(c)))
             .collect(),
     );
-    Ok(LlfcLayer {
+    LlfcLayer {
         alpha,
         distance,
-        baseline: cosine_distances_unchecked(f_a, f_b, variant),
-        scale: scale_from_sums(&sums),
-    })
+        baseline,
+        scale: scale_from_sums(sums),
+    }
 }
 
 /// Every LLFC measurement of two reference MLPs, for every layer and every α (see
@@ -397,12 +409,34 @@ pub fn llfc_report_mlp<F: Float, S: Data<Elem = F>>(
     );
     let (fa, fb) = (fa?, fb?);
 
+    // A's and B's features, and their baselines, are the same at every α: checked and
+    // measured once per layer.
+    let baselines = par_map(&layers, |&l| -> Result<_> {
+        let baseline = |f_a: &Array2<F>, f_b: &Array2<F>| -> Result<SampleStats> {
+            check_features(f_a, "features of A")?;
+            check_same(f_a, f_b, "features of B", "features of A")?;
+            Ok(cosine_distances_unchecked(f_a, f_b, variant))
+        };
+        Ok((
+            baseline(&fa.pre[l], &fb.pre[l])?,
+            baseline(&fa.post[l], &fb.post[l])?,
+        ))
+    })
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
     let rows: Vec<Result<AlphaRow>> = par_map(alphas, |&alpha| {
         let theta = a.interpolate(b, alpha)?;
         let f = mlp::forward_features(&theta, &x)?;
         let per_layer = par_map(&layers, |&l| {
-            let pre = llfc_layer(&f.pre[l], &fa.pre[l], &fb.pre[l], alpha, variant)?;
-            let post = llfc_layer(&f.post[l], &fa.post[l], &fb.post[l], alpha, variant)?;
+            let layer =
+                |f_alpha: &Array2<F>, f_a: &Array2<F>, f_b: &Array2<F>, baseline: &SampleStats| {
+                    check_same(f_a, f_alpha, "features of θ(α)", "features of A")?;
+                    let sums = interpolation_sums(f_alpha, f_a, f_b, alpha);
+                    Ok::<_, Error>(layer_from_sums(alpha, variant, &sums, baseline.clone()))
+                };
+            let (base_pre, base_post) = &baselines[l];
+            let pre = layer(&f.pre[l], &fa.pre[l], &fb.pre[l], base_pre)?;
+            let post = layer(&f.post[l], &fa.post[l], &fb.post[l], base_post)?;
             let weak = if l + 1 < num_layers {
                 Some(weak_additivity(&fa.pre[l], &fb.pre[l], alpha)?)
             } else {

@@ -17,6 +17,7 @@
 use ndarray::Array2;
 
 use super::{gram, gram_inner, matmul, Moments, Problem};
+use crate::permutation::Permutation;
 
 /// The fixed parts of `J_ℓ` and `J_{ℓ+1}` for hidden layer `ℓ`.
 pub(super) struct LayerCache<'a> {
@@ -113,6 +114,43 @@ impl<'a> LayerCache<'a> {
             coef += own;
         }
         coef
+    }
+}
+
+/// The [`LayerCache`] of one hidden layer `ℓ`, kept across sweeps while the permutations it
+/// depends on (`P_{ℓ−1}` for `S_ℓ`, `P_{ℓ+1}` for the weight moments) stay the same, and the
+/// solution of the LAP of `S_ℓ` ([`StepKind::LayerTerm`](super::StepKind::LayerTerm)), which depends on `P_{ℓ−1}` alone.
+/// Rebuilding it from the same permutations would compute the same values.
+pub(super) struct CachedLayer<'a> {
+    before: Option<Vec<usize>>,
+    after: Option<Vec<usize>>,
+    /// The cache.
+    pub cache: LayerCache<'a>,
+    /// The solution of the LAP of `S_ℓ`, once solved.
+    pub layer_term: Option<Permutation>,
+}
+
+impl<'a> CachedLayer<'a> {
+    /// The cache of layer `l` at `perms`, made anew only if its neighbours' permutations
+    /// changed since it was made.
+    pub fn get<'s>(
+        slot: &'s mut Option<Self>,
+        problem: &'a Problem,
+        perms: &[Vec<usize>],
+        l: usize,
+    ) -> &'s mut Self {
+        let before = l.checked_sub(1).map(|k| perms[k].clone());
+        let after = perms.get(l + 1).cloned();
+        let valid = matches!(slot, Some(c) if c.before == before && c.after == after);
+        if !valid {
+            *slot = Some(Self {
+                before,
+                after,
+                cache: LayerCache::new(problem, perms, l),
+                layer_term: None,
+            });
+        }
+        slot.as_mut().expect("made above")
     }
 }
 

@@ -147,10 +147,13 @@ pub(super) struct Moments {
     /// `abᵀ`: its rows are the columns of `ab`, so that rows of [`gram`](super::gram) read
     /// contiguous memory.
     pub(super) ab_t: Array2<f64>,
+    /// `aaᵀ` and `bbᵀ`, for the same reason (the swap scores read columns of both).
+    pub(super) aa_t: Array2<f64>,
+    pub(super) bb_t: Array2<f64>,
 }
 
 impl Moments {
-    /// The moments `(aa, ab, bb)`, stored in standard layout, with `abᵀ`.
+    /// The moments `(aa, ab, bb)`, stored in standard layout, with their transposes.
     pub(super) fn new(aa: Array2<f64>, ab: Array2<f64>, bb: Array2<f64>) -> Self {
         let standard = |m: Array2<f64>| {
             if m.is_standard_layout() {
@@ -159,12 +162,14 @@ impl Moments {
                 m.as_standard_layout().into_owned()
             }
         };
-        let ab = standard(ab);
+        let (aa, ab, bb) = (standard(aa), standard(ab), standard(bb));
         Self {
-            aa: standard(aa),
+            aa_t: super::transposed(aa.view()),
             ab_t: super::transposed(ab.view()),
+            bb_t: super::transposed(bb.view()),
+            aa,
             ab,
-            bb: standard(bb),
+            bb,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Exact pairwise-swap (2-opt) rounds for one hidden permutation `P_ℓ` of commutativity
 //! matching: every transposition of two of A's units' matches is scored exactly, all at once,
-//! from two `d × d × d` products.
+//! from two `d × d × d` products (updated, not recomputed, after a round that moved few units:
+//! [`rows`]).
 //!
 //! With `q = P_ℓ` the part of `J` that depends on `q` is
 //! `−2 Σ_i S_ℓ[i, q(i)] + ⟨G, N⟩`, where `G = G_{ℓ+1}(q)` is the Gram matrix of the features'
@@ -14,14 +15,15 @@
 //! `2 [W[i, q(j)] − W[i, q(i)] + W[j, q(i)] − W[j, q(j)]]` minus the entries `k ∈ {i, j}`
 //! counted there, plus the change of the `2 × 2` block `{i, j}²`: `O(1)` per pair.
 
-use ndarray::{Array1, Array2, Axis};
+use ndarray::Array2;
+#[cfg(test)]
+use ndarray::Axis;
 
 mod rows;
 
 use super::layer::LayerCache;
-use super::{gram, matmul, Moments};
-use rows::{RowLayout, Transposes};
-use std::sync::OnceLock;
+use super::{gram_into, transposed, Moments};
+use rows::{RoundBuffers, RowLayout};
 
 /// `G[a, b]` with `a`, `b` matched to B's units `qa`, `qb`.
 fn entry(m: &Moments, a: usize, b: usize, qa: usize, qb: usize) -> f64 {
@@ -38,23 +40,6 @@ struct Scan {
     w: Array2<f64>,
 }
 
-/// `W[a, x] = Σ_k (x_a + y_x)(ẋ_a + ẏ_x)[k] = (X Ẏᵀ + Ẋ Yᵀ)[a, x] + ⟨x_a, ẋ_a⟩ + ⟨y_x, ẏ_x⟩`.
-fn products(x: &Array2<f64>, y: &Array2<f64>, xd: &Array2<f64>, yd: &Array2<f64>) -> Array2<f64> {
-    let dot = |p: &Array2<f64>, r: &Array2<f64>| -> Array1<f64> {
-        p.rows()
-            .into_iter()
-            .zip(r.rows())
-            .map(|(a, b)| a.dot(&b))
-            .collect()
-    };
-    let (t1, t4) = (dot(x, xd), dot(y, yd));
-    let mut w = matmul(x.view(), yd.t());
-    w += &matmul(xd.view(), y.t());
-    w += &t1.view().insert_axis(Axis(1));
-    w += &t4.view().insert_axis(Axis(0));
-    w
-}
-
 /// The state of one swap round of hidden layer `l`.
 struct SwapState<'a> {
     c: &'a Moments,
@@ -66,10 +51,17 @@ struct SwapState<'a> {
 }
 
 impl<'a> SwapState<'a> {
-    fn new(cache: &'a LayerCache<'a>, q: &[usize]) -> Self {
+    /// The state at `q`, its Gram matrices written into `g` and `n` (`d × d`).
+    fn new(
+        cache: &'a LayerCache<'a>,
+        q: &[usize],
+        (mut g, mut n): (Array2<f64>, Array2<f64>),
+    ) -> Self {
+        gram_into(cache.c, q, &mut g);
+        gram_into(&cache.z, q, &mut n);
         Self {
-            g: gram(cache.c, q),
-            n: gram(&cache.z, q),
+            g,
+            n,
             c: cache.c,
             z: &cache.z,
             s: cache.s.as_ref(),
@@ -145,8 +137,12 @@ impl<'a> SwapState<'a> {
 
     /// Every swap `(ΔJ, i, j)`, `i < j`, with `ΔJ < 0`, scored in parallel over `i` (each
     /// value is computed alike whatever the thread count).
-    fn improving(&self, transposes: &Transposes) -> Vec<(f64, usize, usize)> {
-        let rows = RowLayout::new(self, transposes);
+    fn improving(
+        &self,
+        s_t: Option<&Array2<f64>>,
+        buffers: &mut RoundBuffers,
+    ) -> Vec<(f64, usize, usize)> {
+        let rows = RowLayout::new(self, s_t, buffers);
         let d = self.q.len();
         let row = |i: usize| -> Vec<(f64, usize, usize)> {
             let mut deltas = vec![0.0; d - i - 1];
@@ -184,11 +180,12 @@ impl<'a> SwapState<'a> {
     }
 }
 
-/// The swap rounds of one layer visit (the other permutations fixed): the cache and the
-/// transposes every round reads, made at the first round.
+/// The swap rounds of one layer visit (the other permutations fixed): the cache, `S_ℓᵀ` and
+/// the buffers every round reuses, made at the first round.
 pub(super) struct Visit<'a> {
     cache: &'a LayerCache<'a>,
-    transposes: OnceLock<Transposes>,
+    s_t: Option<Array2<f64>>,
+    buffers: Option<(RoundBuffers, Array2<f64>, Array2<f64>)>,
 }
 
 impl<'a> Visit<'a> {
@@ -196,7 +193,8 @@ impl<'a> Visit<'a> {
     pub(super) fn new(cache: &'a LayerCache<'a>) -> Self {
         Self {
             cache,
-            transposes: OnceLock::new(),
+            s_t: None,
+            buffers: None,
         }
     }
 }
@@ -204,10 +202,18 @@ impl<'a> Visit<'a> {
 /// One round of swaps of `P_l`: score every pair, then apply, best first, the improving swaps
 /// of distinct units, each re-scored exactly after the previous ones. `None` if no swap
 /// improves `J`.
-pub(super) fn swap_round(visit: &Visit<'_>, q: &[usize]) -> Option<Vec<usize>> {
-    let mut state = SwapState::new(visit.cache, q);
-    let transposes = visit.transposes.get_or_init(|| Transposes::new(&state));
-    let mut improving = state.improving(transposes);
+pub(super) fn swap_round(visit: &mut Visit<'_>, q: &[usize]) -> Option<Vec<usize>> {
+    let d = q.len();
+    let cache = visit.cache;
+    if visit.s_t.is_none() {
+        visit.s_t = cache.s.as_ref().map(|s| transposed(s.view()));
+    }
+    let (mut buffers, g, n) = visit.buffers.take().unwrap_or_else(|| {
+        let z = || Array2::zeros((d, d));
+        (RoundBuffers::new(d), z(), z())
+    });
+    let mut state = SwapState::new(cache, q, (g, n));
+    let mut improving = state.improving(visit.s_t.as_ref(), &mut buffers);
     improving.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
     let mut used = vec![false; state.q.len()];
     let mut swapped = false;
@@ -220,12 +226,34 @@ pub(super) fn swap_round(visit: &Visit<'_>, q: &[usize]) -> Option<Vec<usize>> {
         used[j] = true;
         swapped = true;
     }
-    swapped.then_some(state.q)
+    let SwapState { g, n, q, .. } = state;
+    visit.buffers = Some((buffers, g, n));
+    swapped.then_some(q)
+}
+
+/// `W[a, x] = Σ_k (x_a + y_x)(ẋ_a + ẏ_x)[k] = (X Ẏᵀ + Ẋ Yᵀ)[a, x] + ⟨x_a, ẋ_a⟩ + ⟨y_x, ẏ_x⟩`,
+/// straight from the formula (the reference of the round's fused products).
+#[cfg(test)]
+fn products(x: &Array2<f64>, y: &Array2<f64>, xd: &Array2<f64>, yd: &Array2<f64>) -> Array2<f64> {
+    let (t1, t4) = (
+        rows::row_dots(x.view(), xd.view()),
+        rows::row_dots(y.view(), yd.view()),
+    );
+    let matmul = |l: &Array2<f64>, r: ndarray::ArrayView2<'_, f64>| {
+        let mut out = Array2::zeros((l.nrows(), r.ncols()));
+        super::par_gemm_abt_into(l.view(), r.t(), 0.0, &mut out);
+        out
+    };
+    let mut w = matmul(x, yd.t());
+    w += &matmul(xd, y.t());
+    w += &t1.view().insert_axis(Axis(1));
+    w += &t4.view().insert_axis(Axis(0));
+    w
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{CommutativityStats, Problem};
+    use super::super::{gram, CommutativityStats, Problem};
     use super::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -265,10 +293,13 @@ mod tests {
         let total = |p: &[Vec<usize>]| (0..3).map(|l| problem.term(p, l)).sum::<f64>();
         for l in 0..2 {
             let cache = LayerCache::new(&problem, &perms, l);
-            let state = SwapState::new(&cache, &perms[l]);
+            let d = perms[l].len();
+            let zeros = || Array2::zeros((d, d));
+            let state = SwapState::new(&cache, &perms[l], (zeros(), zeros()));
             let scan = state.scan();
-            let transposes = Transposes::new(&state);
-            let rows = RowLayout::new(&state, &transposes);
+            let s_t = cache.s.as_ref().map(|s| transposed(s.view()));
+            let mut buffers = RoundBuffers::new(d);
+            let rows = RowLayout::new(&state, s_t.as_ref(), &mut buffers);
             let [x, y, xd, yd] = rows.xy();
             for (fast, slow) in [(x, &scan.x), (y, &scan.y), (xd, &scan.xd), (yd, &scan.yd)] {
                 assert!(fast
@@ -276,7 +307,6 @@ mod tests {
                     .zip(slow)
                     .all(|(a, b)| a.to_bits() == b.to_bits()));
             }
-            let d = perms[l].len();
             for i in 0..d {
                 let mut row = vec![f64::NAN; d - i - 1];
                 rows.deltas(i, &mut row);
