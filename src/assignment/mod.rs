@@ -58,11 +58,30 @@
 //!   Quarterly 2, 83–97 (1955); J. Munkres, *Algorithms for the assignment and transportation
 //!   problems*, J. SIAM 5, 32–38 (1957).
 
+// Update the `lap-stats` counters (nothing without that feature).
+macro_rules! stat {
+    ($s:ident => $($body:tt)*) => {
+        #[cfg(feature = "lap-stats")]
+        super::stats::with(|$s| { $($body)* });
+    };
+}
+// Start a `lap-stats` phase clock (nothing without that feature).
+macro_rules! stat_phase {
+    ($name:expr) => {
+        #[cfg(feature = "lap-stats")]
+        super::stats::phase($name);
+    };
+}
+
+mod auction;
 mod kernels;
 mod kuhn_munkres;
 mod native;
 mod prepare;
+mod sap;
 mod scipy_ties;
+#[cfg(feature = "lap-stats")]
+mod stats;
 
 use ndarray::ArrayView2;
 

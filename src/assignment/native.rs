@@ -10,7 +10,8 @@
 //! the inequality of another row. The shortest-path phase starts from these invariants, so its
 //! result is optimal up to the rounding of the path lengths themselves (as in SciPy).
 
-use super::kernels::{find_at, ld, lowered, scan_contiguous, scan_indexed, two_smallest, BLOCK};
+use super::kernels::{ld, lowered, two_smallest};
+use super::sap::Sap;
 use crate::error::{Error, Result};
 use crate::float::Float;
 
@@ -23,6 +24,10 @@ const ARR_MIN_PROGRESS: f64 = 0.005;
 /// A warm start runs the augmenting row reduction when more than `nr / WARM_ARR_MIN_FREE` rows
 /// are left free.
 const WARM_ARR_MIN_FREE: usize = 50;
+
+/// A cold square solve runs the ε-scaling auction when the row reduction leaves more than
+/// `nr / AUCTION_MIN_FREE` rows free.
+pub(super) const AUCTION_MIN_FREE: usize = 10;
 
 /// Marker for "no row" / "no column".
 pub(super) const NONE: usize = usize::MAX;
@@ -37,7 +42,7 @@ pub(super) struct Costs<'a, T> {
 
 impl<T: Float> Costs<'_, T> {
     #[inline(always)]
-    fn row(&self, i: usize) -> &[T] {
+    pub(super) fn row(&self, i: usize) -> &[T] {
         &self.data[i * self.nc..(i + 1) * self.nc]
     }
 }
@@ -80,55 +85,28 @@ pub(super) fn solve<T: Float, const NEG: bool>(
     if nr == 0 {
         return Ok(st.into_solution());
     }
+    stat_phase!("init");
     let free = match start {
-        Start::Cold => {
-            let mut free = if nr == nc {
-                st.column_reduction::<T, NEG>(c)?
-            } else {
-                (0..nr).collect()
-            };
-            if free.len() * 10 > nr * 9 {
-                // A few rows own (nearly) all column minima — e.g. activation statistics
-                // with biased units, where some rows dominate every column. The reduced
-                // potentials then mislead the search (measured: ~1.5× more shortest-path
-                // steps than from zero), so start the row reduction from scratch.
-                st.v.fill(0.0);
-                st.col4row.fill(NONE);
-                st.row4col.fill(NONE);
-                free = (0..nr).collect();
-            }
-            if !free.is_empty() {
-                free = st.augmenting_row_reduction::<T, NEG>(c, free)?;
-            }
-            st.set_row_potentials::<T, NEG>(c);
-            free
-        }
-        Start::Warm { v, col4row } => {
-            let free = st.warm::<T, NEG>(c, v, col4row)?;
-            // A changed matrix can leave many rows untight (weight matching's later sweeps
-            // leave 12–35 % of 2048 rows free); bids resolve most of them for a row pass each,
-            // where a shortest-path search would take many (measured: −23 % LAP time there).
-            if free.len() * WARM_ARR_MIN_FREE > nr {
-                let free = st.augmenting_row_reduction::<T, NEG>(c, free)?;
-                st.set_row_potentials::<T, NEG>(c);
-                free
-            } else {
-                free
-            }
-        }
+        Start::Cold => st.cold::<T, NEG>(c)?.0,
+        Start::Warm { v, col4row } => st.warm_start::<T, NEG>(c, v, col4row)?,
     };
+    stat_phase!("sap");
+    stat!(s => s.free_after_init += free.len());
     let mut sap = Sap::new(nc, &st.row4col);
     for r in free {
         sap.augment::<T, NEG>(c, &mut st, r)?;
     }
+    #[cfg(feature = "lap-stats")]
+    super::stats::report(nr);
     Ok(st.into_solution())
 }
 
-struct State {
-    u: Vec<f64>,
-    v: Vec<f64>,
-    col4row: Vec<usize>,
-    row4col: Vec<usize>,
+/// Potentials and partial matching (internal, minimising frame).
+pub(super) struct State {
+    pub(super) u: Vec<f64>,
+    pub(super) v: Vec<f64>,
+    pub(super) col4row: Vec<usize>,
+    pub(super) row4col: Vec<usize>,
 }
 
 impl State {
@@ -138,6 +116,47 @@ impl State {
             u: self.u,
             v: self.v,
         }
+    }
+
+    /// The cold start: JV column reduction (square problems; dropped when it leaves more than
+    /// 90 % of the rows free), the augmenting row reduction, and — when that leaves more than
+    /// `nr / AUCTION_MIN_FREE` rows of a square problem free — the ε-scaling auction followed
+    /// by the exact warm start. Returns the free rows and whether the auction ran.
+    fn cold<T: Float, const NEG: bool>(&mut self, c: Costs<'_, T>) -> Result<(Vec<usize>, bool)> {
+        let (st, nr) = (self, c.nr);
+        let square = nr == c.nc;
+        let mut free = if square {
+            st.column_reduction::<T, NEG>(c)?
+        } else {
+            (0..nr).collect()
+        };
+        if free.len() * 10 > nr * 9 {
+            // A few rows own (nearly) all column minima — e.g. activation statistics
+            // with biased units, where some rows dominate every column. The reduced
+            // potentials then mislead the search (measured: ~1.5× more shortest-path
+            // steps than from zero), so start the row reduction from scratch.
+            st.v.fill(0.0);
+            st.col4row.fill(NONE);
+            st.row4col.fill(NONE);
+            free = (0..nr).collect();
+        }
+        stat_phase!("arr");
+        if !free.is_empty() {
+            free = st.augmenting_row_reduction::<T, NEG>(c, free, square)?;
+        }
+        st.set_row_potentials::<T, NEG>(c);
+        let mut auctioned = false;
+        if square && free.len() * AUCTION_MIN_FREE > nr {
+            // The row reduction stalled in price wars: an ε-scaling auction ends them, and
+            // its potentials (made exact by the warm start) leave short paths.
+            stat_phase!("auction");
+            if let Some(a) = super::auction::auction::<T, NEG>(c, &st.v) {
+                stat_phase!("warm");
+                free = st.warm_start::<T, NEG>(c, &a.v, Some(&a.col4row))?;
+                auctioned = true;
+            }
+        }
+        Ok((free, auctioned))
     }
 
     /// JV column reduction with reduction transfer (square problems). Returns the free rows.
@@ -198,11 +217,15 @@ impl State {
     /// Bids cost a row pass each, like a shortest-path step, and on matrices with many near-ties
     /// the auction degenerates into long price wars; so the number of bids is capped at
     /// [`ARR_MAX_BIDS_PER_ROW`]` · nr`, and the phase also stops when, over the last two windows
-    /// of `nr` bids, fewer than [`ARR_MIN_PROGRESS`] of the free rows were resolved.
+    /// of `nr` bids, fewer than [`ARR_MIN_PROGRESS`] of the free rows were resolved. With
+    /// `bail_out` it also stops after the first window when more than half of the rows are
+    /// still free: the price war of dominant rows, which the ε-scaling auction then resolves
+    /// (the matrices of `BENCHMARKS.md` leave 10–35 % free there, or more than 90 %).
     fn augmenting_row_reduction<T: Float, const NEG: bool>(
         &mut self,
         c: Costs<'_, T>,
         mut free: Vec<usize>,
+        bail_out: bool,
     ) -> Result<Vec<usize>> {
         let n = c.nr;
         let max_bids = ARR_MAX_BIDS_PER_ROW * n;
@@ -214,6 +237,7 @@ impl State {
             let mut stop = false;
             while current < n_free {
                 bids += 1;
+                stat!(s => s.bids += 1);
                 let i = free[current];
                 current += 1;
                 let (v1, j1, v2, j2) = two_smallest::<T, NEG>(c.row(i), &self.v);
@@ -249,7 +273,8 @@ impl State {
                     let slow = ((history[1] - f_now.min(history[1])) as f64)
                         < ARR_MIN_PROGRESS * history[1] as f64;
                     history = [f_now, history[0]];
-                    if slow || bids >= max_bids {
+                    stat!(s => s.arr_windows.push(f_now));
+                    if slow || bids >= max_bids || (bail_out && bids == n && f_now * 2 > n) {
                         stop = true;
                         break;
                     }
@@ -261,6 +286,28 @@ impl State {
             if stop || free.is_empty() || free.len() == n_free {
                 return Ok(free);
             }
+        }
+    }
+
+    /// The warm start from column potentials `v` (and a previous matching): [`Self::warm`],
+    /// then the augmenting row reduction when many rows are left free. Returns the free rows.
+    fn warm_start<T: Float, const NEG: bool>(
+        &mut self,
+        c: Costs<'_, T>,
+        v: &[f64],
+        col4row: Option<&[usize]>,
+    ) -> Result<Vec<usize>> {
+        let free = self.warm::<T, NEG>(c, v, col4row)?;
+        stat_phase!("warm-arr");
+        // A changed matrix can leave many rows untight (weight matching's later sweeps
+        // leave 12–35 % of 2048 rows free); bids resolve most of them for a row pass each,
+        // where a shortest-path search would take many (measured: −23 % LAP time there).
+        if free.len() * WARM_ARR_MIN_FREE > c.nr {
+            let free = self.augmenting_row_reduction::<T, NEG>(c, free, false)?;
+            self.set_row_potentials::<T, NEG>(c);
+            Ok(free)
+        } else {
+            Ok(free)
         }
     }
 
@@ -354,189 +401,6 @@ impl State {
     }
 }
 
-/// Scratch space of the shortest augmenting path search, allocated once per solve.
-///
-/// Unvisited ("todo") columns are kept in a compact list in increasing column order, with
-/// their potentials and tentative distances stored alongside, so that the scan of a row reads
-/// contiguous arrays and the row itself in increasing order. A visited column is killed in
-/// place (`vt = −∞`, `dt = +∞`: it can neither improve nor be selected again) and the list is
-/// compacted when more than a quarter of it is dead. Predecessors are not stored during the scans
-/// (that would make them branchy): the predecessor of a column on the final path is recovered
-/// as the first scanned row whose relaxation reproduces the column's distance bit for bit.
-struct Sap {
-    todo: Vec<usize>,
-    vt: Vec<f64>,
-    dt: Vec<f64>,
-    /// Unmatched columns.
-    free_cols: Vec<usize>,
-    /// Position of each live column in the todo list (valid once compacted).
-    pos: Vec<usize>,
-    /// Scanned rows in order, with their offsets `h = d_i − u_i`.
-    sr: Vec<(usize, f64)>,
-    /// Visited columns with the row matched to them (at visit time) and their distances.
-    sc: Vec<(usize, usize, f64)>,
-    /// Block minima of the last scan (see [`BLOCK`]).
-    bm: Vec<f64>,
-}
-
-impl Sap {
-    fn new(nc: usize, row4col: &[usize]) -> Self {
-        Self {
-            free_cols: (0..nc).filter(|&j| row4col[j] == NONE).collect(),
-            pos: vec![0; nc],
-            todo: Vec::with_capacity(nc),
-            vt: Vec::with_capacity(nc),
-            dt: vec![0.0; nc],
-            sr: Vec::with_capacity(nc),
-            sc: Vec::with_capacity(nc),
-            bm: vec![0.0; nc.div_ceil(BLOCK)],
-        }
-    }
-
-    /// Augment the matching along a shortest path from the free row `r0` (Crouse 2016).
-    fn augment<T: Float, const NEG: bool>(
-        &mut self,
-        c: Costs<'_, T>,
-        st: &mut State,
-        r0: usize,
-    ) -> Result<()> {
-        let nc = c.nc;
-        self.todo.clear();
-        self.todo.extend(0..nc);
-        self.vt.clear();
-        self.vt.extend_from_slice(&st.v);
-        self.dt[..nc].fill(f64::INFINITY);
-        self.sc.clear();
-        self.sr.clear();
-        let mut m = nc; // positions in use
-        let mut live = nc;
-        let mut contiguous = true;
-        let mut i = r0;
-        let mut mu = 0.0;
-        let sink = loop {
-            let h = mu - st.u[i];
-            self.sr.push((i, h));
-            let row = c.row(i);
-            let (vt, dt) = (&self.vt[..m], &mut self.dt[..m]);
-            let sm = if contiguous {
-                scan_contiguous::<T, NEG>(&row[..m], vt, dt, h, &mut self.bm)
-            } else {
-                scan_indexed::<T, NEG>(row, &self.todo[..m], vt, dt, h, &mut self.bm)
-            };
-            let (best, k) = (sm.best, sm.first);
-            if best == f64::INFINITY {
-                return Err(Error::Infeasible);
-            }
-            // Prefer an unmatched column among those at the minimal distance (SciPy's rule; it
-            // keeps all-equal matrices linear per augmentation). Other positions need looking
-            // at only when the scan saw a tie: then check the unmatched columns directly when
-            // they are few, otherwise the ties after the first minimum.
-            let j = self.todo[k];
-            let free_hit = if st.row4col[j] == NONE {
-                Some(j)
-            } else if !sm.tie {
-                None
-            } else if self.free_cols.len() * 4 <= m {
-                let dt = &self.dt;
-                let pos = &self.pos;
-                self.free_cols
-                    .iter()
-                    .copied()
-                    .find(|&f| dt[if contiguous { f } else { pos[f] }] == best)
-            } else {
-                // Other ties at `best` after `k`, found chunk by chunk (branch-free tests).
-                let dt = &self.dt[..m];
-                let mut q = k + 1;
-                let mut hit = None;
-                while let Some(o) = find_at(&dt[q..], best) {
-                    if st.row4col[self.todo[q + o]] == NONE {
-                        hit = Some(self.todo[q + o]);
-                        break;
-                    }
-                    q += o + 1;
-                }
-                hit
-            };
-            if let Some(f) = free_hit {
-                mu = best;
-                let t = self.free_cols.iter().position(|&x| x == f).unwrap_or(0);
-                break self.free_cols.swap_remove(t);
-            }
-            debug_assert!(st.row4col[j] != NONE);
-            mu = best;
-            // Visit column j: record its distance, kill its slot, continue from its row.
-            self.sc.push((j, st.row4col[j], best));
-            self.vt[k] = f64::NEG_INFINITY;
-            self.dt[k] = f64::INFINITY;
-            live -= 1;
-            i = st.row4col[j];
-            if live * 4 < m * 3 && m > 32 {
-                let mut w = 0;
-                for q in 0..m {
-                    if self.vt[q] != f64::NEG_INFINITY {
-                        self.pos[self.todo[q]] = w;
-                        self.todo[w] = self.todo[q];
-                        self.vt[w] = self.vt[q];
-                        self.dt[w] = self.dt[q];
-                        w += 1;
-                    }
-                }
-                m = w;
-                contiguous = false;
-            }
-        };
-        // Flip the path (before the dual update: predecessors are recomputed from st.v).
-        let mut j = sink;
-        let mut dj = mu;
-        loop {
-            let i = self.predecessor::<T, NEG>(c, &st.v, j, dj);
-            st.row4col[j] = i;
-            let prev = std::mem::replace(&mut st.col4row[i], j);
-            if i == r0 {
-                break;
-            }
-            j = prev;
-            dj = self
-                .sc
-                .iter()
-                .find(|&&(q, _, _)| q == j)
-                .map_or(mu, |&(_, _, d)| d);
-        }
-        // Dual update: u_r0 += mu; for visited columns j (reached at d_j) and their rows:
-        // u_i += mu − d_j, v_j −= mu − d_j. Keeps reduced costs ≥ 0 and the path tight.
-        st.u[r0] += mu;
-        for &(j, i, dj) in &self.sc {
-            let delta = mu - dj;
-            st.u[i] += delta;
-            st.v[j] -= delta;
-        }
-        Ok(())
-    }
-
-    /// The first scanned row whose relaxation of column `j` gives exactly `dj`.
-    #[inline(never)]
-    fn predecessor<T: Float, const NEG: bool>(
-        &self,
-        c: Costs<'_, T>,
-        v: &[f64],
-        j: usize,
-        dj: f64,
-    ) -> usize {
-        let mut first_min = (f64::INFINITY, NONE);
-        for &(i, h) in &self.sr {
-            let r = (ld::<T, NEG>(c.row(i)[j]) - v[j]) + h;
-            if r == dj {
-                return i;
-            }
-            if r < first_min.0 {
-                first_min = (r, i);
-            }
-        }
-        // Unreachable in exact replay; fall back to the best relaxation.
-        first_min.1
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,7 +441,9 @@ mod tests {
             } else {
                 (0..n).collect()
             };
-            free = st.augmenting_row_reduction::<f64, false>(c, free).unwrap();
+            free = st
+                .augmenting_row_reduction::<f64, false>(c, free, false)
+                .unwrap();
             st.set_row_potentials::<f64, false>(c);
             for i in 0..n {
                 let j = st.col4row[i];
@@ -597,6 +463,105 @@ mod tests {
             for j in 0..m {
                 if n < m && st.row4col[j] == NONE {
                     assert_eq!(st.v[j], 0.0, "unmatched columns keep v = 0");
+                }
+            }
+        }
+    }
+
+    fn state(n: usize, m: usize) -> State {
+        State {
+            u: vec![0.0; n],
+            v: vec![0.0; m],
+            col4row: vec![NONE; n],
+            row4col: vec![NONE; m],
+        }
+    }
+
+    /// The minimum of `Σ_i c[i, σ(i)]` over all permutations (brute force, `n ≤ 8`).
+    fn brute_force(data: &[f64], n: usize) -> f64 {
+        fn rec(k: usize, cols: &mut [usize], data: &[f64], n: usize, acc: f64) -> f64 {
+            if k == n {
+                return acc;
+            }
+            let mut best = f64::INFINITY;
+            for q in k..n {
+                cols.swap(k, q);
+                best = best.min(rec(k + 1, cols, data, n, acc + data[k * n + cols[k]]));
+                cols.swap(k, q);
+            }
+            best
+        }
+        rec(0, &mut (0..n).collect::<Vec<_>>(), data, n, 0.0)
+    }
+
+    /// The auction path of `cold` forced on any square matrix: auction from zero potentials,
+    /// exact warm start, shortest augmenting paths.
+    fn solve_via_auction(data: &[f64], n: usize) -> Result<Solution> {
+        let c = Costs { data, nr: n, nc: n };
+        let mut st = state(n, n);
+        let free = match super::super::auction::auction::<f64, false>(c, &st.v) {
+            Some(a) => st.warm_start::<f64, false>(c, &a.v, Some(&a.col4row))?,
+            None => st.cold::<f64, false>(c)?.0,
+        };
+        let mut sap = Sap::new(n, &st.row4col);
+        for r in free {
+            sap.augment::<f64, false>(c, &mut st, r)?;
+        }
+        Ok(st.into_solution())
+    }
+
+    #[test]
+    fn the_cold_start_runs_the_auction_on_dominant_rows_only() {
+        for seed in 0..4 {
+            for n in [64usize, 200] {
+                let data = super::super::auction::tests::dominant(n, seed);
+                let c = Costs {
+                    data: &data,
+                    nr: n,
+                    nc: n,
+                };
+                let (_, auctioned) = state(n, n).cold::<f64, true>(c).unwrap();
+                assert!(auctioned, "dominant rows, seed {seed}, n {n}");
+                let uniform = random(n, n, seed, false);
+                let c = Costs {
+                    data: &uniform,
+                    nr: n,
+                    nc: n,
+                };
+                let (_, auctioned) = state(n, n).cold::<f64, false>(c).unwrap();
+                assert!(!auctioned, "uniform, seed {seed}, n {n}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Whatever the auction leaves, the warm start and the paths after it reach the
+        /// optimum: brute force on small matrices with ties, negative entries and forbidden
+        /// (`+∞`) pairs, with the exact tightness and feasibility of the returned duals.
+        #[test]
+        fn the_auction_path_is_exact(seed in 0u64..1_000_000, n in 1usize..8, kind in 0u8..4) {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let data: Vec<f64> = match kind {
+                0 => random(n, n, seed, true),
+                1 => random(n, n, seed, false),
+                2 => super::super::auction::tests::dominant(n, seed).iter().map(|x| -x).collect(),
+                _ => (0..n * n)
+                    .map(|k| if k % n != k / n && rng.random::<u8>() % 3 == 0 {
+                        f64::INFINITY
+                    } else {
+                        f64::from(rng.random_range(0..4u8))
+                    })
+                    .collect(),
+            };
+            let sol = solve_via_auction(&data, n).unwrap();
+            let total: f64 = (0..n).map(|i| data[i * n + sol.col4row[i]]).sum();
+            proptest::prop_assert_eq!(total, brute_force(&data, n));
+            for i in 0..n {
+                let j = sol.col4row[i];
+                proptest::prop_assert!((data[i * n + j] - sol.u[i] - sol.v[j]).abs() <= 1e-12);
+                for k in 0..n {
+                    proptest::prop_assert!(data[i * n + k] - sol.u[i] - sol.v[k] >= -1e-12);
                 }
             }
         }
