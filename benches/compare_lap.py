@@ -42,6 +42,7 @@ CACHE = Path(os.environ.get("LLFC_COMPARE_CACHE", Path.home() / ".cache" / "llfc
 FAMILIES = (
     "uniform", "gaussian_product", "activation_stats", "activation_stats_biased", "mlp_hidden_stats",
 )
+PY_SOLVERS = ("lap.lapjv", "lapx.lapjv", "lapx.lapjvx", "lapx.lapjvc", "lapx.lapjvs")
 # The Kuhn–Munkres backend is O(n^3) with a large constant: only run it up to this size.
 KM_MAX_N = 1024
 ACTIVATION_SAMPLES = 10_000
@@ -194,12 +195,15 @@ def main() -> None:
     ap.add_argument("--binary", type=Path, default=Path("target/release/examples/lap"))
     ap.add_argument("--no-rust", action="store_true", help="time the Python solvers only")
     ap.add_argument("--km-max-n", type=int, default=KM_MAX_N)
+    ap.add_argument("--py-solvers", nargs="+", default=list(PY_SOLVERS), choices=PY_SOLVERS,
+                    help="the lap/lapx solvers to time (SciPy always runs: it is the reference)")
     args = ap.parse_args()
 
     lap_site, lapx_site = ensure_site("lap"), ensure_site("lapx")
     py_solvers = [("lap.lapjv", lap_site, "lapjv")] + [
         (f"lapx.{s}", lapx_site, s) for s in ("lapjv", "lapjvx", "lapjvc", "lapjvs")
     ]
+    py_solvers = [p for p in py_solvers if p[0] in args.py_solvers]
     columns = ["scipy"] + [name for name, _, _ in py_solvers]
     if not args.no_rust:
         columns += ["llfc kuhn-munkres", "llfc native"]
