@@ -47,12 +47,13 @@ impl Sap {
     }
 
     /// Augment the matching along a shortest path from the free row `r0` (Crouse 2016).
+    /// Returns the number of rows scanned (the length of the search).
     pub(super) fn augment<T: Float, const NEG: bool>(
         &mut self,
         c: Costs<'_, T>,
         st: &mut State,
         r0: usize,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let nc = c.nc;
         self.todo.clear();
         self.todo.extend(0..nc);
@@ -166,7 +167,7 @@ impl Sap {
             st.u[i] += delta;
             st.v[j] -= delta;
         }
-        Ok(())
+        Ok(self.sr.len())
     }
 
     /// The first scanned row whose relaxation of column `j` gives exactly `dj`.

@@ -3,9 +3,11 @@
 //! optimum against brute force and the Kuhn–Munkres backend, the dual certificate, the f32
 //! presolve, forbidden pairs, rectangular shapes, and independence of the thread count.
 //!
-//! The generators reproduce the structure that triggers the auction (a unit test of the crate
-//! checks that `m_i n_j + e_ij` does at n = 64 and 200): rank-one dominant rows and columns plus
-//! noise, like activation statistics of biased units, `E[a bᵀ] ≈ E[a] E[b]ᵀ + cov`.
+//! The generators reproduce the structure that triggers the auction (long augmenting paths;
+//! a unit test of the crate checks that rank-one matrices `m_i w_j` trigger it at n = 300 and
+//! 600, and that uniform and small-integer matrices do not): rank-one dominant rows and
+//! columns, plus noise, like activation statistics of biased units, `E[a bᵀ] ≈ E[a] E[b]ᵀ +
+//! cov`.
 //! Tolerances are those of `assignment.rs` (`tol`: 1e-9 relative, floored at 1; integer costs
 //! are summed exactly, so integer totals are compared exactly).
 
@@ -62,7 +64,7 @@ fn max_abs(c: &Array2<f64>) -> f64 {
 
 #[test]
 fn dominant_rows_match_kuhn_munkres_and_are_certified() -> Result<(), Error> {
-    for (n, seed) in [(64usize, 1u64), (150, 2), (300, 3)] {
+    for (n, seed) in [(64usize, 1u64), (300, 2), (500, 3)] {
         let c = dominant(n, n, seed);
         for maximize in [true, false] {
             // Minimising the negation is the same problem seen from the other side.
@@ -75,6 +77,27 @@ fn dominant_rows_match_kuhn_munkres_and_are_certified() -> Result<(), Error> {
                 assert_eq!(a.total, km.total, "n {n} maximize {maximize} {opts:?}");
                 check_duals(&a, &c, maximize, 1e-10 * max_abs(&c));
             }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn rank_one_matrices_are_certified() -> Result<(), Error> {
+    for (n, seed) in [(300usize, 4u64), (600, 5)] {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let m: Vec<f64> = (0..2 * n).map(|_| 0.1 + rng.random::<f64>()).collect();
+        let c = Array2::from_shape_fn((n, n), |(i, j)| m[i] * m[n + j]);
+        // Maximised, the optimum pairs the sorted factors (rearrangement inequality).
+        let (mut a, mut b) = (m[..n].to_vec(), m[n..].to_vec());
+        a.sort_by(f64::total_cmp);
+        b.sort_by(f64::total_cmp);
+        let want: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        for opts in [NEVER, ALWAYS] {
+            let s = solve_with(c.view(), true, &opts)?;
+            check_structure(&s, &c);
+            assert!((s.total - want).abs() <= tol(want), "n {n} {opts:?}");
+            check_duals(&s, &c, true, 1e-10 * max_abs(&c));
         }
     }
     Ok(())
