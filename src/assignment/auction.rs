@@ -1,11 +1,11 @@
 //! ε-scaling auction (Bertsekas 1988) that gives the native solver near-optimal column
-//! potentials on matrices where JV's augmenting row reduction stalls.
+//! potentials on matrices where its augmenting paths are long (`State::augment_all` decides).
 //!
 //! The augmenting row reduction is an auction with *zero* increment: a bidding row lowers its
 //! best column's potential only until its second-best column ties, so on matrices whose rows
 //! compete for the same near-equal columns (activation statistics of biased units) it
 //! degenerates into price wars, gives up, and leaves most rows to the shortest-path phase (at
-//! n = 2048: 1 690 free rows, 1.05 M row scans). With a positive increment `ε` every bid lowers
+//! n = 2048: 1 690 free rows, 1.05 M row scans, see `BENCHMARKS.md`). With a positive increment `ε` every bid lowers
 //! a potential by at least `ε`, so the wars end; scaling `ε` down by [`THETA`] per phase keeps the
 //! number of bids per phase small. The result is ε-optimal (every row's column within `ε` of its
 //! best reduced cost), not exact: the caller feeds its potentials and matching to the exact

@@ -25,13 +25,16 @@
 //!   an auction with zero increment whose number of bids is capped (at `64 · rows`, and stopped
 //!   earlier when it stalls) because on matrices full of near-ties — activation statistics —
 //!   it degenerates into long price wars. Column reduction is skipped when it leaves more than
-//!   90 % of the rows free (a few dominant rows own every column minimum). When the row
-//!   reduction stalls on a square matrix (more than half of the rows still free after `rows`
-//!   bids, or more than 10 % at its end — rows and columns with strongly unequal means, as in
-//!   activation statistics of biased or deep ReLU units), an ε-scaling auction (Bertsekas 1988)
-//!   takes over: its positive increments end the price wars, and its ε-optimal potentials and
-//!   matching warm-start the exact phase (see "Warm start"), after which hardly any row needs a
-//!   shortest path (10–20× faster on those matrices at `n = 2048`). The scans keep the
+//!   90 % of the rows free (a few dominant rows own every column minimum), and the row
+//!   reduction gives up after `rows` bids when more than half of the rows are still free.
+//!   When the augmenting paths of a cold square solve then turn out long (the remaining rows
+//!   times the recent path length exceed `64 · rows` row scans — rows and columns with
+//!   strongly unequal means, as in activation statistics of biased or deep ReLU units, whose
+//!   rank-one part makes every augmentation shift a long chain), an ε-scaling auction
+//!   (Bertsekas 1988) takes over: its positive increments end the price wars of the row
+//!   reduction, and its ε-optimal potentials and matching warm-start the exact phase (see
+//!   "Warm start"), after which hardly any row needs a shortest path (10–20× fewer row scans
+//!   on those matrices at `n = 2048` and 4096). The scans keep the
 //!   unvisited columns in a compact, increasing list, relax a whole row branch-free (so that it vectorises), prefer an
 //!   unmatched column among those at the minimal distance (SciPy's tie rule), and allocate
 //!   nothing. Complexity `O(r² c)` in the worst case, `O(r + c)` memory besides the matrix.

@@ -1,6 +1,8 @@
 //! The native solver: Jonker–Volgenant initialisation followed by Dijkstra-like shortest
-//! augmenting paths on reduced costs (Crouse 2016), over a dense row-major matrix with
-//! `rows <= cols` whose entries are finite or `+∞` (a forbidden edge).
+//! augmenting paths on reduced costs (Crouse 2016, in `sap.rs`), over a dense row-major matrix
+//! with `rows <= cols` whose entries are finite or `+∞` (a forbidden edge). When those paths
+//! are long, an ε-scaling auction (`auction.rs`) replaces them and its potentials go through
+//! the exact warm start.
 //!
 //! Invariants, maintained *exactly* in floating point by construction (not up to a tolerance):
 //! for every matched row `i` (column `σ(i)`) and every column `k`,
