@@ -1,6 +1,6 @@
 //! Criterion benchmarks of `llfc::assignment` (group `assignment`, plus `assignment_warm`).
 //!
-//! Three seeded families of `n × n` matrices, built outside the timed closures:
+//! Five seeded families of `n × n` matrices, built outside the timed closures:
 //! - `uniform`: costs uniform in `[0, 1)`, minimised;
 //! - `gaussian_product`: `−(A Bᵀ)` with `A`, `B` standard Gaussian `n × 64` (like the
 //!   similarity matrices of weight matching), minimised;
@@ -10,7 +10,11 @@
 //!   of near-ties and much harder;
 //! - `activation_stats_biased`: the same statistic for layers with biases `N(0, 0.5²)` on
 //!   `d_in = 784` inputs (`W ~ N(0, 1/784)`): a few rows dominate every column, the hardest
-//!   family (the one issue 3 quotes); up to `n = 2048` here (4096 takes ~10 s per solve).
+//!   family of issue 3 before the ε-scaling auction (now ~1 s per solve at `n = 4096`);
+//! - `mlp_hidden_stats`: `E[h_A h_Bᵀ]` of the last hidden layer of two random MLPs
+//!   `784 → n → n → n → n` (He-normal weights, biases `N(0, 0.1²)`, ReLU) on 10 000 shared
+//!   Gaussian inputs, maximised — what activation matching solves on deep layers (issue 17);
+//!   up to `n = 1024` here (generating the features costs more than solving).
 //!
 //! `assignment_warm` re-solves an activation-statistics matrix after a small perturbation
 //! (Gaussian noise of 1e-3 times the entries' standard deviation), cold versus warm-started from
@@ -34,6 +38,8 @@ const RANK: usize = 64;
 const SAMPLES: usize = 10_000;
 const BIASED_D_IN: usize = 784;
 const BIASED_BIAS_STD: f64 = 0.5;
+const MLP_DEPTH: usize = 4;
+const MLP_BIAS_STD: f64 = 0.1;
 
 /// Standard normal draws by the Box–Muller transform.
 fn gaussian(rng: &mut ChaCha8Rng, shape: (usize, usize)) -> Array2<f64> {
@@ -83,6 +89,23 @@ fn family(name: &str, n: usize, seed: u64) -> (Array2<f64>, bool) {
             let stats = a.t().dot(&b) / SAMPLES as f64;
             (stats, true)
         }
+        "mlp_hidden_stats" => {
+            let x = gaussian(&mut rng, (SAMPLES, BIASED_D_IN));
+            let mut hidden = || {
+                let (mut h, mut d) = (x.clone(), BIASED_D_IN);
+                for _ in 0..MLP_DEPTH {
+                    #[allow(clippy::cast_precision_loss)]
+                    let w = gaussian(&mut rng, (n, d)) * (2.0 / d as f64).sqrt();
+                    let b = gaussian(&mut rng, (1, n)) * MLP_BIAS_STD;
+                    (h, d) = ((h.dot(&w.t()) + &b).mapv(|z| z.max(0.0)), n);
+                }
+                h
+            };
+            let (a, b) = (hidden(), hidden());
+            #[allow(clippy::cast_precision_loss)]
+            let stats = a.t().dot(&b) / SAMPLES as f64;
+            (stats, true)
+        }
         _ => unreachable!("unknown family {name}"),
     }
 }
@@ -95,9 +118,10 @@ fn bench_cold(c: &mut Criterion) {
         "gaussian_product",
         "activation_stats",
         "activation_stats_biased",
+        "mlp_hidden_stats",
     ] {
         for n in SIZES {
-            if name == "activation_stats_biased" && n > 2048 {
+            if name == "mlp_hidden_stats" && n > 1024 {
                 continue;
             }
             let (cost, maximize) = family(name, n, n as u64);

@@ -39,7 +39,10 @@ from pathlib import Path
 import numpy as np
 
 CACHE = Path(os.environ.get("LLFC_COMPARE_CACHE", Path.home() / ".cache" / "llfc-compare"))
-FAMILIES = ("uniform", "gaussian_product", "activation_stats", "activation_stats_biased")
+FAMILIES = (
+    "uniform", "gaussian_product", "activation_stats", "activation_stats_biased", "mlp_hidden_stats",
+)
+PY_SOLVERS = ("lap.lapjv", "lapx.lapjv", "lapx.lapjvx", "lapx.lapjvc", "lapx.lapjvs")
 # The Kuhn–Munkres backend is O(n^3) with a large constant: only run it up to this size.
 KM_MAX_N = 1024
 ACTIVATION_SAMPLES = 10_000
@@ -47,6 +50,9 @@ RANK = 64
 # The harder activation variant: MNIST-sized inputs and biased units (see make_matrix).
 BIASED_D_IN = 784
 BIASED_BIAS_STD = 0.5
+# E[h_A h_B^T] of the last hidden layer of two random biased MLPs 784 -> 4 x n (see make_matrix).
+MLP_DEPTH = 4
+MLP_BIAS_STD = 0.1
 
 # ----------------------------------------------------------------------------------- matrices
 
@@ -84,6 +90,22 @@ def make_matrix(family: str, n: int, seed: int) -> tuple[np.ndarray, bool]:
         a = np.maximum(x @ w1.T + b1, 0.0)
         b = np.maximum(x @ w2.T + b2, 0.0)
         return np.ascontiguousarray(a.T @ b / ACTIVATION_SAMPLES), True
+    if family == "mlp_hidden_stats":
+        # What activation matching solves for the last hidden layer of two independently
+        # initialised MLPs 784 -> n -> n -> n -> n (He-normal weights N(0, 2/d_in), biases
+        # N(0, 0.1^2), ReLU) on 10 000 shared Gaussian inputs: E[h_A h_B^T], maximised. Deep
+        # ReLU features are non-negative with strongly unequal means, so this is a dominant-rows
+        # matrix like activation_stats_biased (issue 17's "E[h_A h_B^T] of random biased MLPs").
+        x = rng.standard_normal((ACTIVATION_SAMPLES, BIASED_D_IN))
+        hs = []
+        for _ in range(2):
+            h, d = x, BIASED_D_IN
+            for _ in range(MLP_DEPTH):
+                w = rng.standard_normal((n, d)) * np.sqrt(2.0 / d)
+                b = MLP_BIAS_STD * rng.standard_normal(n)
+                h, d = np.maximum(h @ w.T + b, 0.0), n
+            hs.append(h)
+        return np.ascontiguousarray(hs[0].T @ hs[1] / ACTIVATION_SAMPLES), True
     raise ValueError(family)
 
 
@@ -173,12 +195,15 @@ def main() -> None:
     ap.add_argument("--binary", type=Path, default=Path("target/release/examples/lap"))
     ap.add_argument("--no-rust", action="store_true", help="time the Python solvers only")
     ap.add_argument("--km-max-n", type=int, default=KM_MAX_N)
+    ap.add_argument("--py-solvers", nargs="+", default=list(PY_SOLVERS), choices=PY_SOLVERS,
+                    help="the lap/lapx solvers to time (SciPy always runs: it is the reference)")
     args = ap.parse_args()
 
     lap_site, lapx_site = ensure_site("lap"), ensure_site("lapx")
     py_solvers = [("lap.lapjv", lap_site, "lapjv")] + [
         (f"lapx.{s}", lapx_site, s) for s in ("lapjv", "lapjvx", "lapjvc", "lapjvs")
     ]
+    py_solvers = [p for p in py_solvers if p[0] in args.py_solvers]
     columns = ["scipy"] + [name for name, _, _ in py_solvers]
     if not args.no_rust:
         columns += ["llfc kuhn-munkres", "llfc native"]

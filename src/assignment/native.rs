@@ -1,6 +1,8 @@
 //! The native solver: Jonker–Volgenant initialisation followed by Dijkstra-like shortest
-//! augmenting paths on reduced costs (Crouse 2016), over a dense row-major matrix with
-//! `rows <= cols` whose entries are finite or `+∞` (a forbidden edge).
+//! augmenting paths on reduced costs (Crouse 2016, in `sap.rs`), over a dense row-major matrix
+//! with `rows <= cols` whose entries are finite or `+∞` (a forbidden edge). When those paths
+//! are long, an ε-scaling auction (`auction.rs`) replaces them and its potentials go through
+//! the exact warm start.
 //!
 //! Invariants, maintained *exactly* in floating point by construction (not up to a tolerance):
 //! for every matched row `i` (column `σ(i)`) and every column `k`,
@@ -10,7 +12,8 @@
 //! the inequality of another row. The shortest-path phase starts from these invariants, so its
 //! result is optimal up to the rounding of the path lengths themselves (as in SciPy).
 
-use super::kernels::{find_at, ld, lowered, scan_contiguous, scan_indexed, two_smallest, BLOCK};
+use super::kernels::{ld, lowered, two_smallest};
+use super::sap::Sap;
 use crate::error::{Error, Result};
 use crate::float::Float;
 
@@ -23,6 +26,13 @@ const ARR_MIN_PROGRESS: f64 = 0.005;
 /// A warm start runs the augmenting row reduction when more than `nr / WARM_ARR_MIN_FREE` rows
 /// are left free.
 const WARM_ARR_MIN_FREE: usize = 50;
+
+/// A cold square solve switches to the ε-scaling auction when the shortest paths still to do
+/// are expected to scan more than `AUCTION_MIN_WORK · nr` rows ...
+const AUCTION_MIN_WORK: usize = 64;
+
+/// ... judged after this many augmentations.
+const AUCTION_PROBE: usize = 8;
 
 /// Marker for "no row" / "no column".
 pub(super) const NONE: usize = usize::MAX;
@@ -37,7 +47,7 @@ pub(super) struct Costs<'a, T> {
 
 impl<T: Float> Costs<'_, T> {
     #[inline(always)]
-    fn row(&self, i: usize) -> &[T] {
+    pub(super) fn row(&self, i: usize) -> &[T] {
         &self.data[i * self.nc..(i + 1) * self.nc]
     }
 }
@@ -80,55 +90,25 @@ pub(super) fn solve<T: Float, const NEG: bool>(
     if nr == 0 {
         return Ok(st.into_solution());
     }
-    let free = match start {
-        Start::Cold => {
-            let mut free = if nr == nc {
-                st.column_reduction::<T, NEG>(c)?
-            } else {
-                (0..nr).collect()
-            };
-            if free.len() * 10 > nr * 9 {
-                // A few rows own (nearly) all column minima — e.g. activation statistics
-                // with biased units, where some rows dominate every column. The reduced
-                // potentials then mislead the search (measured: ~1.5× more shortest-path
-                // steps than from zero), so start the row reduction from scratch.
-                st.v.fill(0.0);
-                st.col4row.fill(NONE);
-                st.row4col.fill(NONE);
-                free = (0..nr).collect();
-            }
-            if !free.is_empty() {
-                free = st.augmenting_row_reduction::<T, NEG>(c, free)?;
-            }
-            st.set_row_potentials::<T, NEG>(c);
-            free
-        }
-        Start::Warm { v, col4row } => {
-            let free = st.warm::<T, NEG>(c, v, col4row)?;
-            // A changed matrix can leave many rows untight (weight matching's later sweeps
-            // leave 12–35 % of 2048 rows free); bids resolve most of them for a row pass each,
-            // where a shortest-path search would take many (measured: −23 % LAP time there).
-            if free.len() * WARM_ARR_MIN_FREE > nr {
-                let free = st.augmenting_row_reduction::<T, NEG>(c, free)?;
-                st.set_row_potentials::<T, NEG>(c);
-                free
-            } else {
-                free
-            }
-        }
+    stat_phase!("init");
+    let (free, square_cold) = match start {
+        Start::Cold => (st.cold::<T, NEG>(c)?, nr == nc),
+        Start::Warm { v, col4row } => (st.warm_start::<T, NEG>(c, v, col4row)?, false),
     };
-    let mut sap = Sap::new(nc, &st.row4col);
-    for r in free {
-        sap.augment::<T, NEG>(c, &mut st, r)?;
-    }
+    stat_phase!("sap");
+    stat!(s => s.free_after_init += free.len());
+    st.augment_all::<T, NEG>(c, free, square_cold)?;
+    #[cfg(feature = "lap-stats")]
+    super::stats::report(nr);
     Ok(st.into_solution())
 }
 
-struct State {
-    u: Vec<f64>,
-    v: Vec<f64>,
-    col4row: Vec<usize>,
-    row4col: Vec<usize>,
+/// Potentials and partial matching (internal, minimising frame).
+pub(super) struct State {
+    pub(super) u: Vec<f64>,
+    pub(super) v: Vec<f64>,
+    pub(super) col4row: Vec<usize>,
+    pub(super) row4col: Vec<usize>,
 }
 
 impl State {
@@ -138,6 +118,77 @@ impl State {
             u: self.u,
             v: self.v,
         }
+    }
+
+    /// The cold start: JV column reduction (square problems; dropped when it leaves more than
+    /// 90 % of the rows free) and the augmenting row reduction. Returns the free rows.
+    fn cold<T: Float, const NEG: bool>(&mut self, c: Costs<'_, T>) -> Result<Vec<usize>> {
+        let (st, nr) = (self, c.nr);
+        let square = nr == c.nc;
+        let mut free = if square {
+            st.column_reduction::<T, NEG>(c)?
+        } else {
+            (0..nr).collect()
+        };
+        if free.len() * 10 > nr * 9 {
+            // A few rows own (nearly) all column minima — e.g. activation statistics
+            // with biased units, where some rows dominate every column. The reduced
+            // potentials then mislead the search (measured: ~1.5× more shortest-path
+            // steps than from zero), so start the row reduction from scratch.
+            st.v.fill(0.0);
+            st.col4row.fill(NONE);
+            st.row4col.fill(NONE);
+            free = (0..nr).collect();
+        }
+        stat_phase!("arr");
+        if !free.is_empty() {
+            free = st.augmenting_row_reduction::<T, NEG>(c, free, square)?;
+        }
+        st.set_row_potentials::<T, NEG>(c);
+        Ok(free)
+    }
+
+    /// Shortest augmenting paths from the `free` rows. With `may_auction` (a cold square
+    /// start), the ε-scaling auction replaces them when the paths are long: after
+    /// [`AUCTION_PROBE`] augmentations, as soon as the remaining rows times the mean length of
+    /// the last [`AUCTION_PROBE`] searches exceed `AUCTION_MIN_WORK · nr` row scans (the auction needs 30–70 bids
+    /// per row on the matrices of `BENCHMARKS.md`; each is a row scan). Its ε-optimal
+    /// potentials and matching then go through the exact warm start, and the paths after it
+    /// are short. Returns whether the auction ran.
+    fn augment_all<T: Float, const NEG: bool>(
+        &mut self,
+        c: Costs<'_, T>,
+        free: Vec<usize>,
+        may_auction: bool,
+    ) -> Result<bool> {
+        let mut sap = Sap::new(c.nc, &self.row4col);
+        // Lengths of the last AUCTION_PROBE searches (they grow as the matching fills up).
+        let mut recent = [0usize; AUCTION_PROBE];
+        let mut may_auction = may_auction;
+        for (k, &r) in free.iter().enumerate() {
+            recent[k % AUCTION_PROBE] = sap.augment::<T, NEG>(c, self, r)?;
+            let left = free.len() - k - 1;
+            if may_auction
+                && k + 1 >= AUCTION_PROBE
+                && left.saturating_mul(recent.iter().sum())
+                    > AUCTION_MIN_WORK * c.nr * AUCTION_PROBE
+            {
+                stat_phase!("auction");
+                let Some(a) = super::auction::auction::<T, NEG>(c, &self.v) else {
+                    may_auction = false;
+                    continue;
+                };
+                stat_phase!("warm");
+                let rest = self.warm_start::<T, NEG>(c, &a.v, Some(&a.col4row))?;
+                stat_phase!("sap-after-auction");
+                let mut sap = Sap::new(c.nc, &self.row4col);
+                for r in rest {
+                    sap.augment::<T, NEG>(c, self, r)?;
+                }
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// JV column reduction with reduction transfer (square problems). Returns the free rows.
@@ -198,11 +249,15 @@ impl State {
     /// Bids cost a row pass each, like a shortest-path step, and on matrices with many near-ties
     /// the auction degenerates into long price wars; so the number of bids is capped at
     /// [`ARR_MAX_BIDS_PER_ROW`]` · nr`, and the phase also stops when, over the last two windows
-    /// of `nr` bids, fewer than [`ARR_MIN_PROGRESS`] of the free rows were resolved.
+    /// of `nr` bids, fewer than [`ARR_MIN_PROGRESS`] of the free rows were resolved. With
+    /// `bail_out` it also stops after the first window when more than half of the rows are
+    /// still free: the price war of dominant rows, which the ε-scaling auction then resolves
+    /// (the matrices of `BENCHMARKS.md` leave 10–35 % free there, or more than 90 %).
     fn augmenting_row_reduction<T: Float, const NEG: bool>(
         &mut self,
         c: Costs<'_, T>,
         mut free: Vec<usize>,
+        bail_out: bool,
     ) -> Result<Vec<usize>> {
         let n = c.nr;
         let max_bids = ARR_MAX_BIDS_PER_ROW * n;
@@ -214,6 +269,7 @@ impl State {
             let mut stop = false;
             while current < n_free {
                 bids += 1;
+                stat!(s => s.bids += 1);
                 let i = free[current];
                 current += 1;
                 let (v1, j1, v2, j2) = two_smallest::<T, NEG>(c.row(i), &self.v);
@@ -249,7 +305,8 @@ impl State {
                     let slow = ((history[1] - f_now.min(history[1])) as f64)
                         < ARR_MIN_PROGRESS * history[1] as f64;
                     history = [f_now, history[0]];
-                    if slow || bids >= max_bids {
+                    stat!(s => s.arr_windows.push(f_now));
+                    if slow || bids >= max_bids || (bail_out && bids == n && f_now * 2 > n) {
                         stop = true;
                         break;
                     }
@@ -261,6 +318,28 @@ impl State {
             if stop || free.is_empty() || free.len() == n_free {
                 return Ok(free);
             }
+        }
+    }
+
+    /// The warm start from column potentials `v` (and a previous matching): [`Self::warm`],
+    /// then the augmenting row reduction when many rows are left free. Returns the free rows.
+    fn warm_start<T: Float, const NEG: bool>(
+        &mut self,
+        c: Costs<'_, T>,
+        v: &[f64],
+        col4row: Option<&[usize]>,
+    ) -> Result<Vec<usize>> {
+        let free = self.warm::<T, NEG>(c, v, col4row)?;
+        stat_phase!("warm-arr");
+        // A changed matrix can leave many rows untight (weight matching's later sweeps
+        // leave 12–35 % of 2048 rows free); bids resolve most of them for a row pass each,
+        // where a shortest-path search would take many (measured: −23 % LAP time there).
+        if free.len() * WARM_ARR_MIN_FREE > c.nr {
+            let free = self.augmenting_row_reduction::<T, NEG>(c, free, false)?;
+            self.set_row_potentials::<T, NEG>(c);
+            Ok(free)
+        } else {
+            Ok(free)
         }
     }
 
@@ -354,189 +433,6 @@ impl State {
     }
 }
 
-/// Scratch space of the shortest augmenting path search, allocated once per solve.
-///
-/// Unvisited ("todo") columns are kept in a compact list in increasing column order, with
-/// their potentials and tentative distances stored alongside, so that the scan of a row reads
-/// contiguous arrays and the row itself in increasing order. A visited column is killed in
-/// place (`vt = −∞`, `dt = +∞`: it can neither improve nor be selected again) and the list is
-/// compacted when more than a quarter of it is dead. Predecessors are not stored during the scans
-/// (that would make them branchy): the predecessor of a column on the final path is recovered
-/// as the first scanned row whose relaxation reproduces the column's distance bit for bit.
-struct Sap {
-    todo: Vec<usize>,
-    vt: Vec<f64>,
-    dt: Vec<f64>,
-    /// Unmatched columns.
-    free_cols: Vec<usize>,
-    /// Position of each live column in the todo list (valid once compacted).
-    pos: Vec<usize>,
-    /// Scanned rows in order, with their offsets `h = d_i − u_i`.
-    sr: Vec<(usize, f64)>,
-    /// Visited columns with the row matched to them (at visit time) and their distances.
-    sc: Vec<(usize, usize, f64)>,
-    /// Block minima of the last scan (see [`BLOCK`]).
-    bm: Vec<f64>,
-}
-
-impl Sap {
-    fn new(nc: usize, row4col: &[usize]) -> Self {
-        Self {
-            free_cols: (0..nc).filter(|&j| row4col[j] == NONE).collect(),
-            pos: vec![0; nc],
-            todo: Vec::with_capacity(nc),
-            vt: Vec::with_capacity(nc),
-            dt: vec![0.0; nc],
-            sr: Vec::with_capacity(nc),
-            sc: Vec::with_capacity(nc),
-            bm: vec![0.0; nc.div_ceil(BLOCK)],
-        }
-    }
-
-    /// Augment the matching along a shortest path from the free row `r0` (Crouse 2016).
-    fn augment<T: Float, const NEG: bool>(
-        &mut self,
-        c: Costs<'_, T>,
-        st: &mut State,
-        r0: usize,
-    ) -> Result<()> {
-        let nc = c.nc;
-        self.todo.clear();
-        self.todo.extend(0..nc);
-        self.vt.clear();
-        self.vt.extend_from_slice(&st.v);
-        self.dt[..nc].fill(f64::INFINITY);
-        self.sc.clear();
-        self.sr.clear();
-        let mut m = nc; // positions in use
-        let mut live = nc;
-        let mut contiguous = true;
-        let mut i = r0;
-        let mut mu = 0.0;
-        let sink = loop {
-            let h = mu - st.u[i];
-            self.sr.push((i, h));
-            let row = c.row(i);
-            let (vt, dt) = (&self.vt[..m], &mut self.dt[..m]);
-            let sm = if contiguous {
-                scan_contiguous::<T, NEG>(&row[..m], vt, dt, h, &mut self.bm)
-            } else {
-                scan_indexed::<T, NEG>(row, &self.todo[..m], vt, dt, h, &mut self.bm)
-            };
-            let (best, k) = (sm.best, sm.first);
-            if best == f64::INFINITY {
-                return Err(Error::Infeasible);
-            }
-            // Prefer an unmatched column among those at the minimal distance (SciPy's rule; it
-            // keeps all-equal matrices linear per augmentation). Other positions need looking
-            // at only when the scan saw a tie: then check the unmatched columns directly when
-            // they are few, otherwise the ties after the first minimum.
-            let j = self.todo[k];
-            let free_hit = if st.row4col[j] == NONE {
-                Some(j)
-            } else if !sm.tie {
-                None
-            } else if self.free_cols.len() * 4 <= m {
-                let dt = &self.dt;
-                let pos = &self.pos;
-                self.free_cols
-                    .iter()
-                    .copied()
-                    .find(|&f| dt[if contiguous { f } else { pos[f] }] == best)
-            } else {
-                // Other ties at `best` after `k`, found chunk by chunk (branch-free tests).
-                let dt = &self.dt[..m];
-                let mut q = k + 1;
-                let mut hit = None;
-                while let Some(o) = find_at(&dt[q..], best) {
-                    if st.row4col[self.todo[q + o]] == NONE {
-                        hit = Some(self.todo[q + o]);
-                        break;
-                    }
-                    q += o + 1;
-                }
-                hit
-            };
-            if let Some(f) = free_hit {
-                mu = best;
-                let t = self.free_cols.iter().position(|&x| x == f).unwrap_or(0);
-                break self.free_cols.swap_remove(t);
-            }
-            debug_assert!(st.row4col[j] != NONE);
-            mu = best;
-            // Visit column j: record its distance, kill its slot, continue from its row.
-            self.sc.push((j, st.row4col[j], best));
-            self.vt[k] = f64::NEG_INFINITY;
-            self.dt[k] = f64::INFINITY;
-            live -= 1;
-            i = st.row4col[j];
-            if live * 4 < m * 3 && m > 32 {
-                let mut w = 0;
-                for q in 0..m {
-                    if self.vt[q] != f64::NEG_INFINITY {
-                        self.pos[self.todo[q]] = w;
-                        self.todo[w] = self.todo[q];
-                        self.vt[w] = self.vt[q];
-                        self.dt[w] = self.dt[q];
-                        w += 1;
-                    }
-                }
-                m = w;
-                contiguous = false;
-            }
-        };
-        // Flip the path (before the dual update: predecessors are recomputed from st.v).
-        let mut j = sink;
-        let mut dj = mu;
-        loop {
-            let i = self.predecessor::<T, NEG>(c, &st.v, j, dj);
-            st.row4col[j] = i;
-            let prev = std::mem::replace(&mut st.col4row[i], j);
-            if i == r0 {
-                break;
-            }
-            j = prev;
-            dj = self
-                .sc
-                .iter()
-                .find(|&&(q, _, _)| q == j)
-                .map_or(mu, |&(_, _, d)| d);
-        }
-        // Dual update: u_r0 += mu; for visited columns j (reached at d_j) and their rows:
-        // u_i += mu − d_j, v_j −= mu − d_j. Keeps reduced costs ≥ 0 and the path tight.
-        st.u[r0] += mu;
-        for &(j, i, dj) in &self.sc {
-            let delta = mu - dj;
-            st.u[i] += delta;
-            st.v[j] -= delta;
-        }
-        Ok(())
-    }
-
-    /// The first scanned row whose relaxation of column `j` gives exactly `dj`.
-    #[inline(never)]
-    fn predecessor<T: Float, const NEG: bool>(
-        &self,
-        c: Costs<'_, T>,
-        v: &[f64],
-        j: usize,
-        dj: f64,
-    ) -> usize {
-        let mut first_min = (f64::INFINITY, NONE);
-        for &(i, h) in &self.sr {
-            let r = (ld::<T, NEG>(c.row(i)[j]) - v[j]) + h;
-            if r == dj {
-                return i;
-            }
-            if r < first_min.0 {
-                first_min = (r, i);
-            }
-        }
-        // Unreachable in exact replay; fall back to the best relaxation.
-        first_min.1
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,7 +473,9 @@ mod tests {
             } else {
                 (0..n).collect()
             };
-            free = st.augmenting_row_reduction::<f64, false>(c, free).unwrap();
+            free = st
+                .augmenting_row_reduction::<f64, false>(c, free, false)
+                .unwrap();
             st.set_row_potentials::<f64, false>(c);
             for i in 0..n {
                 let j = st.col4row[i];
@@ -597,6 +495,125 @@ mod tests {
             for j in 0..m {
                 if n < m && st.row4col[j] == NONE {
                     assert_eq!(st.v[j], 0.0, "unmatched columns keep v = 0");
+                }
+            }
+        }
+    }
+
+    fn state(n: usize, m: usize) -> State {
+        State {
+            u: vec![0.0; n],
+            v: vec![0.0; m],
+            col4row: vec![NONE; n],
+            row4col: vec![NONE; m],
+        }
+    }
+
+    /// The minimum of `Σ_i c[i, σ(i)]` over all permutations (brute force, `n ≤ 8`).
+    fn brute_force(data: &[f64], n: usize) -> f64 {
+        fn rec(k: usize, cols: &mut [usize], data: &[f64], n: usize, acc: f64) -> f64 {
+            if k == n {
+                return acc;
+            }
+            let mut best = f64::INFINITY;
+            for q in k..n {
+                cols.swap(k, q);
+                best = best.min(rec(k + 1, cols, data, n, acc + data[k * n + cols[k]]));
+                cols.swap(k, q);
+            }
+            best
+        }
+        rec(0, &mut (0..n).collect::<Vec<_>>(), data, n, 0.0)
+    }
+
+    /// The auction path of `cold` forced on any square matrix: auction from zero potentials,
+    /// exact warm start, shortest augmenting paths.
+    fn solve_via_auction(data: &[f64], n: usize) -> Result<Solution> {
+        let c = Costs { data, nr: n, nc: n };
+        let mut st = state(n, n);
+        let free = match super::super::auction::auction::<f64, false>(c, &st.v) {
+            Some(a) => st.warm_start::<f64, false>(c, &a.v, Some(&a.col4row))?,
+            None => st.cold::<f64, false>(c)?,
+        };
+        let mut sap = Sap::new(n, &st.row4col);
+        for r in free {
+            sap.augment::<f64, false>(c, &mut st, r)?;
+        }
+        Ok(st.into_solution())
+    }
+
+    #[test]
+    fn long_paths_switch_to_the_auction_on_dominant_rows_only() {
+        // (total, whether the auction ran) of a cold solve, maximising when `neg`.
+        fn run<const NEG: bool>(data: &[f64], n: usize, may_auction: bool) -> (f64, bool) {
+            let c = Costs { data, nr: n, nc: n };
+            let mut st = state(n, n);
+            let free = st.cold::<f64, NEG>(c).unwrap();
+            let ran = st.augment_all::<f64, NEG>(c, free, may_auction).unwrap();
+            let total = (0..n).map(|i| data[i * n + st.col4row[i]]).sum();
+            (total, ran)
+        }
+        for seed in 0..3 {
+            for n in [300usize, 600] {
+                // Rank one, m_i w_j (to be maximised): the optimum sorts both sides, and
+                // every augmenting path from the row reduction's start is long.
+                // (`random` draws from [-3, 7); the factors are made positive.)
+                let mw: Vec<f64> = random(2, n, seed + 100, false)
+                    .iter()
+                    .map(|x| 0.1 + (x + 3.0) / 10.0)
+                    .collect();
+                let data: Vec<f64> = (0..n * n).map(|k| mw[k / n] * mw[n + k % n]).collect();
+                let (total, ran) = run::<true>(&data, n, true);
+                assert!(ran, "rank one, seed {seed}, n {n}");
+                let (want, _) = run::<true>(&data, n, false);
+                assert!(
+                    (total - want).abs() <= 1e-12 * want.abs(),
+                    "{total} vs {want}"
+                );
+                let uniform = random(n, n, seed, false);
+                assert!(
+                    !run::<false>(&uniform, n, true).1,
+                    "uniform, seed {seed}, n {n}"
+                );
+                // Small integers: many free rows after the row reduction, but paths of one
+                // step (free columns at distance 0) — no auction.
+                let ints = random(n, n, seed, true);
+                assert!(
+                    !run::<false>(&ints, n, true).1,
+                    "integers, seed {seed}, n {n}"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Whatever the auction leaves, the warm start and the paths after it reach the
+        /// optimum: brute force on small matrices with ties, negative entries and forbidden
+        /// (`+∞`) pairs, with the exact tightness and feasibility of the returned duals.
+        #[test]
+        fn the_auction_path_is_exact(seed in 0u64..1_000_000, n in 1usize..8, kind in 0u8..4) {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let data: Vec<f64> = match kind {
+                0 => random(n, n, seed, true),
+                1 => random(n, n, seed, false),
+                2 => super::super::auction::tests::dominant(n, seed).iter().map(|x| -x).collect(),
+                _ => (0..n * n)
+                    .map(|k| if k % n != k / n && rng.random::<u8>() % 3 == 0 {
+                        f64::INFINITY
+                    } else {
+                        f64::from(rng.random_range(0..4u8))
+                    })
+                    .collect(),
+            };
+            let sol = solve_via_auction(&data, n).unwrap();
+            let total: f64 = (0..n).map(|i| data[i * n + sol.col4row[i]]).sum();
+            proptest::prop_assert_eq!(total, brute_force(&data, n));
+            for i in 0..n {
+                let j = sol.col4row[i];
+                proptest::prop_assert!((data[i * n + j] - sol.u[i] - sol.v[j]).abs() <= 1e-12);
+                for k in 0..n {
+                    proptest::prop_assert!(data[i * n + k] - sol.u[i] - sol.v[k] >= -1e-12);
                 }
             }
         }

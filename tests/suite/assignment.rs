@@ -17,28 +17,28 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const KM: LapOptions = LapOptions {
+pub(super) const KM: LapOptions = LapOptions {
     solver: Solver::KuhnMunkres,
     presolve: Presolve::Never,
     ties: Ties::Any,
 };
 
 /// The native solver with its f32 presolve forced on every f64 matrix, whatever its size.
-const ALWAYS: LapOptions = LapOptions {
+pub(super) const ALWAYS: LapOptions = LapOptions {
     solver: Solver::Native,
     presolve: Presolve::Always,
     ties: Ties::Any,
 };
 
 /// The native solver without its f32 presolve.
-const NEVER: LapOptions = LapOptions {
+pub(super) const NEVER: LapOptions = LapOptions {
     solver: Solver::Native,
     presolve: Presolve::Never,
     ties: Ties::Any,
 };
 
 /// Brute force over all injections of the smaller side into the larger one.
-fn brute_force(c: &Array2<f64>, maximize: bool) -> f64 {
+pub(super) fn brute_force(c: &Array2<f64>, maximize: bool) -> f64 {
     let t = if c.nrows() > c.ncols() {
         c.t().to_owned()
     } else {
@@ -72,7 +72,7 @@ fn brute_force(c: &Array2<f64>, maximize: bool) -> f64 {
 }
 
 /// Check the structural contract of an assignment for a `rows × cols` matrix.
-fn check_structure(a: &Assignment, c: &Array2<f64>) {
+pub(super) fn check_structure(a: &Assignment, c: &Array2<f64>) {
     let (r, n) = c.dim();
     assert_eq!(a.shape, (r, n));
     assert_eq!(a.row_ind.len(), r.min(n));
@@ -99,7 +99,7 @@ fn check_structure(a: &Assignment, c: &Array2<f64>) {
 /// complementary slackness, and on the side that may stay unassigned potentials of the right
 /// sign, zero where unassigned; all within `t` (the solver keeps them exactly up to the
 /// rounding of path lengths, far below `t` for entries of order 1).
-fn check_duals(a: &Assignment, c: &Array2<f64>, maximize: bool, t: f64) {
+pub(super) fn check_duals(a: &Assignment, c: &Array2<f64>, maximize: bool, t: f64) {
     let d = a.duals.as_ref().expect("native solver returns duals");
     let s = if maximize { -1.0 } else { 1.0 };
     for ((i, j), &x) in c.indexed_iter() {
@@ -129,7 +129,7 @@ fn check_duals(a: &Assignment, c: &Array2<f64>, maximize: bool, t: f64) {
     }
 }
 
-fn tol(x: f64) -> f64 {
+pub(super) fn tol(x: f64) -> f64 {
     1e-9 * x.abs().max(1.0)
 }
 

@@ -6,6 +6,7 @@ mod align_check_cli;
 mod align_cli;
 mod align_structured;
 mod assignment;
+mod assignment_auction;
 mod attribution;
 mod attribution_scale;
 mod cli_support;
