@@ -7,6 +7,7 @@ use std::ops::ControlFlow;
 
 /// What [`walk`] reports: a bracket opening (`true` for an object) or closing, or an object
 /// key as written (still escaped).
+#[cfg_attr(not(feature = "serde"), allow(dead_code))] // `Open`'s kind: spec JSON only
 enum Event<'a> {
     Open(bool),
     Close,
@@ -71,6 +72,7 @@ pub(crate) fn duplicate_key(text: &str) -> Option<&str> {
 
 /// A JSON string's contents (between the quotes) with its escapes decoded, so that `"w"` and
 /// `"\u0077"` compare equal; `None` for a malformed escape.
+#[cfg(feature = "serde")]
 fn unescape(raw: &str) -> Option<String> {
     let mut out = String::with_capacity(raw.len());
     let mut chars = raw.chars();
@@ -114,6 +116,7 @@ fn unescape(raw: &str) -> Option<String> {
 /// The first key written twice in the same object anywhere in `text` (at any depth, escapes
 /// decoded before comparing), as written; meant for text that already parsed as JSON (it does
 /// not validate).
+#[cfg(feature = "serde")]
 pub(crate) fn duplicate_key_anywhere(text: &str) -> Option<&str> {
     // One entry per open bracket: the keys seen so far if it is an object, `None` if an array.
     let mut open: Vec<Option<HashSet<String>>> = Vec::new();
@@ -152,6 +155,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "serde")]
     fn duplicates_at_any_depth() {
         // Equal keys in different objects are fine; in one object, at any depth, they are not.
         let fine = r#"{"a": {"w": 1}, "b": {"w": 2}, "c": [{"w": 3}, {"w": 4}], "w": "x:y"}"#;
