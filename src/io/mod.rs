@@ -98,6 +98,7 @@ mod files;
 mod npy;
 mod npy_header;
 mod npz;
+mod npz_reader;
 mod safetensors;
 
 use std::collections::BTreeMap;
@@ -117,7 +118,8 @@ pub use self::files::{read_regular_file, OutputSet};
 pub use self::npy::{
     array_from_npy_bytes, array_to_npy_bytes, read_npy, read_npy_with_dtype, write_npy,
 };
-pub use self::npz::{read_npz, read_npz_arrays, write_npz, write_npz_arrays, NpzReader, RowBlocks};
+pub use self::npz::{read_npz, read_npz_arrays, write_npz, write_npz_arrays};
+pub use self::npz_reader::{NpzReader, RowBlocks};
 pub use self::safetensors::{read_safetensors, write_safetensors, SAFETENSORS_ORDER_KEY};
 
 /// The pseudo-path that errors from the in-memory readers and writers name

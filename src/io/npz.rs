@@ -7,20 +7,19 @@
 //! length before anything is allocated, and two entries of the same name are refused.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
-use std::io::{BufReader, Cursor, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 
-use ndarray::{ArrayBase, ArrayD, Data, Dimension, IxDyn};
+use ndarray::{ArrayBase, ArrayD, Data, Dimension};
 use zip::result::ZipError;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
-use super::files::{open_bounded, Bounded, Sticky};
+use super::files::{open_bounded, Sticky};
 use super::npy::{
     read_npy_body, read_npy_header, write_npy_stream, write_raw_npy, Entry, NpyHeader,
 };
-use super::{format_error, io_error, read_decoded, write_atomically, Dtype, Parsed, RawTensor};
+use super::{format_error, io_error, write_atomically, Dtype, Parsed, RawTensor};
 use crate::error::{Error, Result};
 use crate::float::Float;
 use crate::params::Params;
@@ -225,20 +224,20 @@ pub(super) fn parse_npz<F: Float, R: Read + Seek>(
 }
 
 /// An archive entry opened at the start of its `.npy` body.
-struct OpenedEntry<'a, R: Read + Seek> {
-    entry: zip::read::ZipFile<'a, R>,
-    header: NpyHeader,
+pub(super) struct OpenedEntry<'a, R: Read + Seek> {
+    pub(super) entry: zip::read::ZipFile<'a, R>,
+    pub(super) header: NpyHeader,
     /// Bytes of the body the entry claims.
-    body_len: u64,
+    pub(super) body_len: u64,
     /// Whether the entry is stored and holds its claimed bytes within the archive (so the array
     /// is allocated at once; a deflated one grows as it decompresses).
-    exact: bool,
+    pub(super) exact: bool,
 }
 
 /// Open entry `index` of an archive of `len` bytes, check what it claims (stored size within
 /// the archive, compression stored or deflate, a decompressed size the stored bytes can give)
 /// and read its `.npy` header. The error is a reason, for the caller to locate.
-fn open_entry<R: Read + Seek>(
+pub(super) fn open_entry<R: Read + Seek>(
     zip: &mut ZipArchive<R>,
     index: usize,
     len: u64,
@@ -296,7 +295,7 @@ fn open_entry<R: Read + Seek>(
 
 /// That an entry ends where its array does (this read also makes the zip reader check the
 /// CRC), or the reason not.
-fn end_of_entry<R: Read>(entry: &mut R) -> std::result::Result<(), String> {
+pub(super) fn end_of_entry<R: Read>(entry: &mut R) -> std::result::Result<(), String> {
     let mut extra = [0u8; 1];
     match entry.read(&mut extra) {
         Ok(0) => Ok(()),
@@ -314,207 +313,6 @@ pub(super) fn parse_npz_bytes<F: Float>(
     parse_npz(Cursor::new(bytes), bytes.len() as u64, path, keep_raw)
 }
 
-/// An open `.npz` archive whose arrays are read one at a time and in blocks of rows (samples),
-/// never whole: what a caller streaming large feature files uses (activation matching reads
-/// the features of A and B side by side, a block of samples at a time).
-///
-/// Opening checks the archive as [`read_npz`] does (a regular file, read no further than its
-/// size when opened; no two entries of one name); each array is checked when it is opened
-/// ([`NpzReader::blocks`]) and as it is read (sizes, CRC).
-///
-/// # Examples
-/// ```
-/// use llfc::io::{write_npz_arrays, NpzReader};
-/// let path = std::env::temp_dir().join(format!("llfc-blocks-{}.npz", std::process::id()));
-/// let h = ndarray::Array2::<f64>::from_shape_fn((5, 3), |(i, j)| (3 * i + j) as f64);
-/// write_npz_arrays(&path, [("P_0", &h)])?;
-/// let mut npz = NpzReader::open(&path)?;
-/// assert_eq!(npz.names(), ["P_0"]);
-/// let mut blocks = npz.blocks::<f64>("P_0", 2)?;
-/// assert_eq!(blocks.shape(), [5, 3]);
-/// let mut rows = Vec::new();
-/// while let Some(block) = blocks.next_block()? {
-///     rows.push(block.shape()[0]);
-/// }
-/// assert_eq!(rows, [2, 2, 1]);
-/// # std::fs::remove_file(&path).unwrap();
-/// # Ok::<(), llfc::Error>(())
-/// ```
-pub struct NpzReader {
-    zip: ZipArchive<Bounded<BufReader<File>>>,
-    len: u64,
-    path: PathBuf,
-}
-
-impl std::fmt::Debug for NpzReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NpzReader")
-            .field("path", &self.path)
-            .field("len", &self.len)
-            .finish_non_exhaustive()
-    }
-}
-
-impl NpzReader {
-    /// Open an archive and check its directory.
-    ///
-    /// # Errors
-    /// [`Error::Io`] naming the path if it cannot be opened or is not a regular file;
-    /// [`Error::Format`] if it is not a zip archive or two entries share a name.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let (mut file, len) = open_bounded(path)?;
-        let invalid =
-            |e: ZipError| format_error(path, None, format!("not a valid .npz (zip) archive: {e}"));
-        let (directory_start, count) = {
-            let zip = ZipArchive::new(&mut file).map_err(invalid)?;
-            (zip.central_directory_start(), zip.len())
-        };
-        check_unique_names(&mut file, directory_start, len, count, path)?;
-        let zip = ZipArchive::new(file).map_err(invalid)?;
-        Ok(Self {
-            zip,
-            len,
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// The names of the arrays (entry names without their `.npy` suffix), in archive order.
-    #[must_use]
-    pub fn names(&self) -> Vec<String> {
-        (0..self.zip.len())
-            .filter_map(|i| self.zip.name_for_index(i))
-            .map(|n| n.strip_suffix(".npy").unwrap_or(n).to_string())
-            .collect()
-    }
-
-    /// Start reading array `name` in blocks of at most `rows` entries of its first axis
-    /// (samples), converted to `F` ([`RowBlocks::next_block`]). A Fortran-ordered array comes
-    /// as one block (its rows are not contiguous in the file).
-    ///
-    /// # Errors
-    /// [`Error::MissingParam`] if the archive has no such array; [`Error::InvalidArgument`] if
-    /// `rows` is 0; [`Error::Format`] as for [`read_npz`] (a malformed entry or header, a
-    /// non-float dtype, a size that does not match the shape).
-    pub fn blocks<F: Float>(&mut self, name: &str, rows: usize) -> Result<RowBlocks<'_, F>> {
-        if rows == 0 {
-            return Err(Error::InvalidArgument {
-                name: "rows",
-                reason: "blocks need at least one row".into(),
-            });
-        }
-        let path = self.path.as_path();
-        let index = self
-            .zip
-            .index_for_name(&format!("{name}.npy"))
-            .or_else(|| self.zip.index_for_name(name))
-            .ok_or_else(|| Error::MissingParam {
-                param: name.to_string(),
-                context: format!("the archive `{}`", path.display()),
-            })?;
-        let err = |reason: String| format_error(path, Some(name), reason);
-        let OpenedEntry {
-            mut entry,
-            header,
-            body_len,
-            exact,
-        } = open_entry(&mut self.zip, index, self.len, false).map_err(&err)?;
-        header.check_body(body_len).map_err(&err)?;
-        let shape = header.shape().to_vec();
-        let layout = header.row_major_float().filter(|_| !shape.is_empty());
-        let whole = match layout {
-            Some(_) => None,
-            None => match read_npy_body(&mut entry, &header, body_len, exact).map_err(&err)? {
-                Entry::Float(array, _) => Some(array),
-                Entry::Raw(_) => return Err(err("not a float array".into())),
-            },
-        };
-        Ok(RowBlocks {
-            entry,
-            layout,
-            rows_left: if whole.is_some() {
-                0
-            } else {
-                shape.first().copied().unwrap_or(0)
-            },
-            rows,
-            whole,
-            shape,
-            name: name.to_string(),
-            path: self.path.clone(),
-        })
-    }
-}
-
-/// The blocks of rows of one array of an [`NpzReader`], read in order.
-pub struct RowBlocks<'a, F> {
-    entry: zip::read::ZipFile<'a, Bounded<BufReader<File>>>,
-    layout: Option<(Dtype, bool)>,
-    rows_left: usize,
-    rows: usize,
-    whole: Option<ArrayD<F>>,
-    shape: Vec<usize>,
-    name: String,
-    path: PathBuf,
-}
-
-impl<F> std::fmt::Debug for RowBlocks<'_, F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RowBlocks")
-            .field("name", &self.name)
-            .field("shape", &self.shape)
-            .field("rows_left", &self.rows_left)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<F: Float> RowBlocks<'_, F> {
-    /// The shape of the whole array.
-    #[must_use]
-    pub fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    /// The next block: rows `k·rows .. min((k + 1)·rows, n)` of the array (all its other axes),
-    /// or `None` after the last one.
-    ///
-    /// # Errors
-    /// [`Error::Format`] naming the file and the array if the entry is shorter than its header
-    /// says, longer, or fails its CRC check.
-    pub fn next_block(&mut self) -> Result<Option<ArrayD<F>>> {
-        if let Some(whole) = self.whole.take() {
-            self.finish()?;
-            return Ok(Some(whole));
-        }
-        let Some((stored, big_endian)) = self.layout.filter(|_| self.rows_left > 0) else {
-            return Ok(None);
-        };
-        let take = self.rows.min(self.rows_left);
-        let row: usize = self.shape[1..].iter().product();
-        let nbytes = take * row * stored.size();
-        let values = read_decoded(&mut self.entry, nbytes, stored, big_endian, true)
-            .map_err(|e| self.error(format!("cannot read the array data: {e}")))?;
-        let mut shape = self.shape.clone();
-        shape[0] = take;
-        let block =
-            ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| self.error(e.to_string()))?;
-        self.rows_left -= take;
-        if self.rows_left == 0 {
-            self.finish()?;
-        }
-        Ok(Some(block))
-    }
-
-    fn error(&self, reason: String) -> Error {
-        format_error(&self.path, Some(&self.name), reason)
-    }
-
-    /// The entry must end after the array (this read also makes the zip reader check the CRC).
-    fn finish(&mut self) -> Result<()> {
-        end_of_entry(&mut self.entry).map_err(|reason| self.error(reason))
-    }
-}
-
 /// Signature of a central directory file header.
 const CENTRAL_HEADER: u32 = 0x0201_4b50;
 /// Bytes of a central directory file header before its name.
@@ -525,7 +323,7 @@ const CENTRAL_HEADER_LEN: usize = 46;
 /// The central directory (from `start`, where the `zip` crate found it, to the end of the
 /// archive's `len` bytes) is read and walked here; `count` is the number of distinct names the
 /// `zip` crate read.
-fn check_unique_names<R: Read + Seek>(
+pub(super) fn check_unique_names<R: Read + Seek>(
     reader: &mut R,
     start: u64,
     len: u64,
