@@ -30,8 +30,9 @@ const MAX_NESTING: usize = 8;
 /// Read a single `.npy` array (any dimension, C or Fortran order, either endianness).
 ///
 /// # Errors
-/// [`Error::Io`] naming the path if it cannot be read; [`Error::Format`] naming the path if it
-/// is not a valid `.npy` file or holds a non-float dtype.
+/// [`Error::Io`](crate::Error::Io) naming the path if it cannot be read;
+/// [`Error::Format`](crate::Error::Format) naming the path if it is not a valid `.npy` file or
+/// holds a non-float dtype.
 pub fn read_npy<F: Float>(path: impl AsRef<Path>) -> Result<ArrayD<F>> {
     read_npy_file(path.as_ref()).map(|(a, _)| a)
 }
@@ -59,7 +60,7 @@ pub fn read_npy_with_dtype<F: Float>(path: impl AsRef<Path>) -> Result<(ArrayD<F
 /// Parse a single `.npy` array from memory. Errors name [`MEMORY_PATH`].
 ///
 /// # Errors
-/// [`Error::Format`] as for [`read_npy`].
+/// [`Error::Format`](crate::Error::Format) as for [`read_npy`].
 pub fn array_from_npy_bytes<F: Float>(bytes: &[u8]) -> Result<ArrayD<F>> {
     parse_npy(bytes)
         .map(|(a, _)| a)
@@ -70,7 +71,7 @@ pub fn array_from_npy_bytes<F: Float>(bytes: &[u8]) -> Result<ArrayD<F>> {
 /// left behind.
 ///
 /// # Errors
-/// [`Error::Io`] naming the path if it cannot be written.
+/// [`Error::Io`](crate::Error::Io) naming the path if it cannot be written.
 ///
 /// # Examples
 /// ```
@@ -95,7 +96,7 @@ where
 /// Serialise a single array to the bytes of a `.npy` file.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] if `F` is neither f32 nor f64.
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if `F` is neither f32 nor f64.
 pub fn array_to_npy_bytes<F, S, D>(array: &ArrayBase<S, D>) -> Result<Vec<u8>>
 where
     F: Float,
