@@ -288,6 +288,35 @@ pub(super) fn read_decoded<F: Float, R: std::io::Read>(
     Ok(out)
 }
 
+/// Bytes encoded per write by [`write_encoded`].
+const WRITE_CHUNK: usize = 1 << 16;
+
+/// Write `values` to `w` as little-endian `stored` elements, encoded [`WRITE_CHUNK`] bytes at a
+/// time (the reverse of [`read_decoded`]): memory is one chunk, whatever the number of values.
+///
+/// # Errors
+/// What the writer reports.
+pub(super) fn write_encoded<'a, F: Float, W: std::io::Write>(
+    w: &mut W,
+    values: impl IntoIterator<Item = &'a F>,
+    stored: Dtype,
+) -> std::io::Result<()> {
+    let mut chunk: Vec<u8> = Vec::with_capacity(WRITE_CHUNK + 8);
+    for &x in values {
+        match stored {
+            Dtype::F64 => chunk.extend(to_f64(x).to_le_bytes()),
+            Dtype::F32 => chunk.extend(to_f32(x).to_le_bytes()),
+            Dtype::F16 => chunk.extend(f16::from_f64(x.as_f64()).to_le_bytes()),
+            Dtype::BF16 => chunk.extend(bf16::from_f64(x.as_f64()).to_le_bytes()),
+        }
+        if chunk.len() >= WRITE_CHUNK {
+            w.write_all(&chunk)?;
+            chunk.clear();
+        }
+    }
+    w.write_all(&chunk)
+}
+
 /// Convert a vector of one float type to another: moved unchanged (bit-exact, NaN payloads
 /// included) when the types are the same, otherwise converted through f64.
 pub(super) fn convert_vec<T: Float, F: Float>(v: Vec<T>) -> Vec<F> {
@@ -301,7 +330,7 @@ pub(super) fn convert_vec<T: Float, F: Float>(v: Vec<T>) -> Vec<F> {
 
 /// `x` as an f32: the value itself (bit-exact) when `F` is f32, rounded otherwise.
 #[allow(clippy::cast_possible_truncation)]
-pub(super) fn to_f32<F: Float>(x: F) -> f32 {
+fn to_f32<F: Float>(x: F) -> f32 {
     match (&x as &dyn Any).downcast_ref::<f32>() {
         Some(&v) => v,
         None => x.as_f64() as f32,
@@ -309,7 +338,7 @@ pub(super) fn to_f32<F: Float>(x: F) -> f32 {
 }
 
 /// `x` as an f64 (bit-exact when `F` is f64).
-pub(super) fn to_f64<F: Float>(x: F) -> f64 {
+fn to_f64<F: Float>(x: F) -> f64 {
     match (&x as &dyn Any).downcast_ref::<f64>() {
         Some(&v) => v,
         None => x.as_f64(),

@@ -15,7 +15,7 @@ use ndarray::{ArrayBase, ArrayD, Data, Dimension, IxDyn, ShapeBuilder};
 use super::files::open_bounded;
 use super::npy_header::{Header, MAGIC};
 use super::{
-    checked_sizes, format_error, io_error, read_decoded, to_f32, to_f64, write_atomically, Dtype,
+    checked_sizes, format_error, io_error, read_decoded, write_atomically, write_encoded, Dtype,
     RawDtype, RawTensor, MEMORY_PATH,
 };
 use crate::error::Result;
@@ -110,9 +110,6 @@ where
 
 // ---------------------------------------------------------------------------------------------
 
-/// Bytes the writer converts before each write.
-const WRITE_CHUNK: usize = 1 << 16;
-
 pub(super) fn write_npy_to<F, S, D, W>(
     mut writer: W,
     array: &ArrayBase<S, D>,
@@ -129,7 +126,7 @@ where
 }
 
 /// Write `array` as a `.npy` file to `w`: C order, little-endian, float64 if `stored` is `F64`
-/// and float32 otherwise, converted [`WRITE_CHUNK`] bytes at a time.
+/// and float32 otherwise, encoded a chunk at a time ([`write_encoded`]).
 pub(super) fn write_npy_stream<F, S, D, W>(
     w: &mut W,
     array: &ArrayBase<S, D>,
@@ -141,26 +138,17 @@ where
     D: Dimension,
     W: Write,
 {
-    let f64_stored = stored == Dtype::F64;
+    let (stored, descr) = match stored {
+        Dtype::F64 => (Dtype::F64, "<f8"),
+        _ => (Dtype::F32, "<f4"),
+    };
     let header = Header {
-        descr: if f64_stored { "<f8" } else { "<f4" }.into(),
+        descr: descr.into(),
         fortran_order: false,
         shape: array.shape().to_vec(),
     };
     w.write_all(&header.to_bytes())?;
-    let mut buf = Vec::with_capacity(WRITE_CHUNK + 8);
-    for &v in array {
-        if f64_stored {
-            buf.extend_from_slice(&to_f64(v).to_le_bytes());
-        } else {
-            buf.extend_from_slice(&to_f32(v).to_le_bytes());
-        }
-        if buf.len() >= WRITE_CHUNK {
-            w.write_all(&buf)?;
-            buf.clear();
-        }
-    }
-    w.write_all(&buf)
+    write_encoded(w, array, stored)
 }
 
 /// Write a raw (integer or boolean) tensor as a `.npy` file to `w`, little-endian in C order

@@ -10,12 +10,12 @@ use std::path::Path;
 
 use ::safetensors::tensor::{Metadata, TensorInfo};
 use ::safetensors::Dtype as StDtype;
-use half::{bf16, f16};
+
 use ndarray::{ArrayD, IxDyn};
 
 use super::files::open_bounded;
 use super::{
-    checked_sizes, format_error, read_decoded, to_f32, to_f64, write_atomically, Dtype, Parsed,
+    checked_sizes, format_error, read_decoded, write_atomically, write_encoded, Dtype, Parsed,
     RawDtype, RawTensor,
 };
 use crate::error::{Error, Result};
@@ -211,33 +211,14 @@ pub(super) fn write_params_to<F: Float, W: std::io::Write>(
     w.write_all(&(header.len() as u64).to_le_bytes())
         .map_err(io)?;
     w.write_all(&header).map_err(io)?;
-    let mut chunk: Vec<u8> = Vec::with_capacity(WRITE_CHUNK + 8);
     for (_, _, _, source) in &tensors {
         match source {
             Source::Raw(t) => w.write_all(&t.data).map_err(io)?,
-            Source::Float(t, stored) => {
-                for &x in t.iter() {
-                    match stored {
-                        Dtype::F64 => chunk.extend(to_f64(x).to_le_bytes()),
-                        Dtype::F32 => chunk.extend(to_f32(x).to_le_bytes()),
-                        Dtype::F16 => chunk.extend(f16::from_f64(x.as_f64()).to_le_bytes()),
-                        Dtype::BF16 => chunk.extend(bf16::from_f64(x.as_f64()).to_le_bytes()),
-                    }
-                    if chunk.len() >= WRITE_CHUNK {
-                        w.write_all(&chunk).map_err(io)?;
-                        chunk.clear();
-                    }
-                }
-                w.write_all(&chunk).map_err(io)?;
-                chunk.clear();
-            }
+            Source::Float(t, stored) => write_encoded(w, t.iter(), *stored).map_err(io)?,
         }
     }
     Ok(())
 }
-
-/// Bytes encoded per write by [`write_params_to`].
-const WRITE_CHUNK: usize = 1 << 16;
 
 /// Check the header's data offsets against the data section (`data_len` bytes) before the
 /// `safetensors` crate adds them up, and refuse duplicate names.
