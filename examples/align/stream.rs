@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
+use ndarray::ArrayD;
+
 use llfc::io::NpzReader;
 use llfc::matching::activation::{activation_matching, ActivationMatchingOptions, ActivationStats};
 use llfc::matching::structured::activation_matching_structured;
@@ -63,6 +65,9 @@ pub(crate) fn streamed_activation_matching(
     let plain = spec.is_plain();
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<FeatureBlock, Error>>(1);
+        // Blocks the statistics are done with go back to the reader, which reads the next
+        // blocks into their memory (no fresh pages per block).
+        let (spent_tx, spent_rx) = std::sync::mpsc::channel::<(ArrayD<f64>, ArrayD<f64>)>();
         let wanted_ref = &wanted;
         scope.spawn(move || {
             let mut read = || -> Result<(), Error> {
@@ -81,7 +86,13 @@ pub(crate) fn streamed_activation_matching(
                     reading += t.elapsed().as_secs_f64();
                     loop {
                         let t = Instant::now();
-                        let blocks = (a.next_block()?, b.next_block()?);
+                        let (spare_a, spare_b) = spent_rx
+                            .try_recv()
+                            .map_or((None, None), |(x, y)| (Some(x), Some(y)));
+                        let blocks = (
+                            a.next_block_reusing(spare_a)?,
+                            b.next_block_reusing(spare_b)?,
+                        );
                         reading += t.elapsed().as_secs_f64();
                         match blocks {
                             (Some(x), Some(y)) => {
@@ -116,6 +127,7 @@ pub(crate) fn streamed_activation_matching(
                     let t = Instant::now();
                     st.update_dyn(x.view(), y.view())?;
                     products += t.elapsed().as_secs_f64();
+                    let _ = spent_tx.send((x, y)); // the reader may have finished: then dropped
                 }
                 FeatureBlock::End(layer, reading) => {
                     if !quiet {

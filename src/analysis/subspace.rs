@@ -278,8 +278,8 @@ pub fn feature_subspace_angles<F: Float>(
     k: usize,
 ) -> Result<Array1<f64>> {
     let (ha, hb) = (
-        as_samples_by_units(features_a)?,
-        as_samples_by_units(features_b)?,
+        as_samples_by_units(features_a)?.into_owned(),
+        as_samples_by_units(features_b)?.into_owned(),
     );
     if ha.ncols() != hb.ncols() {
         return Err(Error::ShapeMismatch {

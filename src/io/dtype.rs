@@ -268,7 +268,26 @@ pub(super) fn read_decoded<F: Float, R: std::io::Read>(
     big_endian: bool,
     exact: bool,
 ) -> std::io::Result<Vec<F>> {
-    let mut out: Vec<F> = Vec::new();
+    let mut out = Vec::new();
+    read_decoded_into(r, nbytes, stored, big_endian, exact, &mut out)?;
+    Ok(out)
+}
+
+/// [`read_decoded`] into `out` (cleared first): a caller that reads many blocks of one size
+/// passes the same vector each time, and its allocation is reused (no fresh pages to fault in
+/// per block).
+///
+/// # Errors
+/// As [`read_decoded`].
+pub(super) fn read_decoded_into<F: Float, R: std::io::Read>(
+    r: &mut R,
+    nbytes: usize,
+    stored: Dtype,
+    big_endian: bool,
+    exact: bool,
+    out: &mut Vec<F>,
+) -> std::io::Result<()> {
+    out.clear();
     if exact {
         out.try_reserve_exact(nbytes / stored.size()).map_err(|_| {
             std::io::Error::new(
@@ -285,7 +304,7 @@ pub(super) fn read_decoded<F: Float, R: std::io::Read>(
         out.extend(decode::<F>(&buf[..len], stored, big_endian));
         left -= len;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Bytes encoded per write by [`write_encoded`].

@@ -111,7 +111,7 @@ use crate::params::Params;
 pub use self::checkpoint::{
     checkpoint_to_bytes, read_checkpoint, write_checkpoint, write_checkpoint_as, Checkpoint,
 };
-use self::dtype::{checked_sizes, read_decoded, write_encoded};
+use self::dtype::{checked_sizes, read_decoded, read_decoded_into, write_encoded};
 pub use self::dtype::{Dtype, RawDtype, RawTensor};
 use self::files::write_atomically;
 pub use self::files::{read_regular_file, OutputSet};

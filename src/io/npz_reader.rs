@@ -12,7 +12,7 @@ use zip::ZipArchive;
 use super::files::{open_bounded, Bounded};
 use super::npy::{read_npy_body, Entry};
 use super::npz::{check_unique_names, end_of_entry, open_entry, OpenedEntry};
-use super::{format_error, read_decoded, Dtype};
+use super::{format_error, read_decoded_into, Dtype};
 use crate::error::{Error, Result};
 use crate::float::Float;
 
@@ -184,6 +184,17 @@ impl<F: Float> RowBlocks<'_, F> {
     /// [`Error::Format`] naming the file and the array if the entry is shorter than its header
     /// says, longer, or fails its CRC check.
     pub fn next_block(&mut self) -> Result<Option<ArrayD<F>>> {
+        self.next_block_reusing(None)
+    }
+
+    /// [`RowBlocks::next_block`], reusing the memory of `spare` (a block the caller is done
+    /// with, of this or any other array) for the new block: a loop that hands each finished
+    /// block back reads the whole array with two or three allocations instead of one per
+    /// block.
+    ///
+    /// # Errors
+    /// As [`RowBlocks::next_block`].
+    pub fn next_block_reusing(&mut self, spare: Option<ArrayD<F>>) -> Result<Option<ArrayD<F>>> {
         if let Some(whole) = self.whole.take() {
             self.finish()?;
             return Ok(Some(whole));
@@ -194,8 +205,16 @@ impl<F: Float> RowBlocks<'_, F> {
         let take = self.rows.min(self.rows_left);
         let row: usize = self.shape[1..].iter().product();
         let nbytes = take * row * stored.size();
-        let values = read_decoded(&mut self.entry, nbytes, stored, big_endian, true)
-            .map_err(|e| self.error(format!("cannot read the array data: {e}")))?;
+        let mut values = spare.map_or_else(Vec::new, |a| a.into_raw_vec_and_offset().0);
+        read_decoded_into(
+            &mut self.entry,
+            nbytes,
+            stored,
+            big_endian,
+            true,
+            &mut values,
+        )
+        .map_err(|e| self.error(format!("cannot read the array data: {e}")))?;
         let mut shape = self.shape.clone();
         shape[0] = take;
         let block =

@@ -27,12 +27,13 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, Axis, Ix2};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, Axis, CowArray, Ix2};
 
-use super::{lap_max, max_abs, par_gemm_abt_into, products_may_overflow};
+use super::{lap_max, par_gemm_abt_into, products_may_overflow};
 use crate::assignment::Solver;
 use crate::error::{Error, Result};
 use crate::float::Float;
+use crate::metrics::par_join;
 use crate::permutation::Permutation;
 
 /// Which similarity of unit pairs activation matching maximises.
@@ -105,14 +106,16 @@ impl ActivationStats {
 
     /// Add a batch of features `[batch, d_a]` and `[batch, d_b]` (the same inputs, row by row).
     ///
-    /// The batch is centred on its own mean, its cross moment is computed in `F` over chunks of
-    /// at most 1024 rows and accumulated in f64, then merged with Chan et al.'s update
-    /// `M ← M + M_batch + (μ − μ_batch)(ν − ν_batch)ᵀ · n n_b / (n + n_b)`.
-    /// Complexity `O(batch · d_a · d_b)`.
+    /// The batch is centred on its own mean and merged with Chan et al.'s update
+    /// `M ← M + M_batch + (μ − μ_batch)(ν − ν_batch)ᵀ · n n_b / (n + n_b)`: the rank-one term is
+    /// added to `M` first, then the cross moment of the centred batch, computed in `F` over
+    /// chunks of at most 1024 rows, is accumulated into `M` (f64) in place.
+    /// Complexity `O(batch · d_a · d_b)`; no `d_a × d_b` temporary for f64 features.
     ///
     /// # Errors
     /// [`Error::ShapeMismatch`] if the widths differ from [`ActivationStats::dims`] or the batch
     /// sizes differ; [`Error::EmptyInput`] for an empty batch; [`Error::NonFinite`] for NaN/±∞.
+    /// On error the statistics are unchanged.
     pub fn update<F: Float>(&mut self, a: ArrayView2<'_, F>, b: ArrayView2<'_, F>) -> Result<()> {
         let (d_a, d_b) = self.dims();
         if a.ncols() != d_a || b.ncols() != d_b || a.nrows() != b.nrows() {
@@ -127,8 +130,9 @@ impl ActivationStats {
                 what: "activation batch".into(),
             });
         }
-        for (who, x) in [("A", &a), ("B", &b)] {
-            if x.iter().any(|v| !v.is_finite()) {
+        let (scan_a, scan_b) = par_join(|| BatchScan::of(&a), || BatchScan::of(&b));
+        for (who, scan, x) in [("A", &scan_a, &a), ("B", &scan_b, &b)] {
+            if !scan.all_finite(x) {
                 return Err(Error::NonFinite {
                     what: format!("activation batch of model {who}"),
                 });
@@ -137,7 +141,7 @@ impl ActivationStats {
         let nb = a.nrows();
         // Centred values are at most twice the largest magnitude: if their chunk products
         // could overflow `F` (f32 features beyond ~1e17), accumulate in f64.
-        let (max_a, max_b) = (2.0 * max_abs(a.iter()), 2.0 * max_abs(b.iter()));
+        let (max_a, max_b) = (2.0 * scan_a.max_abs, 2.0 * scan_b.max_abs);
         if products_may_overflow::<F>(max_a, max_b, nb.min(CHUNK_ROWS), 1) {
             if products_may_overflow::<f64>(max_a, max_b, nb, 1) {
                 return Err(Error::InvalidArgument {
@@ -152,11 +156,17 @@ impl ActivationStats {
             }
             return self.update(a.mapv(|v| v.as_f64()).view(), b.mapv(|v| v.as_f64()).view());
         }
-        let mu_a = column_means(&a);
-        let mu_b = column_means(&b);
+        #[allow(clippy::cast_precision_loss)]
+        let (n1, n2) = (self.n as f64, nb as f64);
+        let (mu_a, mu_b) = (scan_a.sums / n2, scan_b.sums / n2);
+        // Chan et al.'s merge: δ = μ_batch − μ, weight n n_b / (n + n_b) (0 for the first batch).
+        let (da, db) = (&mu_a - &self.mean_a, &mu_b - &self.mean_b);
+        let w = n1 * n2 / (n1 + n2);
+        if self.n > 0 {
+            add_scaled_outer(&mut self.m_ab, &da, &db, w);
+        }
         let (fa, fb): (Array1<F>, Array1<F>) = (mu_a.mapv(F::from_f64), mu_b.mapv(F::from_f64));
-        let mut m_ab = Array2::<f64>::zeros((d_a, d_b));
-        let (mut m_a, mut m_b) = (Array1::<f64>::zeros(d_a), Array1::<f64>::zeros(d_b));
+        let (mut sq_a, mut sq_b) = (Array1::<f64>::zeros(d_a), Array1::<f64>::zeros(d_b));
         // Chunks of the centred batch: memory O(CHUNK_ROWS · d) whatever the batch size, and
         // the buffers are reused from chunk to chunk. The product reads `caᵀ` as a strided view
         // (GEMM packing absorbs the transpose; no transposed copy).
@@ -169,21 +179,23 @@ impl ActivationStats {
             let end = (start + CHUNK_ROWS).min(nb);
             let len = end - start;
             let rows = ndarray::s![start..end, ..];
-            center_into(&a.slice(rows), &fa, &mut m_a, &mut ca);
-            center_into(&b.slice(rows), &fb, &mut m_b, &mut cb);
+            par_join(
+                || center_into(&a.slice(rows), &fa, &mut sq_a, &mut ca),
+                || center_into(&b.slice(rows), &fb, &mut sq_b, &mut cb),
+            );
             let (ca_t, cb_t) = (
                 ca.slice(ndarray::s![..len, ..]).reversed_axes(),
                 cb.slice(ndarray::s![..len, ..]).reversed_axes(),
             );
             // f64 features accumulate straight into the f64 moment (`β = 1`); f32 products
             // are computed in f32 per chunk and added in f64.
-            if let Some(acc) = (&mut m_ab as &mut dyn Any).downcast_mut::<Array2<F>>() {
+            if let Some(acc) = (&mut self.m_ab as &mut dyn Any).downcast_mut::<Array2<F>>() {
                 par_gemm_abt_into(ca_t, cb_t, F::one(), acc);
             } else {
                 let prod = prod.get_or_insert_with(|| Array2::zeros((d_a, d_b)));
                 par_gemm_abt_into(ca_t, cb_t, F::zero(), prod);
                 let add = |m: &mut f64, p: &F| *m += p.as_f64();
-                let zip = ndarray::Zip::from(&mut m_ab).and(&*prod);
+                let zip = ndarray::Zip::from(&mut self.m_ab).and(&*prod);
                 #[cfg(feature = "rayon")]
                 zip.par_for_each(add);
                 #[cfg(not(feature = "rayon"))]
@@ -191,20 +203,13 @@ impl ActivationStats {
             }
             start = end;
         }
-        let batch = Self {
-            n: nb as u64,
-            mean_a: mu_a,
-            mean_b: mu_b,
-            m_a,
-            m_b,
-            m_ab,
-        };
-        if self.n == 0 {
-            *self = batch;
-            Ok(())
-        } else {
-            self.merge(&batch)
-        }
+        let n = n1 + n2;
+        self.m_a = &self.m_a + &sq_a + &(da.mapv(|x| x * x) * w);
+        self.m_b = &self.m_b + &sq_b + &(db.mapv(|x| x * x) * w);
+        self.mean_a = &self.mean_a + &(da * (n2 / n));
+        self.mean_b = &self.mean_b + &(db * (n2 / n));
+        self.n += nb as u64;
+        Ok(())
     }
 
     /// Add features of any rank: 2-D `[batch, units]`; 3-D token features `[batch, tokens, d]`
@@ -308,15 +313,65 @@ impl ActivationStats {
     }
 }
 
-/// Column means in f64, summing the rows in order (row-major friendly).
-fn column_means<F: Float>(x: &ArrayView2<'_, F>) -> Array1<f64> {
-    let mut sum = Array1::<f64>::zeros(x.ncols());
-    for row in x.rows() {
-        sum.zip_mut_with(&row, |s, &v| *s += v.as_f64());
+/// What one pass over a batch `[rows, d]` learns: the column sums (f64, rows in order) and
+/// the largest magnitude.
+struct BatchScan {
+    sums: Array1<f64>,
+    max_abs: f64,
+}
+
+impl BatchScan {
+    fn of<F: Float>(x: &ArrayView2<'_, F>) -> Self {
+        let d = x.ncols();
+        let (mut sums, mut maxs) = (vec![0.0f64; d], vec![0.0f64; d]);
+        // Per-column maxima and sums (element-wise: the loop vectorises; no reduction
+        // across iterations).
+        let add = |s: &mut f64, m: &mut f64, v: F| {
+            let v = v.as_f64();
+            *s += v;
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
+        };
+        for row in x.rows() {
+            match row.as_slice() {
+                Some(r) => {
+                    for ((s, m), &v) in sums.iter_mut().zip(maxs.iter_mut()).zip(r) {
+                        add(s, m, v);
+                    }
+                }
+                None => {
+                    for ((s, m), &v) in sums.iter_mut().zip(maxs.iter_mut()).zip(row) {
+                        add(s, m, v);
+                    }
+                }
+            }
+        }
+        Self {
+            sums: Array1::from(sums),
+            max_abs: maxs.into_iter().fold(0.0, f64::max),
+        }
     }
-    #[allow(clippy::cast_precision_loss)]
-    let n = x.nrows() as f64;
-    sum / n
+
+    /// Whether every value of `x` (the batch scanned) is finite. NaN makes its column sum NaN
+    /// and ±∞ makes the largest magnitude infinite, so finite sums and maximum prove it; only
+    /// when they are not (a NaN/∞, or sums overflowing on finite values) is `x` looked at again.
+    fn all_finite<F: Float>(&self, x: &ArrayView2<'_, F>) -> bool {
+        (self.max_abs.is_finite() && self.sums.iter().all(|s| s.is_finite()))
+            || x.iter().all(|v| v.is_finite())
+    }
+}
+
+/// `m ← m + w · x yᵀ` (rows in parallel with the `rayon` feature; every entry by the same
+/// arithmetic whatever the thread count).
+fn add_scaled_outer(m: &mut Array2<f64>, x: &Array1<f64>, y: &Array1<f64>, w: f64) {
+    let row = |mut r: ndarray::ArrayViewMut1<'_, f64>, &xi: &f64| {
+        r.zip_mut_with(y, |v, &yj| *v += xi * yj * w);
+    };
+    let zip = ndarray::Zip::from(m.rows_mut()).and(x);
+    #[cfg(feature = "rayon")]
+    zip.par_for_each(row);
+    #[cfg(not(feature = "rayon"))]
+    zip.for_each(row);
 }
 
 /// `out[..rows, :] = x − mean` (rows are samples) in `F`; adds the column sums of squares of
@@ -347,25 +402,26 @@ fn units_of(shape: &[usize]) -> usize {
 }
 
 /// View a 2-D `[n, d]`, 3-D `[n, t, d]` or 4-D `[n, c, h, w]` feature array as
-/// `[samples, units]`: `[n, d]`, `[n·t, d]`, `[n·h·w, c]`.
-pub(crate) fn as_samples_by_units<F: Float>(x: ArrayViewD<'_, F>) -> Result<Array2<F>> {
+/// `[samples, units]`: `[n, d]` (borrowed, no copy), `[n·t, d]`, `[n·h·w, c]` (gathered).
+pub(crate) fn as_samples_by_units<F: Float>(x: ArrayViewD<'_, F>) -> Result<CowArray<'_, F, Ix2>> {
     match x.ndim() {
-        2 => Ok(x
-            .into_dimensionality::<Ix2>()
-            .expect("rank checked")
-            .to_owned()),
+        2 => Ok(x.into_dimensionality::<Ix2>().expect("rank checked").into()),
         3 => {
             let s = x.shape();
             let (rows, d) = (s[0] * s[1], s[2]);
             let data: Vec<F> = x.iter().copied().collect();
-            Ok(Array2::from_shape_vec((rows, d), data).expect("sizes agree"))
+            Ok(Array2::from_shape_vec((rows, d), data)
+                .expect("sizes agree")
+                .into())
         }
         4 => {
             let s = x.shape();
             let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
             let nhwc = x.permuted_axes(vec![0, 2, 3, 1]);
             let data: Vec<F> = nhwc.iter().copied().collect();
-            Ok(Array2::from_shape_vec((n * h * w, c), data).expect("sizes agree"))
+            Ok(Array2::from_shape_vec((n * h * w, c), data)
+                .expect("sizes agree")
+                .into())
         }
         r => Err(Error::InvalidArgument {
             name: "features",

@@ -2,6 +2,7 @@
 //! every area, each area a module of its own.
 
 mod activation_api;
+mod activation_stats;
 mod align_check_cli;
 mod align_cli;
 mod align_structured;
