@@ -191,6 +191,7 @@ def max_rss_kib(cmd: list[str]) -> tuple[int, dict]:
 
 
 ALIGN = Path("target/release/examples/align")
+FLOORS: list = []  # (width, products wall, products CPU, NumPy end to end wall, GFLOP)
 
 
 def align_end_to_end(tmp: Path, width: int, pa: Path, pb: Path, runs: int):
@@ -207,6 +208,17 @@ def align_end_to_end(tmp: Path, width: int, pa: Path, pb: Path, runs: int):
         return activation_matching([za[k] for k in keys], [zb[k] for k in keys])
 
     (perms, _, np_obj), t_np, c_np = timed(numpy_side)
+    # The floor of any f64 implementation: the cross products `X^T Y` alone (2 N W^2 flops per
+    # layer), at NumPy's (OpenBLAS's) rate, features already in memory.
+    za, zb = np.load(fa_path), np.load(fb_path)
+    feats = [(za[k], zb[k]) for k in sorted(za.files)]
+    _, t_prod, c_prod = timed(lambda: [x.T @ y for x, y in feats])
+    del feats
+    gflops = 2 * sum(1 for _ in za.files) * za[za.files[0]].shape[0] * width**2 / 1e9
+    print(f"  floor: NumPy's {gflops:.0f} GFLOP of f64 cross products alone {t_prod:.2f} s "
+          f"(CPU {c_prod:.2f} s, {gflops / t_prod:.0f} GFLOP/s): NumPy/SciPy end to end is "
+          f"{t_np / t_prod:.2f}x that, the most any f64 implementation at this GEMM rate can "
+          f"gain", file=sys.stderr)
     walls, reported, cpus, rss = [], [], [], []
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -236,6 +248,7 @@ def align_end_to_end(tmp: Path, width: int, pa: Path, pb: Path, runs: int):
         raise SystemExit("align and NumPy/SciPy disagree")
     fa_path.unlink()
     fb_path.unlink()
+    FLOORS.append((width, t_prod, c_prod, t_np, gflops))
     return (width, "activation end to end (files read; llfc: `align` matching time, CPU of "
             "the whole command)", t_np, c_np, statistics.median(reported),
             statistics.median(cpus))
@@ -319,6 +332,11 @@ def main() -> None:
     for width, method, t_np, c_np, t_rs, c_rs in rows:
         print(f"| {width} | {method} | {t_np:.2f} ({c_np:.2f}) | {t_rs:.2f} ({c_rs:.2f}) | "
               f"{t_np / t_rs:.1f}x ({c_np / max(c_rs, 1e-9):.1f}x) |")
+
+    for width, t_prod, c_prod, t_np, gflops in FLOORS:
+        print(f"\nFloor at W = {width}: NumPy's {gflops:.0f} GFLOP of f64 cross products alone "
+              f"take {t_prod:.2f} s ({c_prod:.2f} s CPU, {gflops / t_prod:.0f} GFLOP/s); the "
+              f"end-to-end NumPy/SciPy time is {t_np / t_prod:.2f}x that.")
 
     if opts.memory:
         print("\n| streamed samples N | peak RSS (MiB) | statistics + LAP wall (s) |")

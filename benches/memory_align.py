@@ -99,7 +99,8 @@ PERF = False
 
 
 def peak(cmd: list[str]) -> tuple[float, float, str]:
-    """(peak RSS in MiB, wall seconds, stdout) of a command."""
+    """(peak RSS in MiB, wall seconds, stdout) of a command; its CPU time (user + system) is
+    appended to stdout as a `cpu: S s` line."""
     t0 = time.perf_counter()
     if PERF:
         cmd = ["perf", "record", "-q", "-F", "49", "-o", "/tmp/llfc-memory-perf.data", "--"] + cmd
@@ -109,6 +110,8 @@ def peak(cmd: list[str]) -> tuple[float, float, str]:
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"command failed: {' '.join(cmd)}")
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    cpu = sum(float(re.search(rf"{k} time \(seconds\): ([0-9.]+)", proc.stderr).group(1))
+              for k in ("User", "System"))
     if PERF:
         report = subprocess.run(["perf", "report", "-i", "/tmp/llfc-memory-perf.data", "--stdio",
                                  "--sort", "sym", "--percent-limit", "0"],
@@ -119,7 +122,7 @@ def peak(cmd: list[str]) -> tuple[float, float, str]:
         # perf's own memory is not the command's: measure the peak without it.
         print("  (peak RSS under perf includes perf; rerun without --perf for memory)",
               file=sys.stderr)
-    return rss / 1024, wall, proc.stdout
+    return rss / 1024, wall, proc.stdout + f"cpu: {cpu:.2f} s\n"
 
 
 def main() -> None:
@@ -163,13 +166,13 @@ def main() -> None:
             # (3072^2), the heads' S and products (768^2, 6 terms).
             d, f = 768, 3072
             buffers = (2 * d * d + (4 * 12 + 2) * d * d + 12 * (4 * f * f + 8 * d * d)) * 8 / MIB
-            rss, wall, _ = peak(common + ["--fixed-order", "--max-iter", str(opts.max_iter)])
-            rows.append(("weight, gpt2", rss, wall, buffers))
+            rss, wall, out = peak(common + ["--fixed-order", "--max-iter", str(opts.max_iter)])
+            rows.append(("weight, gpt2", rss, wall, buffers, out))
             opts.skip_weight = opts.skip_activation = True
         if not opts.skip_weight:
             buffers = (HIDDEN + 2 * HIDDEN + 1) * w * w * 8 / MIB
-            rss, wall, _ = peak(common + ["--fixed-order", "--max-iter", str(opts.max_iter)])
-            rows.append(("weight", rss, wall, buffers))
+            rss, wall, out = peak(common + ["--fixed-order", "--max-iter", str(opts.max_iter)])
+            rows.append(("weight", rss, wall, buffers, out))
         if not opts.skip_activation:
             x = np.random.default_rng(3 * w).standard_normal((opts.samples, INPUT))
             fa, fb = tmp / "features_a.npz", tmp / "features_b.npz"
@@ -177,21 +180,23 @@ def main() -> None:
             np.savez(fb, **{f"P_{k}": f for k, f in enumerate(hidden_features(b, x))})
             del x
             buffers = (2 * HIDDEN * w * w + w * w + 6 * 2048 * w) * 8 / MIB
-            rss, wall, _ = peak(common + ["--method", "activation", "--features-a", str(fa),
-                                          "--features-b", str(fb)])
-            rows.append((f"activation, N = {opts.samples}", rss, wall, buffers))
+            rss, wall, out = peak(common + ["--method", "activation", "--features-a", str(fa),
+                                            "--features-b", str(fb)])
+            rows.append((f"activation, N = {opts.samples}", rss, wall, buffers, out))
     print(f"load average at the end: {os.getloadavg()}", file=sys.stderr)
     shape = "GPT-2 small" if opts.gpt2 else f"MLP 784 -> 4 x {w} -> 10"
     print(f"{shape}, two {opts.format} checkpoints of {inputs / 2:.0f} MiB each")
-    print("| method | wall (s) | peak RSS (MiB) | bound: 2 x inputs + buffers + 64 MiB | "
-          "peak / inputs |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for name, rss, wall, buffers in rows:
+    print("| method | sweeps | wall (s) | CPU (s) | peak RSS (MiB) | "
+          "bound: 2 x inputs + buffers + 64 MiB | peak / inputs |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, rss, wall, buffers, out in rows:
         bound = 2 * inputs + buffers + 64
         ok = rss <= bound
         failed |= not ok
-        print(f"| {name} | {wall:.2f} | {rss:.0f} | {bound:.0f} ({'ok' if ok else 'EXCEEDED'}) "
-              f"| {rss / inputs:.2f} |")
+        sweeps = re.search(r"^sweeps: (.*)$", out, re.M)
+        cpu = re.search(r"^cpu: ([0-9.]+) s$", out, re.M).group(1)
+        print(f"| {name} | {sweeps.group(1) if sweeps else '-'} | {wall:.2f} | {cpu} | {rss:.0f} "
+              f"| {bound:.0f} ({'ok' if ok else 'EXCEEDED'}) | {rss / inputs:.2f} |")
     if failed:
         raise SystemExit("peak memory above the bound")
 
