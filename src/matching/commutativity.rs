@@ -478,10 +478,11 @@ pub fn commutativity_matching<F: Float>(
             }
             let mut visit = swaps::Visit::new(cache);
             for _ in 0..options.max_swap_rounds {
-                let Some(cand) = swaps::swap_round(&mut visit, &perms[l]) else {
+                let Some((cand, next)) = swaps::swap_round(&mut visit, &perms[l]) else {
                     break;
                 };
-                let step = try_step(cache, &mut perms, &mut terms, l, cand, options);
+                let score = |c: &[usize]| (cache.own_term(c), next);
+                let step = step_to(&mut perms, &mut terms, l, cand, score, options);
                 let accepted = step.accepted;
                 history.push(CommutativityStep {
                     sweep: sweeps,
@@ -580,6 +581,19 @@ fn try_step(
     cand: Vec<usize>,
     options: &CommutativityMatchingOptions,
 ) -> CommutativityStep {
+    step_to(perms, terms, l, cand, |c| cache.terms(c), options)
+}
+
+/// [`try_step`] with the candidate's terms `(J_l, J_{l+1})` from `score` (called only if the
+/// candidate moves a unit).
+fn step_to(
+    perms: &mut [Vec<usize>],
+    terms: &mut [f64],
+    l: usize,
+    cand: Vec<usize>,
+    score: impl FnOnce(&[usize]) -> (f64, f64),
+    options: &CommutativityMatchingOptions,
+) -> CommutativityStep {
     let before: f64 = terms.iter().sum();
     let moved = cand.iter().zip(&perms[l]).filter(|(x, y)| x != y).count();
     let mut step = CommutativityStep {
@@ -596,7 +610,7 @@ fn try_step(
         return step;
     }
     let mut new_terms = terms.to_vec();
-    (new_terms[l], new_terms[l + 1]) = cache.terms(&cand);
+    (new_terms[l], new_terms[l + 1]) = score(&cand);
     step.candidate = new_terms.iter().sum();
     if step.candidate < before - options.tolerance * before.abs() {
         terms.copy_from_slice(&new_terms);

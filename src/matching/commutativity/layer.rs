@@ -75,11 +75,15 @@ impl<'a> LayerCache<'a> {
 
     /// `(J_ℓ, J_{ℓ+1})` at `P_ℓ = q`, in `O(d²)`.
     pub fn terms(&self, q: &[usize]) -> (f64, f64) {
-        let own = self.s.as_ref().map_or(0.0, |s| {
+        (self.own_term(q), gram_inner(self.c, &self.z, q))
+    }
+
+    /// `J_ℓ` at `P_ℓ = q`, in `O(d)`.
+    pub fn own_term(&self, q: &[usize]) -> f64 {
+        self.s.as_ref().map_or(0.0, |s| {
             let linear: f64 = q.iter().enumerate().map(|(i, &j)| s[[i, j]]).sum();
             self.constant - 2.0 * linear
-        });
-        (own, gram_inner(self.c, &self.z, q))
+        })
     }
 
     /// `S_ℓ + T_ℓ` at `P_ℓ = q`: `T_ℓ = G (Mᵀ V) + N (C_AB − Q C_BB)` with

@@ -127,9 +127,20 @@ impl<'a> GramRow<'a> {
         }
     }
 
-    pub(super) fn at(&self, j: usize) -> f64 {
-        let qj = self.q[j];
-        self.aa[j] - self.ab[qj] - self.ab_t[j] + self.bb[qj]
+    /// The whole row into `out` (length `d`): `((C_AA[i, j] − C_AB[i, q(j)]) − C_AB[j, q(i)])
+    /// + C_BB[q(i), q(j)]` for every `j`, in this order (the order of the swaps'
+    /// single entries), with the entries at `q(j)` gathered first so that the arithmetic runs on
+    /// contiguous slices.
+    pub(super) fn fill(&self, out: &mut [f64]) {
+        for (o, &qj) in out.iter_mut().zip(self.q) {
+            *o = self.ab[qj];
+        }
+        for ((o, &a), &t) in out.iter_mut().zip(self.aa).zip(self.ab_t) {
+            *o = a - *o - t;
+        }
+        for (o, &qj) in out.iter_mut().zip(self.q) {
+            *o += self.bb[qj];
+        }
     }
 }
 
@@ -142,14 +153,9 @@ pub(super) fn gram(m: &Moments, q: &[usize]) -> Array2<f64> {
 }
 
 /// [`gram`] written into `out` (`d × d`, standard layout), rows in parallel: every entry is
-/// computed by the same operations as [`GramRow::at`], whatever the thread count.
+/// computed by the same operations ([`GramRow::fill`]), whatever the thread count.
 pub(super) fn gram_into(m: &Moments, q: &[usize], out: &mut Array2<f64>) {
-    fill_rows(out, |i, row| {
-        let g = GramRow::new(m, q, i);
-        for (j, o) in row.iter_mut().enumerate() {
-            *o = g.at(j);
-        }
-    });
+    fill_rows(out, |i, row| GramRow::new(m, q, i).fill(row));
 }
 
 /// `f(r, row)` for every row `r` of `m` (standard layout), in parallel with the `rayon`
@@ -175,8 +181,13 @@ pub(super) fn fill_rows(m: &mut Array2<f64>, f: impl Fn(usize, &mut [f64]) + Syn
 pub(super) fn gram_inner(c: &Moments, z: &Moments, q: &[usize]) -> f64 {
     let d = q.len();
     let row = |i: usize| -> Vec<f64> {
-        let (rc, rz) = (GramRow::new(c, q, i), GramRow::new(z, q, i));
-        (0..d).map(|j| rc.at(j) * rz.at(j)).collect()
+        let (mut gc, mut gz) = (vec![0.0; d], vec![0.0; d]);
+        GramRow::new(c, q, i).fill(&mut gc);
+        GramRow::new(z, q, i).fill(&mut gz);
+        for (x, y) in gc.iter_mut().zip(&gz) {
+            *x *= y;
+        }
+        gc
     };
     #[cfg(feature = "rayon")]
     let rows: Vec<Vec<f64>> = {
