@@ -141,7 +141,8 @@ use crate::{apply_permutations, mlp};
 use layer::{CachedLayer, LayerCache};
 pub use objective::{commutativity_objective, CommutativityObjective};
 use objective::{
-    fill_rows, gram, gram_inner, gram_into, matmul, transpose_into, transposed, Problem,
+    fill_rows, gram, gram_column, gram_inner, gram_into, matmul, transpose_into, transposed,
+    GramRow, Problem,
 };
 pub(crate) use stats::mlp_hidden_stats;
 use stats::Moments;

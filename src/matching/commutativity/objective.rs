@@ -144,6 +144,25 @@ impl<'a> GramRow<'a> {
     }
 }
 
+/// Column `j` of [`gram`] into `out`: `G[i, j] = ((C_AA[i, j] − C_AB[i, q(j)]) − C_AB[j, q(i)])
+/// + C_BB[q(i), q(j)]` for every `i`, the operations of [`GramRow::fill`] in its order (so
+/// the same values), from rows of the transposes and gathers along rows.
+pub(super) fn gram_column(m: &Moments, q: &[usize], j: usize, out: &mut [f64]) {
+    fn row(x: &Array2<f64>, r: usize) -> &[f64] {
+        let n = x.ncols();
+        &x.as_slice().expect("standard layout")[r * n..(r + 1) * n]
+    }
+    let (aa, ab_col, ab_row, bb) = (
+        row(&m.aa_t, j),
+        row(&m.ab_t, q[j]),
+        row(&m.ab, j),
+        row(&m.bb_t, q[j]),
+    );
+    for (((o, &a), &b), &qi) in out.iter_mut().zip(aa).zip(ab_col).zip(q) {
+        *o = (a - b) - ab_row[qi] + bb[qi];
+    }
+}
+
 /// `G = C_AA − C_AB Qᵀ − Q C_BA + Q C_BB Qᵀ`, element by element (exactly symmetric).
 pub(super) fn gram(m: &Moments, q: &[usize]) -> Array2<f64> {
     let d = q.len();

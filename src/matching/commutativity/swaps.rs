@@ -22,7 +22,7 @@ use ndarray::Axis;
 mod rows;
 
 use super::layer::LayerCache;
-use super::{gram_into, transposed, Moments};
+use super::{gram_column, gram_into, transposed, GramRow, Moments};
 use rows::{RoundBuffers, RowLayout};
 
 /// `G[a, b]` with `a`, `b` matched to B's units `qa`, `qb`.
@@ -170,13 +170,14 @@ impl<'a> SwapState<'a> {
     /// round starts from them).
     fn apply(&mut self, i: usize, j: usize) {
         self.q.swap(i, j);
+        let mut column = vec![0.0; self.q.len()];
         for a in [i, j] {
-            for k in 0..self.q.len() {
-                let (qa, qk) = (self.q[a], self.q[k]);
-                self.g[[a, k]] = entry(self.c, a, k, qa, qk);
-                self.g[[k, a]] = entry(self.c, k, a, qk, qa);
-                self.n[[a, k]] = entry(self.z, a, k, qa, qk);
-                self.n[[k, a]] = entry(self.z, k, a, qk, qa);
+            for (m, x) in [(self.c, &mut self.g), (self.z, &mut self.n)] {
+                let row = x.row_mut(a).into_slice().expect("standard layout");
+                GramRow::new(m, &self.q, a).fill(row);
+                gram_column(m, &self.q, a, &mut column);
+                x.column_mut(a)
+                    .assign(&ndarray::ArrayView1::from(&column[..]));
             }
         }
     }
