@@ -16,7 +16,7 @@
 
 use ndarray::Array2;
 
-use super::{gram, gram_inner, matmul, Moments, Problem};
+use super::{gram, gram_inner, matmul, transposed, Moments, Problem};
 use crate::permutation::Permutation;
 
 /// The fixed parts of `J_ℓ` and `J_{ℓ+1}` for hidden layer `ℓ`.
@@ -41,11 +41,16 @@ impl<'a> LayerCache<'a> {
         let id: Vec<usize> = (0..u.nrows()).collect();
         let p = problem.out_perm(perms, l + 1, &id);
         let v = Array2::from_shape_fn(wb.dim(), |(r, c)| wb[[p[r], c]]);
-        let z = Moments::new(
-            matmul(u.t(), u.view()),
-            matmul(u.t(), v.view()),
-            matmul(v.t(), v.view()),
-        );
+        let grams = problem.weight_grams(l + 1);
+        let uv = matmul(u.t(), v.view());
+        let z = Moments {
+            aa: grams.uu.clone(),
+            aa_t: grams.uu_t.clone(),
+            ab_t: transposed(uv.view()),
+            ab: uv,
+            bb: grams.vv.clone(),
+            bb_t: grams.vv_t.clone(),
+        };
         let (s, constant, own_weights) = if l == 0 {
             (None, 0.0, None)
         } else {
@@ -189,11 +194,11 @@ mod tests {
         let hb = random(&mut rng, n, d).mapv(f64::abs);
         let mut st = CommutativityStats::new(d);
         st.update(ha.view(), hb.view()).unwrap();
-        let problem = Problem {
-            wa: vec![random(&mut rng, d, d_in), random(&mut rng, d_out, d)],
-            wb: vec![random(&mut rng, d, d_in), random(&mut rng, d_out, d)],
-            moments: vec![st.moments().unwrap()],
-        };
+        let problem = Problem::from_parts(
+            vec![random(&mut rng, d, d_in), random(&mut rng, d_out, d)],
+            vec![random(&mut rng, d, d_in), random(&mut rng, d_out, d)],
+            vec![st.moments().unwrap()],
+        );
         let q = vec![2, 0, 4, 1, 3];
         let qm = Array2::from_shape_fn((d, d), |(i, j)| f64::from(u8::from(q[i] == j)));
         let cache = LayerCache::new(&problem, std::slice::from_ref(&q), 0);
@@ -221,11 +226,11 @@ mod tests {
             random(&mut rng, n, d_out).view(),
         )
         .unwrap();
-        let three = Problem {
-            wa: [problem.wa.clone(), vec![random(&mut rng, 2, d_out)]].concat(),
-            wb: [problem.wb.clone(), vec![random(&mut rng, 2, d_out)]].concat(),
-            moments: vec![st.moments().unwrap(), st2.moments().unwrap()],
-        };
+        let three = Problem::from_parts(
+            [problem.wa.clone(), vec![random(&mut rng, 2, d_out)]].concat(),
+            [problem.wb.clone(), vec![random(&mut rng, 2, d_out)]].concat(),
+            vec![st.moments().unwrap(), st2.moments().unwrap()],
+        );
         let (p1, p2) = (vec![1, 3, 0, 2], vec![3, 2, 1, 0]);
         let perms = [q.clone(), p1.clone()];
         let cache3 = LayerCache::new(&three, &perms, 1);

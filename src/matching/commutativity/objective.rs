@@ -4,6 +4,7 @@
 //! is built from, and [`commutativity_objective`], which evaluates `J` directly.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use ndarray::{Array2, ArrayView2, Ix2};
 
@@ -31,9 +32,50 @@ pub(super) struct Problem {
     pub(super) wa: Vec<Array2<f64>>,
     pub(super) wb: Vec<Array2<f64>>,
     pub(super) moments: Vec<Moments>,
+    /// Per layer, once asked for: the weight moments that no permutation changes.
+    weight_grams: Vec<OnceLock<WeightGrams>>,
+}
+
+/// The parts of a layer's weight moments `Z = (UᵀU, UᵀV, VᵀV)` (`U = W_A`, `V = P W_B`) that
+/// do not depend on the layer's output permutation `P`: `UᵀU` and `VᵀV = W_Bᵀ Pᵀ P W_B =
+/// W_Bᵀ W_B` (computed once, at `P = I`), each with its transpose.
+pub(super) struct WeightGrams {
+    pub(super) uu: Array2<f64>,
+    pub(super) uu_t: Array2<f64>,
+    pub(super) vv: Array2<f64>,
+    pub(super) vv_t: Array2<f64>,
 }
 
 impl Problem {
+    /// The problem of these weights and hidden-layer moments (not validated: for tests).
+    pub(super) fn from_parts(
+        wa: Vec<Array2<f64>>,
+        wb: Vec<Array2<f64>>,
+        moments: Vec<Moments>,
+    ) -> Self {
+        let weight_grams = wa.iter().map(|_| OnceLock::new()).collect();
+        Self {
+            wa,
+            wb,
+            moments,
+            weight_grams,
+        }
+    }
+
+    /// [`WeightGrams`] of layer `l`, computed at the first call.
+    pub(super) fn weight_grams(&self, l: usize) -> &WeightGrams {
+        self.weight_grams[l].get_or_init(|| {
+            let (u, w) = (&self.wa[l], &self.wb[l]);
+            let (uu, vv) = (matmul(u.t(), u.view()), matmul(w.t(), w.view()));
+            WeightGrams {
+                uu_t: transposed(uu.view()),
+                vv_t: transposed(vv.view()),
+                uu,
+                vv,
+            }
+        })
+    }
+
     /// Validate the MLPs and the statistics (one per hidden layer, matching widths, non-empty).
     pub(super) fn new<F: Float>(
         a: &Params<F>,
@@ -58,14 +100,14 @@ impl Problem {
                 .expect("validated by mlp::widths");
             Ok(w.mapv(Float::as_f64))
         };
-        Ok(Self {
-            wa: (0..layers).map(|l| weight(a, l)).collect::<Result<_>>()?,
-            wb: (0..layers).map(|l| weight(b, l)).collect::<Result<_>>()?,
-            moments: stats
+        Ok(Self::from_parts(
+            (0..layers).map(|l| weight(a, l)).collect::<Result<_>>()?,
+            (0..layers).map(|l| weight(b, l)).collect::<Result<_>>()?,
+            stats
                 .iter()
                 .map(CommutativityStats::moments)
                 .collect::<Result<_>>()?,
-        })
+        ))
     }
 
     /// Number of linear layers `L`.

@@ -317,7 +317,7 @@ mod tests {
                 st.moments().unwrap()
             })
             .collect();
-        let problem = Problem { wa, wb, moments };
+        let problem = Problem::from_parts(wa, wb, moments);
         let mut perms: Vec<Vec<usize>> = widths[1..3].iter().map(|&d| (0..d).collect()).collect();
         for p in &mut perms {
             p.shuffle(&mut rng);
@@ -367,7 +367,7 @@ mod tests {
                 st.moments().unwrap()
             })
             .collect();
-        let problem = Problem { wa, wb, moments };
+        let problem = Problem::from_parts(wa, wb, moments);
         // The row-wise Gram matrix and the fused ⟨G, N⟩ equal the element formula, bit for bit.
         let q = [2, 0, 5, 1, 4, 3];
         let (c, z) = (&problem.moments[0], &problem.moments[0]);
