@@ -199,7 +199,7 @@ impl Default for CommutativityMatchingOptions {
             start: CommutativityStart::default(),
             statistic: Statistic::default(),
             max_iter: 100,
-            tolerance: 1e-12,
+            tolerance: 1e-4,
             seed: 0,
             order: None,
             solver: Solver::default(),
