@@ -11,8 +11,10 @@
 //! where `gram(m, q)[a, b] = m_aa[a, b] − m_ab[a, q(b)] − m_ab[b, q(a)] + m_bb[q(a), q(b)]`,
 //! `C` are the feature moments of hidden layer ℓ and `Z = (UᵀU, UᵀV, VᵀV)` the weight moments of
 //! layer ℓ + 1 (`U = W_A^{ℓ+1}`, `V = P_{ℓ+1} W_B^{ℓ+1}`), since `M = U − V Qᵀ` gives
-//! `Mᵀ M = UᵀU − UᵀV Qᵀ − Q VᵀU + Q VᵀV Qᵀ`. Building the cache costs six `d × d × d`
-//! products (one for the weight-bound coefficient); scoring a candidate costs `O(d²)`.
+//! `Mᵀ M = UᵀU − UᵀV Qᵀ − Q VᵀU + Q VᵀV Qᵀ`. `UᵀU` and `VᵀV = W_Bᵀ P_{ℓ+1}ᵀ P_{ℓ+1} W_B =
+//! W_Bᵀ W_B` depend on no permutation (the problem computes them once per layer), so building
+//! the cache costs one `d × d × d` product for `UᵀV` and, for `ℓ > 0`, four for `S_ℓ` and the
+//! weight-bound coefficient; scoring a candidate costs `O(d²)`.
 
 use ndarray::Array2;
 
