@@ -418,6 +418,9 @@ pub fn commutativity_matching<F: Float>(
     let mut warm: Vec<Option<LapWarm>> = vec![None; hidden];
     let mut bound_laps: Vec<BoundLaps> = (0..hidden).map(|_| BoundLaps::default()).collect();
     let mut caches: Vec<Option<CachedLayer<'_>>> = (0..hidden).map(|_| None).collect();
+    // Per layer: what its last visit's swap rounds left, and the `P_{ℓ+1}` it was made at.
+    let mut carry: Vec<Option<(Option<Vec<usize>>, swaps::Carried)>> =
+        (0..hidden).map(|_| None).collect();
     let (mut history, mut sweeps, mut converged) = (Vec::new(), 0, false);
     while sweeps < options.max_iter {
         let order = options.order.clone().unwrap_or_else(|| {
@@ -489,7 +492,13 @@ pub fn commutativity_matching<F: Float>(
                     ..step
                 });
             }
-            let mut visit = swaps::Visit::new(cache);
+            let carried = match carry[l].take() {
+                Some((after, c)) if after.as_deref() == perms.get(l + 1).map(Vec::as_slice) => {
+                    Some(c)
+                }
+                _ => None,
+            };
+            let mut visit = swaps::Visit::new(cache, carried);
             for _ in 0..options.max_swap_rounds {
                 let Some((cand, next)) = swaps::swap_round(&mut visit, &perms[l]) else {
                     break;
@@ -507,6 +516,7 @@ pub fn commutativity_matching<F: Float>(
                 }
                 accepted_any = true;
             }
+            carry[l] = visit.finish().map(|c| (perms.get(l + 1).cloned(), c));
         }
         sweeps += 1;
         if !accepted_any {

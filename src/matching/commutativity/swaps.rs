@@ -207,14 +207,27 @@ pub(super) struct Visit<'a> {
     buffers: Option<(RoundBuffers, Grams)>,
 }
 
+/// What the swap rounds of a visit leave for the next visit of the same layer: the scan and
+/// the Gram matrices, with the permutation they were made at. They depend on the layer's
+/// feature moments (fixed), on the weight moments `Z` of layer ℓ + 1 (so on `P_{ℓ+1}`, which
+/// the caller checks) and on `P_ℓ`, which the buffers track themselves: the next visit updates
+/// the scan if few units moved in between, and takes the Gram matrices as they are if none did.
+pub(super) struct Carried(RoundBuffers, Grams);
+
 impl<'a> Visit<'a> {
-    /// The visit of `cache`'s layer (nothing is computed before the first round).
-    pub(super) fn new(cache: &'a LayerCache<'a>) -> Self {
+    /// The visit of `cache`'s layer (nothing is computed before the first round), resuming
+    /// from what the previous visit left, if it was made with the same weight moments `Z`.
+    pub(super) fn new(cache: &'a LayerCache<'a>, carried: Option<Carried>) -> Self {
         Self {
             cache,
             s_t: None,
-            buffers: None,
+            buffers: carried.map(|Carried(b, g)| (b, g)),
         }
+    }
+
+    /// What this visit leaves for the next one (`None` if no round ran).
+    pub(super) fn finish(self) -> Option<Carried> {
+        self.buffers.map(|(b, g)| Carried(b, g))
     }
 }
 
@@ -325,7 +338,7 @@ mod tests {
         let mut rounds = 0;
         for l in 0..2 {
             let cache = LayerCache::new(&problem, &perms, l);
-            let mut visit = Visit::new(&cache);
+            let mut visit = Visit::new(&cache, None);
             let mut q = perms[l].clone();
             while let Some((cand, next)) = swap_round(&mut visit, &q) {
                 rounds += 1;
@@ -349,6 +362,37 @@ mod tests {
             rounds >= 2,
             "the test needs rounds that follow rounds ({rounds})"
         );
+        // A later visit of the layer (same weight moments) resumes from what the last one
+        // left, after a few units moved in between (the update path) or none (the Gram
+        // matrices as they are): its rounds propose what a fresh visit proposes.
+        let l = 0;
+        let cache = LayerCache::new(&problem, &perms, l);
+        let mut q = perms[l].clone();
+        let mut visit = Visit::new(&cache, None);
+        while let Some((cand, _)) = swap_round(&mut visit, &q) {
+            q = cand;
+        }
+        let mut carried = visit.finish();
+        let mut compared = 0;
+        for moved in [0, 2, 4, 6] {
+            for k in 0..moved / 2 {
+                q.swap(2 * k, 2 * k + 5);
+            }
+            let mut resumed = Visit::new(&cache, carried.take());
+            let mut fresh = Visit::new(&cache, None);
+            let (r, f) = (swap_round(&mut resumed, &q), swap_round(&mut fresh, &q));
+            assert_eq!(
+                r.as_ref().map(|x| &x.0),
+                f.as_ref().map(|x| &x.0),
+                "{moved}"
+            );
+            if let (Some((_, tr)), Some((_, tf))) = (&r, &f) {
+                assert_eq!(tr.to_bits(), tf.to_bits());
+                compared += 1;
+            }
+            carried = resumed.finish();
+        }
+        assert!(compared >= 2, "{compared} resumed rounds proposed a swap");
     }
 
     #[test]
