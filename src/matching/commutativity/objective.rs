@@ -169,10 +169,10 @@ impl<'a> GramRow<'a> {
         }
     }
 
-    /// The whole row into `out` (length `d`): `((C_AA[i, j] − C_AB[i, q(j)]) − C_AB[j, q(i)])
-    /// + C_BB[q(i), q(j)]` for every `j`, in this order (the order of the swaps'
-    /// single entries), with the entries at `q(j)` gathered first so that the arithmetic runs on
-    /// contiguous slices.
+    /// The whole row into `out` (length `d`): for every `j`, `C_AA[i, j] − C_AB[i, q(j)]`, then
+    /// `− C_AB[j, q(i)]`, then `+ C_BB[q(i), q(j)]`, in this order (the order of the swaps'
+    /// single entries), with the entries at `q(j)` gathered first so that the arithmetic runs
+    /// on contiguous slices.
     pub(super) fn fill(&self, out: &mut [f64]) {
         for (o, &qj) in out.iter_mut().zip(self.q) {
             *o = self.ab[qj];
@@ -186,9 +186,9 @@ impl<'a> GramRow<'a> {
     }
 }
 
-/// Column `j` of [`gram`] into `out`: `G[i, j] = ((C_AA[i, j] − C_AB[i, q(j)]) − C_AB[j, q(i)])
-/// + C_BB[q(i), q(j)]` for every `i`, the operations of [`GramRow::fill`] in its order (so
-/// the same values), from rows of the transposes and gathers along rows.
+/// Column `j` of [`gram`] into `out`: `G[i, j]` for every `i` by the operations of
+/// [`GramRow::fill`] in its order (so the same values), from rows of the transposes and
+/// gathers along rows.
 pub(super) fn gram_column(m: &Moments, q: &[usize], j: usize, out: &mut [f64]) {
     fn row(x: &Array2<f64>, r: usize) -> &[f64] {
         let n = x.ncols();
