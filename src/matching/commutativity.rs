@@ -416,6 +416,8 @@ pub fn commutativity_matching<F: Float>(
     let initial_objective: f64 = terms.iter().sum();
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let mut warm: Vec<Option<LapWarm>> = vec![None; hidden];
+    // The last LAP of `S_ℓ` per layer, to warm-start the next (after `P_{ℓ−1}` changed).
+    let mut term_warm: Vec<Option<LapWarm>> = vec![None; hidden];
     let mut bound_laps: Vec<BoundLaps> = (0..hidden).map(|_| BoundLaps::default()).collect();
     let mut caches: Vec<Option<CachedLayer<'_>>> = (0..hidden).map(|_| None).collect();
     // Per layer: what its last visit's swap rounds left, and the `P_{ℓ+1}` it was made at.
@@ -458,7 +460,10 @@ pub fn commutativity_matching<F: Float>(
                     (StepKind::LayerTerm, None) => {
                         if layer_term.is_none() {
                             let s = cache.s.as_ref().expect("ℓ > 0 has a layer term");
-                            *layer_term = Some(lap_max(s.view(), options.solver, None)?.0);
+                            let (p, sol) =
+                                lap_max(s.view(), options.solver, term_warm[l].as_ref())?;
+                            term_warm[l] = Some(sol);
+                            *layer_term = Some(p);
                         }
                         layer_term.clone().expect("solved above")
                     }
