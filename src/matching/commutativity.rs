@@ -109,9 +109,9 @@
 //! `max_iter` sweeps. Exact minimisation is a quadratic assignment problem (NP-hard): the
 //! result is a local minimum for these moves, and the start matters ([`CommutativityStart`]).
 //!
-//! Cost: per layer visit at most four `d × d × d` products for the cache (`S_ℓ` and the weight
-//! bound's `W_A W̃ᵀ` when `P_{ℓ−1}` changed; of the weight moments only `UᵀV` depends on a
-//! permutation, `UᵀU` and `VᵀV = W_Bᵀ W_B` are computed once per layer), two for the
+//! Cost: per layer visit at most four `d × d × d` products for the cache (`UᵀV` when `P_{ℓ+1}`
+//! changed, `S_ℓ` and the weight bound's `W_A W̃ᵀ` when `P_{ℓ−1}` changed; `UᵀU` and
+//! `VᵀV = W_Bᵀ W_B` depend on no permutation and are computed once per layer), two for the
 //! Frank–Wolfe coefficient and two for the first swap round (a later round costs `O(d²)` plus a
 //! `d × d × 4m` update when it follows a round that moved `m ≤ d/4` units; the Gram matrices
 //! `G`, `N` it ends with, updated swap by swap, are the next round's, and its candidate's

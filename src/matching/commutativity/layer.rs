@@ -13,8 +13,10 @@
 //! layer ℓ + 1 (`U = W_A^{ℓ+1}`, `V = P_{ℓ+1} W_B^{ℓ+1}`), since `M = U − V Qᵀ` gives
 //! `Mᵀ M = UᵀU − UᵀV Qᵀ − Q VᵀU + Q VᵀV Qᵀ`. `UᵀU` and `VᵀV = W_Bᵀ P_{ℓ+1}ᵀ P_{ℓ+1} W_B =
 //! W_Bᵀ W_B` depend on no permutation (the problem computes them once per layer), so building
-//! the cache costs one `d × d × d` product for `UᵀV` and, for `ℓ > 0`, four for `S_ℓ` and the
-//! weight-bound coefficient; scoring a candidate costs `O(d²)`.
+//! the cache costs one `d × d × d` product for `UᵀV` and, for `ℓ > 0`, three for `S_ℓ` (two)
+//! and the weight-bound coefficient (one); the constant `tr(W_A G_ℓ W_Aᵀ) + tr(W̃ G_ℓ W̃ᵀ) =
+//! ⟨G_ℓ, W_AᵀW_A + (W_BᵀW_B)[q, q]⟩` (`q = P_{ℓ−1}`) takes `O(d²)` from layer ℓ's fixed weight
+//! moments. Scoring a candidate costs `O(d²)`.
 
 use ndarray::Array2;
 
@@ -61,8 +63,23 @@ impl<'a> LayerCache<'a> {
             let wt = Array2::from_shape_fn(wb.dim(), |(r, c)| wb[[r, q[c]]]);
             let g = gram(&problem.moments[l - 1], q);
             let wag = matmul(wa.view(), g.view());
-            let wtg = matmul(wt.view(), g.view());
-            let constant = inner(&wag, wa) + inner(&wtg, &wt);
+            // tr(W_A G W_Aᵀ) + tr(W̃ G W̃ᵀ) = ⟨G, W_AᵀW_A⟩ + ⟨G, W̃ᵀW̃⟩ with
+            // W̃ᵀW̃ = (W_BᵀW_B)[q, q]: O(d²) from the layer's fixed weight moments.
+            let grams = problem.weight_grams(l);
+            let constant: f64 = g
+                .outer_iter()
+                .zip(grams.uu.outer_iter())
+                .zip(q)
+                .map(|((g_row, uu_row), &qi)| {
+                    let vv_row = grams.vv.row(qi);
+                    g_row
+                        .iter()
+                        .zip(uu_row)
+                        .zip(q)
+                        .map(|((&g, &u), &qj)| g * (u + vv_row[qj]))
+                        .sum::<f64>()
+                })
+                .sum();
             let mut own_weights = matmul(wa.view(), wt.t());
             own_weights *= g.diag().sum();
             (
@@ -165,10 +182,6 @@ impl<'a> CachedLayer<'a> {
     }
 }
 
-/// `Σ_ij x_ij y_ij`, in row order.
-fn inner(x: &Array2<f64>, y: &Array2<f64>) -> f64 {
-    x.iter().zip(y).map(|(a, b)| a * b).sum()
-}
 
 #[cfg(test)]
 mod tests {
@@ -176,6 +189,11 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+
+    /// `Σ_ij x_ij y_ij`.
+    fn inner(x: &Array2<f64>, y: &Array2<f64>) -> f64 {
+        x.iter().zip(y).map(|(a, b)| a * b).sum()
+    }
 
     fn random(rng: &mut ChaCha8Rng, r: usize, c: usize) -> Array2<f64> {
         Array2::from_shape_fn((r, c), |_| rng.random_range(-1.0..1.0))
