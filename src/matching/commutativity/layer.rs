@@ -182,7 +182,6 @@ impl<'a> CachedLayer<'a> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::super::{CommutativityStats, Problem};
