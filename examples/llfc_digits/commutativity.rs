@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use llfc::data::Dataset;
 use llfc::matching::commutativity::{
-    commutativity_matching, commutativity_objective, mlp_commutativity_stats,
-    CommutativityMatchingOptions, CommutativityStart,
+    commutativity_matching, mlp_commutativity_stats, CommutativityMatchingOptions,
+    CommutativityStart,
 };
-use llfc::{apply_permutations, Params, PermutationSpec, Result};
+use llfc::metrics::commutativity_residual;
+use llfc::{apply_permutations, mlp, Params, PermutationSpec, Result};
 use rayon::prelude::*;
 
 use crate::experiment::{measure, Method, Observer, Outcome, PairResult, Setup, Stage};
@@ -41,15 +42,29 @@ const STARTS: [(CommutativityStart, &str); 3] = [
     (CommutativityStart::ActivationMatching, "comm. from activ."),
 ];
 
-/// `J` of the pair (A, `b`) on inputs `x` (B already aligned: identity permutations).
-fn objective(
-    spec: &PermutationSpec,
-    a: &Params<f32>,
-    b: &Params<f32>,
-    x: &ndarray::Array2<f32>,
-) -> Result<f64> {
-    let stats = mlp_commutativity_stats(a, b, x.view())?;
-    Ok(commutativity_objective(a, b, &stats, &spec.identity_perms(b)?)?.total)
+/// The weight matrix of layer `l` of an MLP.
+fn weight(p: &Params<f32>, l: usize) -> Result<ndarray::ArrayView2<'_, f32>> {
+    Ok(p.require(&mlp::weight_name(l))?
+        .view()
+        .into_dimensionality::<ndarray::Ix2>()
+        .expect("an MLP's weights are matrices"))
+}
+
+/// `J` of the pair (A, `b`) on inputs `x` (B already aligned: identity permutations), straight
+/// from the residual matrices: `J = Σ_ℓ ‖(H_A^{ℓ−1} − H_B^{ℓ−1})(W_A^ℓ − W_B^ℓ)ᵀ‖²_F / N`
+/// (one forward pass per model and one `[N, d] × [d, d_out]` product per layer, in f32, summed
+/// in f64) — the value `commutativity_objective` computes from second moments (`3 N d²` flops
+/// per layer), equal up to f32 rounding of the products (≈ 1e-6 relative).
+fn objective(a: &Params<f32>, b: &Params<f32>, x: &ndarray::Array2<f32>) -> Result<f64> {
+    let (fa, fb) = (mlp::forward_features(a, x)?, mlp::forward_features(b, x)?);
+    let mut total = 0.0;
+    for l in 1..fa.pre.len() {
+        let (ha, hb) = (fa.post[l - 1].view(), fb.post[l - 1].view());
+        let r = commutativity_residual(weight(a, l)?, weight(b, l)?, ha, hb)?;
+        total += r.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>();
+    }
+    #[allow(clippy::cast_precision_loss)]
+    Ok(total / x.nrows() as f64)
 }
 
 /// Align the independent B to A by commutativity matching from every start (statistics of
@@ -81,8 +96,8 @@ pub fn compare(
             let pair = outcome.pair(method).clone();
             Ok(Row {
                 label: method.label(),
-                j_train: objective(&spec, a, &pair.second, &data.x_train)?,
-                j_test: objective(&spec, a, &pair.second, &data.x_test)?,
+                j_train: objective(a, &pair.second, &data.x_train)?,
+                j_test: objective(a, &pair.second, &data.x_test)?,
                 descent: None,
                 pair,
             })
@@ -114,7 +129,7 @@ pub fn compare(
             Ok(Row {
                 label,
                 j_train: m.objective,
-                j_test: objective(&spec, a, &aligned, &data.x_test)?,
+                j_test: objective(a, &aligned, &data.x_test)?,
                 descent: Some((m.initial_objective, m.sweeps, accepted, m.history.len())),
                 pair: measure(Method::Naive, a, &aligned, data, alphas)?,
             })

@@ -108,10 +108,9 @@ pub enum Stage {
     ActivationMatching,
     /// Measuring the four pairs.
     Measuring,
-    /// Commutativity matching of B onto A from every start, and measuring those pairs.
+    /// Commutativity matching of B onto A from every start, and measuring those pairs, with
+    /// REPAIR of the naive and matched paths and measuring them alongside.
     CommutativityMatching,
-    /// REPAIR of the naive and matched paths, and measuring them.
-    Repair,
     /// LLFC error attribution of every pair.
     Attribution,
 }

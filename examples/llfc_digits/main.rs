@@ -94,9 +94,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     for setup in setups() {
         let mut progress = Progress::new(&setup);
         let outcome = run(&setup, &data, &alphas, &mut progress)?;
-        let rows = commutativity::compare(&setup, &data, &alphas, &outcome, &mut progress)?;
-        progress.stage(Stage::Repair);
-        let repairs = repair::compare(&data, &alphas, &outcome)?;
+        // REPAIR needs nothing from commutativity matching: it runs alongside, on the cores
+        // the descents leave idle.
+        let (rows, repairs) = rayon::join(
+            || commutativity::compare(&setup, &data, &alphas, &outcome, &mut progress),
+            || repair::compare(&data, &alphas, &outcome),
+        );
+        let (rows, repairs) = (rows?, repairs?);
         progress.stage(Stage::Attribution);
         let attributions = attribution::compute(&data, &outcome, &rows)?;
         progress.finish();

@@ -80,8 +80,9 @@ fn label(stage: Stage) -> &'static str {
         Stage::WeightMatching => "weight matching",
         Stage::ActivationMatching => "activation matching",
         Stage::Measuring => "measuring LMC and LLFC",
-        Stage::CommutativityMatching => "commutativity matching (3 starts) and measuring",
-        Stage::Repair => "REPAIR of 3 paths and measuring",
+        Stage::CommutativityMatching => {
+            "commutativity matching (3 starts) and REPAIR (3 paths), measuring both"
+        }
         Stage::Attribution => "LLFC error attribution",
     }
 }

@@ -345,12 +345,13 @@ def commutativity_matching(
     statistic: str = "correlation",
     max_iter: int = 100,
     seed: int = 0,
-    tolerance: float = 1e-12,
+    tolerance: float = 1e-4,
 ) -> CommutativityMatching:
     """Commutativity matching of two ReLU MLPs (``layers.{i}.weight/bias``) on inputs ``x``
     (``[samples, in]``): permutations of B minimising the per-sample squared commutativity
     residual ``Σ_ℓ ‖(W_A − W̃_B)(H_A − H̃_B)‖²`` (Zhou et al. 2023, Def. 4). ``start``:
-    ``"identity"``, ``"weight"`` or ``"activation"`` matching."""
+    ``"identity"``, ``"weight"`` or ``"activation"`` matching. A step is taken only if it
+    lowers the objective by more than ``tolerance`` times it (the Rust default, ``1e-4``)."""
     (fa, fb), _, dtype = _params((params_a, "params_a"), (params_b, "params_b"))
     xs = np.asarray(_float_array(x, "x"), dtype=dtype)
     d = _llfc.commutativity_matching(fa, fb, xs, start=start, statistic=statistic,

@@ -274,7 +274,7 @@ fn comm_stats<F: Float>(
 
 /// Commutativity matching of an MLP pair on inputs `x` (GIL released).
 #[pyfunction]
-#[pyo3(signature = (params_a, params_b, x, start = "identity", statistic = "correlation", max_iter = 100, seed = 0, tolerance = 1e-12))]
+#[pyo3(signature = (params_a, params_b, x, start = "identity", statistic = "correlation", max_iter = 100, seed = 0, tolerance = 1e-4))]
 #[allow(clippy::too_many_arguments)]
 fn commutativity_matching<'py>(
     py: Python<'py>,

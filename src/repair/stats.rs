@@ -1,6 +1,6 @@
 //! Streaming, mergeable per-unit mean and variance of features, accumulated in f64.
 
-use ndarray::{Array1, ArrayView1, ArrayViewD, Axis};
+use ndarray::{Array1, ArrayView1, ArrayViewD, Axis, Ix2};
 
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -185,15 +185,18 @@ impl UnitStats {
         let units = self.units();
         // Pass 1: sums (and the finiteness check); pass 2: squared deviations. Each sample is
         // `[units]` (rank 2, read as a row) or `[channels, h, w]` (one plane per channel).
-        let flat = shape.len() == 2;
+        // Rank 2 is read through a two-dimensional view: its rows iterate as slices, where
+        // `IxDyn` rows would go through the generic (slow) iterator; same values, same order.
+        let rows = batch.view().into_dimensionality::<Ix2>().ok();
         let mut sum = vec![0.0f64; units];
-        for sample in batch.outer_iter() {
-            if flat {
+        if let Some(rows) = &rows {
+            for sample in rows.rows() {
                 for (s, &v) in sum.iter_mut().zip(&sample) {
                     *s += v.as_f64();
                 }
-                continue;
             }
+        }
+        for sample in batch.outer_iter().filter(|_| rows.is_none()) {
             for (s, plane) in sum.iter_mut().zip(sample.axis_iter(Axis(0))) {
                 for &v in &plane {
                     *s += v.as_f64();
@@ -209,14 +212,15 @@ impl UnitStats {
         let nb = per_unit as f64;
         let mean: Array1<f64> = sum.iter().map(|s| s / nb).collect();
         let mut m2 = Array1::<f64>::zeros(units);
-        for sample in batch.outer_iter() {
-            if flat {
+        if let Some(rows) = &rows {
+            for sample in rows.rows() {
                 for ((m, &mu), &v) in m2.iter_mut().zip(&mean).zip(&sample) {
                     let d = v.as_f64() - mu;
                     *m += d * d;
                 }
-                continue;
             }
+        }
+        for sample in batch.outer_iter().filter(|_| rows.is_none()) {
             for ((m, &mu), plane) in m2.iter_mut().zip(&mean).zip(sample.axis_iter(Axis(0))) {
                 for &v in &plane {
                     let d = v.as_f64() - mu;

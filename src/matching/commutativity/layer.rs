@@ -11,12 +11,16 @@
 //! where `gram(m, q)[a, b] = m_aa[a, b] − m_ab[a, q(b)] − m_ab[b, q(a)] + m_bb[q(a), q(b)]`,
 //! `C` are the feature moments of hidden layer ℓ and `Z = (UᵀU, UᵀV, VᵀV)` the weight moments of
 //! layer ℓ + 1 (`U = W_A^{ℓ+1}`, `V = P_{ℓ+1} W_B^{ℓ+1}`), since `M = U − V Qᵀ` gives
-//! `Mᵀ M = UᵀU − UᵀV Qᵀ − Q VᵀU + Q VᵀV Qᵀ`. Building the cache costs six `d × d × d`
-//! products (one for the weight-bound coefficient); scoring a candidate costs `O(d²)`.
+//! `Mᵀ M = UᵀU − UᵀV Qᵀ − Q VᵀU + Q VᵀV Qᵀ`. `UᵀU` and `VᵀV = W_Bᵀ P_{ℓ+1}ᵀ P_{ℓ+1} W_B =
+//! W_Bᵀ W_B` depend on no permutation (the problem computes them once per layer), so building
+//! the cache costs one `d × d × d` product for `UᵀV` and, for `ℓ > 0`, three for `S_ℓ` (two)
+//! and the weight-bound coefficient (one); the constant `tr(W_A G_ℓ W_Aᵀ) + tr(W̃ G_ℓ W̃ᵀ) =
+//! ⟨G_ℓ, W_AᵀW_A + (W_BᵀW_B)[q, q]⟩` (`q = P_{ℓ−1}`) takes `O(d²)` from layer ℓ's fixed weight
+//! moments. Scoring a candidate costs `O(d²)`.
 
 use ndarray::Array2;
 
-use super::{gram, gram_inner, matmul, Moments, Problem};
+use super::{gram, gram_inner, matmul, transposed, Moments, Problem};
 use crate::permutation::Permutation;
 
 /// The fixed parts of `J_ℓ` and `J_{ℓ+1}` for hidden layer `ℓ`.
@@ -41,11 +45,16 @@ impl<'a> LayerCache<'a> {
         let id: Vec<usize> = (0..u.nrows()).collect();
         let p = problem.out_perm(perms, l + 1, &id);
         let v = Array2::from_shape_fn(wb.dim(), |(r, c)| wb[[p[r], c]]);
-        let z = Moments::new(
-            matmul(u.t(), u.view()),
-            matmul(u.t(), v.view()),
-            matmul(v.t(), v.view()),
-        );
+        let grams = problem.weight_grams(l + 1);
+        let uv = matmul(u.t(), v.view());
+        let z = Moments {
+            aa: grams.uu.clone(),
+            aa_t: grams.uu_t.clone(),
+            ab_t: transposed(uv.view()),
+            ab: uv,
+            bb: grams.vv.clone(),
+            bb_t: grams.vv_t.clone(),
+        };
         let (s, constant, own_weights) = if l == 0 {
             (None, 0.0, None)
         } else {
@@ -54,8 +63,23 @@ impl<'a> LayerCache<'a> {
             let wt = Array2::from_shape_fn(wb.dim(), |(r, c)| wb[[r, q[c]]]);
             let g = gram(&problem.moments[l - 1], q);
             let wag = matmul(wa.view(), g.view());
-            let wtg = matmul(wt.view(), g.view());
-            let constant = inner(&wag, wa) + inner(&wtg, &wt);
+            // tr(W_A G W_Aᵀ) + tr(W̃ G W̃ᵀ) = ⟨G, W_AᵀW_A⟩ + ⟨G, W̃ᵀW̃⟩ with
+            // W̃ᵀW̃ = (W_BᵀW_B)[q, q]: O(d²) from the layer's fixed weight moments.
+            let grams = problem.weight_grams(l);
+            let constant: f64 = g
+                .outer_iter()
+                .zip(grams.uu.outer_iter())
+                .zip(q)
+                .map(|((g_row, uu_row), &qi)| {
+                    let vv_row = grams.vv.row(qi);
+                    g_row
+                        .iter()
+                        .zip(uu_row)
+                        .zip(q)
+                        .map(|((&g, &u), &qj)| g * (u + vv_row[qj]))
+                        .sum::<f64>()
+                })
+                .sum();
             let mut own_weights = matmul(wa.view(), wt.t());
             own_weights *= g.diag().sum();
             (
@@ -75,11 +99,15 @@ impl<'a> LayerCache<'a> {
 
     /// `(J_ℓ, J_{ℓ+1})` at `P_ℓ = q`, in `O(d²)`.
     pub fn terms(&self, q: &[usize]) -> (f64, f64) {
-        let own = self.s.as_ref().map_or(0.0, |s| {
+        (self.own_term(q), gram_inner(self.c, &self.z, q))
+    }
+
+    /// `J_ℓ` at `P_ℓ = q`, in `O(d)`.
+    pub fn own_term(&self, q: &[usize]) -> f64 {
+        self.s.as_ref().map_or(0.0, |s| {
             let linear: f64 = q.iter().enumerate().map(|(i, &j)| s[[i, j]]).sum();
             self.constant - 2.0 * linear
-        });
-        (own, gram_inner(self.c, &self.z, q))
+        })
     }
 
     /// `S_ℓ + T_ℓ` at `P_ℓ = q`: `T_ℓ = G (Mᵀ V) + N (C_AB − Q C_BB)` with
@@ -154,17 +182,17 @@ impl<'a> CachedLayer<'a> {
     }
 }
 
-/// `Σ_ij x_ij y_ij`, in row order.
-fn inner(x: &Array2<f64>, y: &Array2<f64>) -> f64 {
-    x.iter().zip(y).map(|(a, b)| a * b).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::{CommutativityStats, Problem};
     use super::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+
+    /// `Σ_ij x_ij y_ij`.
+    fn inner(x: &Array2<f64>, y: &Array2<f64>) -> f64 {
+        x.iter().zip(y).map(|(a, b)| a * b).sum()
+    }
 
     fn random(rng: &mut ChaCha8Rng, r: usize, c: usize) -> Array2<f64> {
         Array2::from_shape_fn((r, c), |_| rng.random_range(-1.0..1.0))
@@ -185,11 +213,11 @@ mod tests {
         let hb = random(&mut rng, n, d).mapv(f64::abs);
         let mut st = CommutativityStats::new(d);
         st.update(ha.view(), hb.view()).unwrap();
-        let problem = Problem {
-            wa: vec![random(&mut rng, d, d_in), random(&mut rng, d_out, d)],
-            wb: vec![random(&mut rng, d, d_in), random(&mut rng, d_out, d)],
-            moments: vec![st.moments().unwrap()],
-        };
+        let problem = Problem::from_parts(
+            vec![random(&mut rng, d, d_in), random(&mut rng, d_out, d)],
+            vec![random(&mut rng, d, d_in), random(&mut rng, d_out, d)],
+            vec![st.moments().unwrap()],
+        );
         let q = vec![2, 0, 4, 1, 3];
         let qm = Array2::from_shape_fn((d, d), |(i, j)| f64::from(u8::from(q[i] == j)));
         let cache = LayerCache::new(&problem, std::slice::from_ref(&q), 0);
@@ -217,11 +245,11 @@ mod tests {
             random(&mut rng, n, d_out).view(),
         )
         .unwrap();
-        let three = Problem {
-            wa: [problem.wa.clone(), vec![random(&mut rng, 2, d_out)]].concat(),
-            wb: [problem.wb.clone(), vec![random(&mut rng, 2, d_out)]].concat(),
-            moments: vec![st.moments().unwrap(), st2.moments().unwrap()],
-        };
+        let three = Problem::from_parts(
+            [problem.wa.clone(), vec![random(&mut rng, 2, d_out)]].concat(),
+            [problem.wb.clone(), vec![random(&mut rng, 2, d_out)]].concat(),
+            vec![st.moments().unwrap(), st2.moments().unwrap()],
+        );
         let (p1, p2) = (vec![1, 3, 0, 2], vec![3, 2, 1, 0]);
         let perms = [q.clone(), p1.clone()];
         let cache3 = LayerCache::new(&three, &perms, 1);

@@ -4,6 +4,7 @@
 //! is built from, and [`commutativity_objective`], which evaluates `J` directly.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use ndarray::{Array2, ArrayView2, Ix2};
 
@@ -31,9 +32,50 @@ pub(super) struct Problem {
     pub(super) wa: Vec<Array2<f64>>,
     pub(super) wb: Vec<Array2<f64>>,
     pub(super) moments: Vec<Moments>,
+    /// Per layer, once asked for: the weight moments that no permutation changes.
+    weight_grams: Vec<OnceLock<WeightGrams>>,
+}
+
+/// The parts of a layer's weight moments `Z = (UᵀU, UᵀV, VᵀV)` (`U = W_A`, `V = P W_B`) that
+/// do not depend on the layer's output permutation `P`: `UᵀU` and `VᵀV = W_Bᵀ Pᵀ P W_B =
+/// W_Bᵀ W_B` (computed once, at `P = I`), each with its transpose.
+pub(super) struct WeightGrams {
+    pub(super) uu: Array2<f64>,
+    pub(super) uu_t: Array2<f64>,
+    pub(super) vv: Array2<f64>,
+    pub(super) vv_t: Array2<f64>,
 }
 
 impl Problem {
+    /// The problem of these weights and hidden-layer moments (not validated: for tests).
+    pub(super) fn from_parts(
+        wa: Vec<Array2<f64>>,
+        wb: Vec<Array2<f64>>,
+        moments: Vec<Moments>,
+    ) -> Self {
+        let weight_grams = wa.iter().map(|_| OnceLock::new()).collect();
+        Self {
+            wa,
+            wb,
+            moments,
+            weight_grams,
+        }
+    }
+
+    /// [`WeightGrams`] of layer `l`, computed at the first call.
+    pub(super) fn weight_grams(&self, l: usize) -> &WeightGrams {
+        self.weight_grams[l].get_or_init(|| {
+            let (u, w) = (&self.wa[l], &self.wb[l]);
+            let (uu, vv) = (matmul(u.t(), u.view()), matmul(w.t(), w.view()));
+            WeightGrams {
+                uu_t: transposed(uu.view()),
+                vv_t: transposed(vv.view()),
+                uu,
+                vv,
+            }
+        })
+    }
+
     /// Validate the MLPs and the statistics (one per hidden layer, matching widths, non-empty).
     pub(super) fn new<F: Float>(
         a: &Params<F>,
@@ -58,14 +100,14 @@ impl Problem {
                 .expect("validated by mlp::widths");
             Ok(w.mapv(Float::as_f64))
         };
-        Ok(Self {
-            wa: (0..layers).map(|l| weight(a, l)).collect::<Result<_>>()?,
-            wb: (0..layers).map(|l| weight(b, l)).collect::<Result<_>>()?,
-            moments: stats
+        Ok(Self::from_parts(
+            (0..layers).map(|l| weight(a, l)).collect::<Result<_>>()?,
+            (0..layers).map(|l| weight(b, l)).collect::<Result<_>>()?,
+            stats
                 .iter()
                 .map(CommutativityStats::moments)
                 .collect::<Result<_>>()?,
-        })
+        ))
     }
 
     /// Number of linear layers `L`.
@@ -127,9 +169,39 @@ impl<'a> GramRow<'a> {
         }
     }
 
-    pub(super) fn at(&self, j: usize) -> f64 {
-        let qj = self.q[j];
-        self.aa[j] - self.ab[qj] - self.ab_t[j] + self.bb[qj]
+    /// The whole row into `out` (length `d`): for every `j`, `C_AA[i, j] − C_AB[i, q(j)]`, then
+    /// `− C_AB[j, q(i)]`, then `+ C_BB[q(i), q(j)]`, in this order (the order of the swaps'
+    /// single entries), with the entries at `q(j)` gathered first so that the arithmetic runs
+    /// on contiguous slices.
+    pub(super) fn fill(&self, out: &mut [f64]) {
+        for (o, &qj) in out.iter_mut().zip(self.q) {
+            *o = self.ab[qj];
+        }
+        for ((o, &a), &t) in out.iter_mut().zip(self.aa).zip(self.ab_t) {
+            *o = a - *o - t;
+        }
+        for (o, &qj) in out.iter_mut().zip(self.q) {
+            *o += self.bb[qj];
+        }
+    }
+}
+
+/// Column `j` of [`gram`] into `out`: `G[i, j]` for every `i` by the operations of
+/// [`GramRow::fill`] in its order (so the same values), from rows of the transposes and
+/// gathers along rows.
+pub(super) fn gram_column(m: &Moments, q: &[usize], j: usize, out: &mut [f64]) {
+    fn row(x: &Array2<f64>, r: usize) -> &[f64] {
+        let n = x.ncols();
+        &x.as_slice().expect("standard layout")[r * n..(r + 1) * n]
+    }
+    let (aa, ab_col, ab_row, bb) = (
+        row(&m.aa_t, j),
+        row(&m.ab_t, q[j]),
+        row(&m.ab, j),
+        row(&m.bb_t, q[j]),
+    );
+    for (((o, &a), &b), &qi) in out.iter_mut().zip(aa).zip(ab_col).zip(q) {
+        *o = (a - b) - ab_row[qi] + bb[qi];
     }
 }
 
@@ -142,14 +214,9 @@ pub(super) fn gram(m: &Moments, q: &[usize]) -> Array2<f64> {
 }
 
 /// [`gram`] written into `out` (`d × d`, standard layout), rows in parallel: every entry is
-/// computed by the same operations as [`GramRow::at`], whatever the thread count.
+/// computed by the same operations ([`GramRow::fill`]), whatever the thread count.
 pub(super) fn gram_into(m: &Moments, q: &[usize], out: &mut Array2<f64>) {
-    fill_rows(out, |i, row| {
-        let g = GramRow::new(m, q, i);
-        for (j, o) in row.iter_mut().enumerate() {
-            *o = g.at(j);
-        }
-    });
+    fill_rows(out, |i, row| GramRow::new(m, q, i).fill(row));
 }
 
 /// `f(r, row)` for every row `r` of `m` (standard layout), in parallel with the `rayon`
@@ -175,8 +242,13 @@ pub(super) fn fill_rows(m: &mut Array2<f64>, f: impl Fn(usize, &mut [f64]) + Syn
 pub(super) fn gram_inner(c: &Moments, z: &Moments, q: &[usize]) -> f64 {
     let d = q.len();
     let row = |i: usize| -> Vec<f64> {
-        let (rc, rz) = (GramRow::new(c, q, i), GramRow::new(z, q, i));
-        (0..d).map(|j| rc.at(j) * rz.at(j)).collect()
+        let (mut gc, mut gz) = (vec![0.0; d], vec![0.0; d]);
+        GramRow::new(c, q, i).fill(&mut gc);
+        GramRow::new(z, q, i).fill(&mut gz);
+        for (x, y) in gc.iter_mut().zip(&gz) {
+            *x *= y;
+        }
+        gc
     };
     #[cfg(feature = "rayon")]
     let rows: Vec<Vec<f64>> = {

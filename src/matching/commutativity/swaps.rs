@@ -22,7 +22,7 @@ use ndarray::Axis;
 mod rows;
 
 use super::layer::LayerCache;
-use super::{gram_into, transposed, Moments};
+use super::{gram_column, gram_into, transposed, GramRow, Moments};
 use rows::{RoundBuffers, RowLayout};
 
 /// `G[a, b]` with `a`, `b` matched to B's units `qa`, `qb`.
@@ -164,55 +164,104 @@ impl<'a> SwapState<'a> {
         }
     }
 
-    /// Swap the matches of `i` and `j` and update rows and columns `i`, `j` of `G` and `N`.
+    /// Swap the matches of `i` and `j` and update rows and columns `i`, `j` of `G` and `N`,
+    /// every entry by [`gram`](super::gram)'s operations in its order, so that `G` and `N`
+    /// stay equal to the Gram matrices made from scratch at the new `q`, bit for bit (the next
+    /// round starts from them).
     fn apply(&mut self, i: usize, j: usize) {
         self.q.swap(i, j);
+        let mut column = vec![0.0; self.q.len()];
         for a in [i, j] {
-            for k in 0..self.q.len() {
-                let (qa, qk) = (self.q[a], self.q[k]);
-                let (g, n) = (entry(self.c, a, k, qa, qk), entry(self.z, a, k, qa, qk));
-                self.g[[a, k]] = g;
-                self.g[[k, a]] = g;
-                self.n[[a, k]] = n;
-                self.n[[k, a]] = n;
+            for (m, x) in [(self.c, &mut self.g), (self.z, &mut self.n)] {
+                let row = x.row_mut(a).into_slice().expect("standard layout");
+                GramRow::new(m, &self.q, a).fill(row);
+                gram_column(m, &self.q, a, &mut column);
+                x.column_mut(a)
+                    .assign(&ndarray::ArrayView1::from(&column[..]));
             }
         }
     }
+
+    /// `J_{ℓ+1} = ⟨G, N⟩` at the state's `q`, summed in row order: the value
+    /// [`gram_inner`](super::gram_inner) computes from scratch, bit for bit, in `O(d²)` reads
+    /// of the matrices the state holds.
+    fn next_term(&self) -> f64 {
+        self.g.iter().zip(&self.n).map(|(a, b)| a * b).sum()
+    }
+}
+
+/// The Gram matrices `G`, `N` of a round and the permutation they were made at.
+struct Grams {
+    g: Array2<f64>,
+    n: Array2<f64>,
+    q: Vec<usize>,
 }
 
 /// The swap rounds of one layer visit (the other permutations fixed): the cache, `S_ℓᵀ` and
-/// the buffers every round reuses, made at the first round.
+/// the buffers every round reuses, made at the first round. The Gram matrices a round leaves
+/// (updated swap by swap) are those of its candidate, so the next round, which starts from the
+/// accepted candidate, takes them as they are.
 pub(super) struct Visit<'a> {
     cache: &'a LayerCache<'a>,
     s_t: Option<Array2<f64>>,
-    buffers: Option<(RoundBuffers, Array2<f64>, Array2<f64>)>,
+    buffers: Option<(RoundBuffers, Grams)>,
 }
 
+/// What the swap rounds of a visit leave for the next visit of the same layer: the scan and
+/// the Gram matrices, with the permutation they were made at. They depend on the layer's
+/// feature moments (fixed), on the weight moments `Z` of layer ℓ + 1 (so on `P_{ℓ+1}`, which
+/// the caller checks) and on `P_ℓ`, which the buffers track themselves: the next visit updates
+/// the scan if few units moved in between, and takes the Gram matrices as they are if none did.
+pub(super) struct Carried(RoundBuffers, Grams);
+
 impl<'a> Visit<'a> {
-    /// The visit of `cache`'s layer (nothing is computed before the first round).
-    pub(super) fn new(cache: &'a LayerCache<'a>) -> Self {
+    /// The visit of `cache`'s layer (nothing is computed before the first round), resuming
+    /// from what the previous visit left, if it was made with the same weight moments `Z`.
+    pub(super) fn new(cache: &'a LayerCache<'a>, carried: Option<Carried>) -> Self {
         Self {
             cache,
             s_t: None,
-            buffers: None,
+            buffers: carried.map(|Carried(b, g)| (b, g)),
         }
+    }
+
+    /// What this visit leaves for the next one (`None` if no round ran).
+    pub(super) fn finish(self) -> Option<Carried> {
+        self.buffers.map(|(b, g)| Carried(b, g))
     }
 }
 
 /// One round of swaps of `P_l`: score every pair, then apply, best first, the improving swaps
-/// of distinct units, each re-scored exactly after the previous ones. `None` if no swap
-/// improves `J`.
-pub(super) fn swap_round(visit: &mut Visit<'_>, q: &[usize]) -> Option<Vec<usize>> {
+/// of distinct units, each re-scored exactly after the previous ones. Returns the candidate
+/// and its `J_{ℓ+1}` (exactly what [`LayerCache::terms`] computes for it), or `None` if no
+/// swap improves `J`.
+pub(super) fn swap_round(visit: &mut Visit<'_>, q: &[usize]) -> Option<(Vec<usize>, f64)> {
     let d = q.len();
     let cache = visit.cache;
     if visit.s_t.is_none() {
         visit.s_t = cache.s.as_ref().map(|s| transposed(s.view()));
     }
-    let (mut buffers, g, n) = visit.buffers.take().unwrap_or_else(|| {
+    let (mut buffers, grams) = visit.buffers.take().unwrap_or_else(|| {
         let z = || Array2::zeros((d, d));
-        (RoundBuffers::new(d), z(), z())
+        let grams = Grams {
+            g: z(),
+            n: z(),
+            q: Vec::new(),
+        };
+        (RoundBuffers::new(d), grams)
     });
-    let mut state = SwapState::new(cache, q, (g, n));
+    let mut state = if grams.q == q {
+        SwapState {
+            g: grams.g,
+            n: grams.n,
+            c: cache.c,
+            z: &cache.z,
+            s: cache.s.as_ref(),
+            q: grams.q,
+        }
+    } else {
+        SwapState::new(cache, q, (grams.g, grams.n))
+    };
     let mut improving = state.improving(visit.s_t.as_ref(), &mut buffers);
     improving.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
     let mut used = vec![false; state.q.len()];
@@ -226,9 +275,10 @@ pub(super) fn swap_round(visit: &mut Visit<'_>, q: &[usize]) -> Option<Vec<usize
         used[j] = true;
         swapped = true;
     }
+    let next_term = swapped.then(|| state.next_term());
     let SwapState { g, n, q, .. } = state;
-    visit.buffers = Some((buffers, g, n));
-    swapped.then_some(q)
+    visit.buffers = Some((buffers, Grams { g, n, q: q.clone() }));
+    next_term.map(|t| (q, t))
 }
 
 /// `W[a, x] = Σ_k (x_a + y_x)(ẋ_a + ẏ_x)[k] = (X Ẏᵀ + Ẋ Yᵀ)[a, x] + ⟨x_a, ẋ_a⟩ + ⟨y_x, ẏ_x⟩`,
@@ -255,8 +305,95 @@ fn products(x: &Array2<f64>, y: &Array2<f64>, xd: &Array2<f64>, yd: &Array2<f64>
 mod tests {
     use super::super::{gram, CommutativityStats, Problem};
     use super::*;
+    use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+
+    /// The rounds of a visit carry `G`, `N` from one round to the next and score their
+    /// candidates from them: after every round they equal the Gram matrices made from scratch
+    /// at the candidate, and the returned `J_{ℓ+1}` equals [`LayerCache::terms`]' from-scratch
+    /// value, bit for bit (the same operations in the same order).
+    #[test]
+    fn carried_grams_equal_the_grams_from_scratch() {
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        let widths = [5, 24, 20, 3];
+        let mut rand =
+            |r: usize, c: usize| Array2::from_shape_fn((r, c), |_| rng.random_range(-1.0..1.0_f64));
+        let wa: Vec<_> = (0..3).map(|l| rand(widths[l + 1], widths[l])).collect();
+        let wb: Vec<_> = (0..3).map(|l| rand(widths[l + 1], widths[l])).collect();
+        let moments = (1..3)
+            .map(|l| {
+                let mut st = CommutativityStats::new(widths[l]);
+                let (ha, hb) = (rand(60, widths[l]), rand(60, widths[l]));
+                st.update(ha.mapv(f64::abs).view(), hb.mapv(f64::abs).view())
+                    .unwrap();
+                st.moments().unwrap()
+            })
+            .collect();
+        let problem = Problem::from_parts(wa, wb, moments);
+        let mut perms: Vec<Vec<usize>> = widths[1..3].iter().map(|&d| (0..d).collect()).collect();
+        for p in &mut perms {
+            p.shuffle(&mut rng);
+        }
+        let mut rounds = 0;
+        for l in 0..2 {
+            let cache = LayerCache::new(&problem, &perms, l);
+            let mut visit = Visit::new(&cache, None);
+            let mut q = perms[l].clone();
+            while let Some((cand, next)) = swap_round(&mut visit, &q) {
+                rounds += 1;
+                assert_eq!(next.to_bits(), cache.terms(&cand).1.to_bits());
+                let (_, grams) = visit.buffers.as_ref().unwrap();
+                assert_eq!(grams.q, cand);
+                for (carried, c) in [(&grams.g, cache.c), (&grams.n, &cache.z)] {
+                    let fresh = gram(c, &cand);
+                    assert!(carried
+                        .iter()
+                        .zip(&fresh)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()));
+                }
+                let before = cache.terms(&q);
+                let after = cache.terms(&cand);
+                assert!(after.0 + after.1 < before.0 + before.1);
+                q = cand;
+            }
+        }
+        assert!(
+            rounds >= 2,
+            "the test needs rounds that follow rounds ({rounds})"
+        );
+        // A later visit of the layer (same weight moments) resumes from what the last one
+        // left, after a few units moved in between (the update path) or none (the Gram
+        // matrices as they are): its rounds propose what a fresh visit proposes.
+        let l = 0;
+        let cache = LayerCache::new(&problem, &perms, l);
+        let mut q = perms[l].clone();
+        let mut visit = Visit::new(&cache, None);
+        while let Some((cand, _)) = swap_round(&mut visit, &q) {
+            q = cand;
+        }
+        let mut carried = visit.finish();
+        let mut compared = 0;
+        for moved in [0, 2, 4, 6] {
+            for k in 0..moved / 2 {
+                q.swap(2 * k, 2 * k + 5);
+            }
+            let mut resumed = Visit::new(&cache, carried.take());
+            let mut fresh = Visit::new(&cache, None);
+            let (r, f) = (swap_round(&mut resumed, &q), swap_round(&mut fresh, &q));
+            assert_eq!(
+                r.as_ref().map(|x| &x.0),
+                f.as_ref().map(|x| &x.0),
+                "{moved}"
+            );
+            if let (Some((_, tr)), Some((_, tf))) = (&r, &f) {
+                assert_eq!(tr.to_bits(), tf.to_bits());
+                compared += 1;
+            }
+            carried = resumed.finish();
+        }
+        assert!(compared >= 2, "{compared} resumed rounds proposed a swap");
+    }
 
     #[test]
     fn swap_deltas_are_exact() {
@@ -274,7 +411,7 @@ mod tests {
                 st.moments().unwrap()
             })
             .collect();
-        let problem = Problem { wa, wb, moments };
+        let problem = Problem::from_parts(wa, wb, moments);
         // The row-wise Gram matrix and the fused ⟨G, N⟩ equal the element formula, bit for bit.
         let q = [2, 0, 5, 1, 4, 3];
         let (c, z) = (&problem.moments[0], &problem.moments[0]);
