@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example lap -- COST.npy [--maximize] [--solver native|kuhn-munkres]
-//!     [--presolve auto|always|never]
+//!     [--presolve auto|always|never] [--candidates auto|always|never]
 //! ```
 //!
 //! `COST.npy` holds a 2-D `f64` or `f32` (or `f16`) array (C or Fortran order, either
@@ -15,7 +15,8 @@
 //! (missing file, not 2-D, NaN, infeasible, bad arguments) are one line `lap: error: …` on
 //! stderr with exit status 1; `--help` prints the usage and exits with status 0.
 //! `--presolve` chooses the native solver's f32 presolve ([`llfc::assignment::Presolve`],
-//! default `auto`).
+//! default `auto`); `--candidates` its sparse candidate presolve
+//! ([`llfc::assignment::Candidates`], default `auto`).
 //! `benches/compare_lap.py` drives it.
 
 use std::process::ExitCode;
@@ -25,24 +26,26 @@ use std::time::Instant;
 mod cli;
 
 use cli::{usage, CliError};
-use llfc::assignment::{solve_with, Assignment, LapOptions, Presolve, Solver};
+use llfc::assignment::{solve_with, Assignment, Candidates, LapOptions, Presolve, Solver};
 use llfc::io::{read_npy_with_dtype, Dtype};
 use ndarray::{Array2, ArrayD, Ix2};
 
 const USAGE: &str =
-    "usage: lap COST.npy [--maximize] [--solver native|kuhn-munkres] [--presolve auto|always|never]";
+    "usage: lap COST.npy [--maximize] [--solver native|kuhn-munkres] [--presolve auto|always|never] [--candidates auto|always|never]";
 
 struct Args {
     path: String,
     maximize: bool,
     solver: Solver,
     presolve: Presolve,
+    candidates: Candidates,
 }
 
 /// The arguments, or `None` for `--help` (usage printed).
 fn parse_args() -> cli::Result<Option<Args>> {
     let (mut path, mut maximize, mut solver) = (None, false, Solver::Native);
     let mut presolve = Presolve::Auto;
+    let mut candidates = Candidates::Auto;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -62,6 +65,14 @@ fn parse_args() -> cli::Result<Option<Args>> {
                     other => return usage(format!("unknown presolve {other:?} ({USAGE})")),
                 }
             }
+            "--candidates" => {
+                candidates = match it.next().as_deref() {
+                    Some("auto") => Candidates::Auto,
+                    Some("always") => Candidates::Always,
+                    Some("never") => Candidates::Never,
+                    other => return usage(format!("unknown candidates {other:?} ({USAGE})")),
+                }
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -79,6 +90,7 @@ fn parse_args() -> cli::Result<Option<Args>> {
         maximize,
         solver,
         presolve,
+        candidates,
     }))
 }
 
@@ -87,6 +99,7 @@ fn timed<F: llfc::Float>(cost: &Array2<F>, args: &Args) -> llfc::Result<(Assignm
     let options = LapOptions {
         solver: args.solver,
         presolve: args.presolve,
+        candidates: args.candidates,
         ..LapOptions::default()
     };
     let t0 = Instant::now();

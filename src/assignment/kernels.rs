@@ -390,3 +390,47 @@ mod tests {
         }
     }
 }
+
+/// Rows per task of the row-parallel passes: at least ~64 Ki entries, so that small problems
+/// stay cheap. Depends on the shape only (never on the thread count).
+fn rows_per_task(nc: usize) -> usize {
+    (1usize << 16).div_ceil(nc.max(1))
+}
+
+/// `f(i)` for every row `i < nr` of a matrix with `nc` columns, in row order (in parallel with
+/// `rayon`; the rows are independent, so the result does not depend on the thread count).
+pub(super) fn map_rows<R: Send>(
+    nr: usize,
+    nc: usize,
+    f: impl Fn(usize) -> R + Sync + Send,
+) -> Vec<R> {
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        (0..nr)
+            .into_par_iter()
+            .with_min_len(rows_per_task(nc))
+            .map(&f)
+            .collect()
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        let _ = nc;
+        (0..nr).map(f).collect()
+    }
+}
+
+/// `f(rows)` for consecutive chunks of rows whose boundaries depend on `(nr, nc)` only, in
+/// chunk order (in parallel with `rayon`): a reduction over the rows that merges the chunks'
+/// results in this order gives the same bits whatever the thread count.
+pub(super) fn map_row_chunks<R: Send>(
+    nr: usize,
+    nc: usize,
+    f: impl Fn(std::ops::Range<usize>) -> R + Sync + Send,
+) -> Vec<R> {
+    // At most ~64 chunks: each result may be a column-length vector.
+    let per = rows_per_task(nc).max(nr.div_ceil(64)).max(1);
+    map_rows(nr.div_ceil(per), 1 << 16, |q| {
+        f(q * per..((q + 1) * per).min(nr))
+    })
+}

@@ -91,6 +91,7 @@ mod native;
 mod prepare;
 mod sap;
 mod scipy_ties;
+mod sparse;
 #[cfg(feature = "lap-stats")]
 mod stats;
 
@@ -243,6 +244,61 @@ impl Presolve {
     }
 }
 
+/// Whether the native solver first solves the problem on a sparse set of candidate entries
+/// (cold solves only; see "Sparse candidate presolve" in the [module docs](self)).
+///
+/// Every row keeps its [`Candidates::K`] entries with the smallest `c_ij − min_l c_lj`; the
+/// assignment problem on those candidates is solved with heap-based shortest paths, and its
+/// column potentials and matching warm-start the exact dense solve, whose first pass checks the
+/// duality certificate `c_ij − u_i − v_j ≥ 0` on every entry and re-augments the rows where it
+/// fails. The result is exactly as optimal as without it; only the time changes. When the
+/// candidates admit no complete matching (ties, forbidden entries) or their search grows too
+/// long, the solver continues as without the presolve.
+///
+/// # Examples
+/// ```
+/// use ndarray::Array2;
+/// use llfc::assignment::{solve_with, Candidates, LapOptions};
+/// // A matrix whose optimum avoids every row's smallest entries: the certificate check finds
+/// // the violations and the exact phase repairs them.
+/// let c = Array2::from_shape_fn((50, 50), |(i, j)| {
+///     if i == j { 5.0 } else if j == (i + 1) % 50 { 0.0 } else { ((i * 7 + j * 3) % 11) as f64 }
+/// });
+/// let with = |candidates| LapOptions { candidates, ..LapOptions::default() };
+/// let exact = solve_with(c.view(), false, &with(Candidates::Never))?;
+/// let sparse = solve_with(c.view(), false, &with(Candidates::Always))?;
+/// assert_eq!(exact.total, sparse.total);
+/// # Ok::<(), llfc::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Candidates {
+    /// Presolve square matrices with at least [`Candidates::AUTO_MIN_ENTRIES`] entries (the
+    /// default).
+    #[default]
+    Auto,
+    /// Presolve every matrix (mainly for tests).
+    Always,
+    /// Never presolve.
+    Never,
+}
+
+impl Candidates {
+    /// Candidates per row.
+    pub const K: usize = sparse::K;
+
+    /// Size from which [`Candidates::Auto`] presolves.
+    pub const AUTO_MIN_ENTRIES: usize = 1 << 20;
+
+    /// Whether a `rows × cols` problem (internal orientation, `rows <= cols`) is presolved.
+    fn wanted(self, rows: usize, cols: usize) -> bool {
+        match self {
+            Self::Auto => rows == cols && rows * cols >= Self::AUTO_MIN_ENTRIES,
+            Self::Always => true,
+            Self::Never => false,
+        }
+    }
+}
+
 /// Which of several optimal assignments the native solver returns.
 ///
 /// Only matrices with ties among optimal assignments (a constant matrix, small integer costs)
@@ -274,6 +330,9 @@ pub struct LapOptions {
     pub solver: Solver,
     /// The f32 presolve of the native solver (default [`Presolve::Auto`]).
     pub presolve: Presolve,
+    /// The sparse candidate presolve of the native solver (default [`Candidates::Auto`]); when
+    /// it runs, it replaces the f32 presolve.
+    pub candidates: Candidates,
     /// The choice among tied optima (native solver only; default [`Ties::Any`]).
     pub ties: Ties,
 }
@@ -335,7 +394,7 @@ pub fn solve_with<F: Float>(
 ) -> Result<Assignment> {
     let prep = Prepared::new(cost, maximize)?;
     match options.solver {
-        Solver::Native => prep.solve_native(None, options.presolve, options.ties),
+        Solver::Native => prep.solve_native(None, options),
         Solver::KuhnMunkres => prep.solve_kuhn_munkres(),
     }
 }
@@ -411,5 +470,11 @@ pub fn solve_warm_with<F: Float>(
         });
     }
     let prep = Prepared::new(cost, maximize)?;
-    prep.solve_native(Some(previous), Presolve::Never, ties)
+    let options = LapOptions {
+        presolve: Presolve::Never,
+        candidates: Candidates::Never,
+        ties,
+        ..LapOptions::default()
+    };
+    prep.solve_native(Some(previous), &options)
 }

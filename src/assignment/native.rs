@@ -12,7 +12,7 @@
 //! the inequality of another row. The shortest-path phase starts from these invariants, so its
 //! result is optimal up to the rounding of the path lengths themselves (as in SciPy).
 
-use super::kernels::{ld, lowered, two_smallest};
+use super::kernels::{ld, lowered, map_rows, two_smallest};
 use super::sap::Sap;
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -383,19 +383,7 @@ impl State {
                 let keep = p < c.nc && ld::<T, NEG>(row[p]) - v[p] == best;
                 (best, arg, if keep { p } else { NONE })
             };
-            #[cfg(feature = "rayon")]
-            let rows: Vec<(f64, usize, usize)> = {
-                use rayon::prelude::*;
-                // At least ~64 Ki entries per task, so small problems stay cheap.
-                let min_rows = (1usize << 16).div_ceil(c.nc.max(1));
-                (0..c.nr)
-                    .into_par_iter()
-                    .with_min_len(min_rows)
-                    .map(scan)
-                    .collect()
-            };
-            #[cfg(not(feature = "rayon"))]
-            let rows: Vec<(f64, usize, usize)> = (0..c.nr).map(scan).collect();
+            let rows = map_rows(c.nr, c.nc, scan);
             for (i, (best, arg, p)) in rows.into_iter().enumerate() {
                 if best == f64::INFINITY {
                     return Err(Error::Infeasible);
