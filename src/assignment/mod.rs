@@ -60,9 +60,12 @@
 //! adjacency lists:
 //! 1. column minima `v⁰_j = min_i c_ij` and row minima `u⁰_i = min_j (c_ij − v⁰_j)`;
 //! 2. for every row the [`Candidates::K`] finite entries with the smallest `c_ij − v⁰_j`, and
-//!    for every column the `K` with the smallest `c_ij − v⁰_j − u⁰_i` (removing the row and
-//!    column means first keeps activation statistics, whose means dominate, from crowding all
-//!    rows into the same columns; the column lists give every column candidates);
+//!    for every column in fewer than `K / 2` of those row lists (all columns when such columns
+//!    are more than a quarter) the `K` with the smallest `c_ij − v⁰_j − u⁰_i` (removing the
+//!    row and column means first keeps activation statistics, whose means dominate, from
+//!    crowding all rows into the same columns; the column lists give unpopular columns
+//!    candidates too). Equal keys are ordered by a hash of the position, so that on tied
+//!    matrices the rows do not all pick the same columns;
 //! 3. the assignment problem on that graph: augmenting row reduction, then shortest augmenting
 //!    paths by Dijkstra's algorithm with a binary heap — `O(K log n)` per step instead of a
 //!    dense row scan of `n` entries;
@@ -292,11 +295,9 @@ impl Presolve {
 /// ```
 /// use ndarray::Array2;
 /// use llfc::assignment::{solve_with, Candidates, LapOptions};
-/// // A matrix whose optimum avoids every row's smallest entries: the certificate check finds
-/// // the violations and the exact phase repairs them.
-/// let c = Array2::from_shape_fn((50, 50), |(i, j)| {
-///     if i == j { 5.0 } else if j == (i + 1) % 50 { 0.0 } else { ((i * 7 + j * 3) % 11) as f64 }
-/// });
+/// // Small integers with many tied optima: the candidate optimum is checked against every
+/// // entry, and the total is the exact optimum either way.
+/// let c = Array2::from_shape_fn((50, 50), |(i, j)| ((i * 7 + j * 3) % 11) as f64);
 /// let with = |candidates| LapOptions { candidates, ..LapOptions::default() };
 /// let exact = solve_with(c.view(), false, &with(Candidates::Never))?;
 /// let sparse = solve_with(c.view(), false, &with(Candidates::Always))?;
@@ -320,7 +321,7 @@ impl Candidates {
     pub const K: usize = sparse::K;
 
     /// Size from which [`Candidates::Auto`] presolves: `2^22` entries (`2048 × 2048`). At
-    /// `n = 2048` and 4096 it takes 0.3–0.6× the time of the dense solve on the uniform,
+    /// `n = 2048` and 4096 it takes 0.3–0.5× the time of the dense solve on the uniform,
     /// Gaussian-product and activation-statistics families of `BENCHMARKS.md`; at `n = 1024`
     /// its fixed passes cost more than the dense solve saves on the easy families.
     pub const AUTO_MIN_ENTRIES: usize = 1 << 22;
