@@ -58,20 +58,12 @@ fn parse_args() -> cli::Result<Option<Args>> {
                 }
             }
             "--presolve" => {
-                presolve = match it.next().as_deref() {
-                    Some("auto") => Presolve::Auto,
-                    Some("always") => Presolve::Always,
-                    Some("never") => Presolve::Never,
-                    other => return usage(format!("unknown presolve {other:?} ({USAGE})")),
-                }
+                let modes = [Presolve::Auto, Presolve::Always, Presolve::Never];
+                presolve = mode(it.next(), modes, "presolve")?;
             }
             "--candidates" => {
-                candidates = match it.next().as_deref() {
-                    Some("auto") => Candidates::Auto,
-                    Some("always") => Candidates::Always,
-                    Some("never") => Candidates::Never,
-                    other => return usage(format!("unknown candidates {other:?} ({USAGE})")),
-                }
+                let modes = [Candidates::Auto, Candidates::Always, Candidates::Never];
+                candidates = mode(it.next(), modes, "candidates")?;
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -92,6 +84,16 @@ fn parse_args() -> cli::Result<Option<Args>> {
         presolve,
         candidates,
     }))
+}
+
+/// One of `auto|always|never` (`modes` in that order), or a usage error naming `what`.
+fn mode<T: Copy>(arg: Option<String>, modes: [T; 3], what: &str) -> cli::Result<T> {
+    match arg.as_deref() {
+        Some("auto") => Ok(modes[0]),
+        Some("always") => Ok(modes[1]),
+        Some("never") => Ok(modes[2]),
+        other => usage(format!("unknown {what} {other:?} ({USAGE})")),
+    }
 }
 
 /// Time the solve of an already loaded matrix.
