@@ -121,6 +121,7 @@ macro_rules! stat_phase {
 }
 
 mod auction;
+mod candidates;
 mod kernels;
 mod kuhn_munkres;
 mod native;
