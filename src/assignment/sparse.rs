@@ -5,13 +5,13 @@
 //!    boundaries depend on the shape only, merged in order, so the result does not depend on the
 //!    thread count). The presolve stops here when fewer than a tenth of the rows own a column
 //!    minimum (dominant rows, left to the ε-scaling auction of the dense solver).
-//! 2. **Candidates** (`candidates.rs`): for every row `i`, the `k` finite entries with the smallest `c_ij − v⁰_j`
-//!    (a threshold from block minima, then a partial selection; rows in parallel), and for every
-//!    column in fewer than `k / 2` row lists, the `k` entries with the smallest
-//!    `c_ij − v⁰_j − u⁰_i` (column blocks in parallel). The
-//!    column reduction removes the column means — activation statistics have strong ones — so
-//!    that the candidates are the entries an optimal assignment is likely to use; on uniform
-//!    random costs the optimum uses only entries of rank `O(log n)` within their rows.
+//! 2. **Candidates** (`candidates.rs`): for every row `i`, the `k` finite entries with the
+//!    smallest `c_ij − v⁰_j` (a threshold from block minima, then a partial selection; rows in
+//!    parallel), and for every column in fewer than `k / 2` row lists, the `k` entries with the
+//!    smallest `c_ij − v⁰_j − u⁰_i` (column blocks in parallel). The column reduction removes
+//!    the column means — activation statistics have strong ones — so that the candidates are
+//!    the entries an optimal assignment is likely to use; on uniform random costs the optimum
+//!    uses only entries of rank `O(log n)` within their rows.
 //! 3. **Sparse solve** on those adjacency lists (Jonker and Volgenant's sparse form): the
 //!    augmenting row reduction (square problems start from `v = v⁰`, rectangular ones from
 //!    `v = 0`), then shortest augmenting paths by Dijkstra's algorithm with a binary heap over
