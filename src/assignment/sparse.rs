@@ -442,7 +442,9 @@ mod tests {
         /// the certificate check with the dense repair (or the cold fallback) must still reach
         /// the brute-force optimum, on ties and floats alike.
         #[test]
-        fn short_lists_still_reach_the_optimum(seed in 0u64..1_000_000, n in 2usize..7, k in 1usize..3, ints: bool) {
+        fn short_lists_still_reach_the_optimum(
+            seed in 0u64..1_000_000, n in 2usize..7, k in 1usize..3, ints: bool,
+        ) {
             let data: Vec<f64> = uniform(n, n, seed)
                 .into_iter()
                 .map(|x| if ints { (x * 4.0).floor() } else { x })

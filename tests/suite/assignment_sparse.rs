@@ -217,7 +217,8 @@ proptest! {
         let m = Array2::from_shape_fn((r, c), |(i, j)| match kind {
             0 => rng.random::<f64>() * 10.0 - 3.0,
             1 => f64::from(rng.random_range(0..3u8)),
-            _ => if i != j && rng.random::<u8>() % 4 == 0 { bad } else { f64::from(rng.random_range(0..5u8)) },
+            _ if i != j && rng.random::<u8>() % 4 == 0 => bad,
+            _ => f64::from(rng.random_range(0..5u8)),
         });
         let want = brute_force(&m, maximize);
         match solve_with(m.view(), maximize, &SPARSE) {
