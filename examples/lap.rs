@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example lap -- COST.npy [--maximize] [--solver native|kuhn-munkres]
-//!     [--presolve auto|always|never]
+//!     [--presolve auto|always|never] [--candidates auto|always|never]
 //! ```
 //!
 //! `COST.npy` holds a 2-D `f64` or `f32` (or `f16`) array (C or Fortran order, either
@@ -15,7 +15,8 @@
 //! (missing file, not 2-D, NaN, infeasible, bad arguments) are one line `lap: error: …` on
 //! stderr with exit status 1; `--help` prints the usage and exits with status 0.
 //! `--presolve` chooses the native solver's f32 presolve ([`llfc::assignment::Presolve`],
-//! default `auto`).
+//! default `auto`); `--candidates` its sparse candidate presolve
+//! ([`llfc::assignment::Candidates`], default `auto`).
 //! `benches/compare_lap.py` drives it.
 
 use std::process::ExitCode;
@@ -25,24 +26,26 @@ use std::time::Instant;
 mod cli;
 
 use cli::{usage, CliError};
-use llfc::assignment::{solve_with, Assignment, LapOptions, Presolve, Solver};
+use llfc::assignment::{solve_with, Assignment, Candidates, LapOptions, Presolve, Solver};
 use llfc::io::{read_npy_with_dtype, Dtype};
 use ndarray::{Array2, ArrayD, Ix2};
 
 const USAGE: &str =
-    "usage: lap COST.npy [--maximize] [--solver native|kuhn-munkres] [--presolve auto|always|never]";
+    "usage: lap COST.npy [--maximize] [--solver native|kuhn-munkres] [--presolve auto|always|never] [--candidates auto|always|never]";
 
 struct Args {
     path: String,
     maximize: bool,
     solver: Solver,
     presolve: Presolve,
+    candidates: Candidates,
 }
 
 /// The arguments, or `None` for `--help` (usage printed).
 fn parse_args() -> cli::Result<Option<Args>> {
     let (mut path, mut maximize, mut solver) = (None, false, Solver::Native);
     let mut presolve = Presolve::Auto;
+    let mut candidates = Candidates::Auto;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -55,12 +58,12 @@ fn parse_args() -> cli::Result<Option<Args>> {
                 }
             }
             "--presolve" => {
-                presolve = match it.next().as_deref() {
-                    Some("auto") => Presolve::Auto,
-                    Some("always") => Presolve::Always,
-                    Some("never") => Presolve::Never,
-                    other => return usage(format!("unknown presolve {other:?} ({USAGE})")),
-                }
+                let modes = [Presolve::Auto, Presolve::Always, Presolve::Never];
+                presolve = mode(it.next(), modes, "presolve")?;
+            }
+            "--candidates" => {
+                let modes = [Candidates::Auto, Candidates::Always, Candidates::Never];
+                candidates = mode(it.next(), modes, "candidates")?;
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -79,7 +82,18 @@ fn parse_args() -> cli::Result<Option<Args>> {
         maximize,
         solver,
         presolve,
+        candidates,
     }))
+}
+
+/// One of `auto|always|never` (`modes` in that order), or a usage error naming `what`.
+fn mode<T: Copy>(arg: Option<String>, modes: [T; 3], what: &str) -> cli::Result<T> {
+    match arg.as_deref() {
+        Some("auto") => Ok(modes[0]),
+        Some("always") => Ok(modes[1]),
+        Some("never") => Ok(modes[2]),
+        other => usage(format!("unknown {what} {other:?} ({USAGE})")),
+    }
 }
 
 /// Time the solve of an already loaded matrix.
@@ -87,6 +101,7 @@ fn timed<F: llfc::Float>(cost: &Array2<F>, args: &Args) -> llfc::Result<(Assignm
     let options = LapOptions {
         solver: args.solver,
         presolve: args.presolve,
+        candidates: args.candidates,
         ..LapOptions::default()
     };
     let t0 = Instant::now();

@@ -2,8 +2,11 @@
 //! the exact potential update of the row reductions. Written as fixed-width chunks of
 //! independent lanes so that LLVM vectorises them for the baseline x86-64 target (SSE2), and
 //! kept out of line where inlining made LLVM lose the no-alias facts it needs for that.
+//! Also the row-parallel passes (`map_rows`, `map_row_chunks`, `column_minima`): rows or
+//! chunks of rows whose boundaries depend on the shape only, so that their results are the same
+//! bits for any number of threads.
 
-use super::native::NONE;
+use super::native::{Costs, NONE};
 use crate::float::Float;
 
 /// Read an entry as f64, negated when the problem is a maximisation.
@@ -270,6 +273,83 @@ pub(super) fn find_at(dt: &[f64], best: f64) -> Option<usize> {
         }
     }
     None
+}
+
+/// Rows per task of the row-parallel passes: at least ~64 Ki entries, so that small problems
+/// stay cheap. Depends on the shape only (never on the thread count).
+fn rows_per_task(nc: usize) -> usize {
+    (1usize << 16).div_ceil(nc.max(1))
+}
+
+/// `f(i)` for every row `i < nr` of a matrix with `nc` columns, in row order (in parallel with
+/// `rayon`; the rows are independent, so the result does not depend on the thread count).
+pub(super) fn map_rows<R: Send>(
+    nr: usize,
+    nc: usize,
+    f: impl Fn(usize) -> R + Sync + Send,
+) -> Vec<R> {
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        (0..nr)
+            .into_par_iter()
+            .with_min_len(rows_per_task(nc))
+            .map(&f)
+            .collect()
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        let _ = nc;
+        (0..nr).map(f).collect()
+    }
+}
+
+/// `f(rows)` for consecutive chunks of rows whose boundaries depend on `(nr, nc)` only, in
+/// chunk order (in parallel with `rayon`): a reduction over the rows that merges the chunks'
+/// results in this order gives the same bits whatever the thread count.
+pub(super) fn map_row_chunks<R: Send>(
+    nr: usize,
+    nc: usize,
+    f: impl Fn(std::ops::Range<usize>) -> R + Sync + Send,
+) -> Vec<R> {
+    // At most ~64 chunks: each result may be a column-length vector.
+    let per = rows_per_task(nc).max(nr.div_ceil(64)).max(1);
+    map_rows(nr.div_ceil(per), 1 << 16, |q| {
+        f(q * per..((q + 1) * per).min(nr))
+    })
+}
+
+/// `min_i c_ij` for every column (`+∞` for a column of forbidden entries only) and the first
+/// row attaining it.
+pub(super) fn column_minima<T: Float, const NEG: bool>(c: Costs<'_, T>) -> (Vec<f64>, Vec<usize>) {
+    let parts = map_row_chunks(c.nr, c.nc, |rows| {
+        let mut m = vec![f64::INFINITY; c.nc];
+        let mut arg = vec![NONE; c.nc];
+        for i in rows {
+            for ((mj, aj), &x) in m.iter_mut().zip(&mut arg).zip(c.row(i)) {
+                let x = ld::<T, NEG>(x);
+                if x < *mj {
+                    *mj = x;
+                    *aj = i;
+                }
+            }
+        }
+        (m, arg)
+    });
+    // Merge in row order: a later chunk wins only with a strictly smaller value.
+    let mut it = parts.into_iter();
+    let (mut m, mut arg) = it
+        .next()
+        .unwrap_or_else(|| (vec![f64::INFINITY; c.nc], vec![NONE; c.nc]));
+    for (pm, pa) in it {
+        for q in 0..c.nc {
+            if pm[q] < m[q] {
+                m[q] = pm[q];
+                arg[q] = pa[q];
+            }
+        }
+    }
+    (m, arg)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! the inequality of another row. The shortest-path phase starts from these invariants, so its
 //! result is optimal up to the rounding of the path lengths themselves (as in SciPy).
 
-use super::kernels::{ld, lowered, two_smallest};
+use super::kernels::{column_minima, ld, lowered, map_rows, two_smallest};
 use super::sap::Sap;
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -197,19 +197,12 @@ impl State {
         c: Costs<'_, T>,
     ) -> Result<Vec<usize>> {
         let n = c.nc;
-        let v = &mut self.v;
-        v.fill(f64::INFINITY);
-        let y = &mut self.row4col;
-        // Row-wise pass (cache friendly): v_j = min_i c_ij, y_j = first arg-min.
-        for i in 0..n {
-            for (j, &x) in c.row(i).iter().enumerate() {
-                let x = ld::<T, NEG>(x);
-                if x < v[j] {
-                    v[j] = x;
-                    y[j] = i;
-                }
-            }
-        }
+        // Column minima v_j = min_i c_ij and their first rows y_j (row-parallel chunks merged
+        // in order: the same bits for any thread count).
+        let (v, y) = column_minima::<T, NEG>(c);
+        self.v = v;
+        self.row4col = y;
+        let (v, y) = (&self.v, &mut self.row4col);
         if v.iter().any(|x| x.is_infinite()) {
             return Err(Error::Infeasible); // a column of forbidden entries only
         }
@@ -383,19 +376,7 @@ impl State {
                 let keep = p < c.nc && ld::<T, NEG>(row[p]) - v[p] == best;
                 (best, arg, if keep { p } else { NONE })
             };
-            #[cfg(feature = "rayon")]
-            let rows: Vec<(f64, usize, usize)> = {
-                use rayon::prelude::*;
-                // At least ~64 Ki entries per task, so small problems stay cheap.
-                let min_rows = (1usize << 16).div_ceil(c.nc.max(1));
-                (0..c.nr)
-                    .into_par_iter()
-                    .with_min_len(min_rows)
-                    .map(scan)
-                    .collect()
-            };
-            #[cfg(not(feature = "rayon"))]
-            let rows: Vec<(f64, usize, usize)> = (0..c.nr).map(scan).collect();
+            let rows = map_rows(c.nr, c.nc, scan);
             for (i, (best, arg, p)) in rows.into_iter().enumerate() {
                 if best == f64::INFINITY {
                     return Err(Error::Infeasible);

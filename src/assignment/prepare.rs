@@ -12,7 +12,7 @@
 use ndarray::ArrayView2;
 
 use super::native::{self, Costs, Start, NONE};
-use super::{kuhn_munkres, scipy_ties, Assignment, Duals, Presolve, Ties};
+use super::{kuhn_munkres, scipy_ties, sparse, Assignment, Duals, LapOptions, Presolve, Ties};
 use crate::error::{Error, Result};
 use crate::float::Float;
 
@@ -115,9 +115,9 @@ impl<'a, F: Float> Prepared<'a, F> {
     pub(super) fn solve_native(
         &self,
         previous: Option<&Assignment>,
-        presolve: Presolve,
-        ties: Ties,
+        options: &LapOptions,
     ) -> Result<Assignment> {
+        let ties = options.ties;
         if self.nr == 0 {
             return Ok(self.finish(Vec::new(), Some((vec![0.0; self.nr], vec![0.0; self.nc]))));
         }
@@ -136,10 +136,13 @@ impl<'a, F: Float> Prepared<'a, F> {
             }
             (v, col4row)
         });
-        let presolved = if warm.is_none() && presolve.wanted(self.nr * self.nc) {
-            self.presolve_f32()
-        } else {
+        let presolved = if warm.is_some() {
             None
+        } else if options.candidates.wanted(self.nr, self.nc) {
+            self.presolve_sparse()
+                .or_else(|| self.presolve_f32(options.presolve))
+        } else {
+            self.presolve_f32(options.presolve)
         };
         let start = match (&warm, &presolved) {
             (Some((v, col4row)), _) => Start::Warm {
@@ -169,8 +172,8 @@ impl<'a, F: Float> Prepared<'a, F> {
     /// warm-start the exact solve. `None` when the matrix is already f32, or when rounding
     /// would turn a finite entry infinite, or when the rounded problem has no finite solution
     /// (the exact solve then starts cold and reports what it finds).
-    fn presolve_f32(&self) -> Option<native::Solution> {
-        if F::DTYPE != f64::DTYPE {
+    fn presolve_f32(&self, presolve: Presolve) -> Option<native::Solution> {
+        if !presolve.wanted(self.nr * self.nc) || F::DTYPE != f64::DTYPE {
             return None; // f32 input (even when copied to f64 for a transpose) is f32 already
         }
         let data: Vec<f32> = match &self.owned {
@@ -183,6 +186,22 @@ impl<'a, F: Float> Prepared<'a, F> {
         } else {
             native::solve::<f32, false>(c, Start::Cold).ok()
         }
+    }
+
+    /// Solve the sparse candidate graph (`sparse.rs`); its potentials and matching then
+    /// warm-start the exact solve, whose first pass checks the certificate on the full matrix.
+    fn presolve_sparse(&self) -> Option<native::Solution> {
+        let sol = match (&self.owned, self.maximize) {
+            (Some(d), false) => sparse::presolve::<f64, false>(self.costs(d), sparse::K),
+            (Some(d), true) => sparse::presolve::<f64, true>(self.costs(d), sparse::K),
+            (None, false) => sparse::presolve::<F, false>(self.costs(self.slice()), sparse::K),
+            (None, true) => sparse::presolve::<F, true>(self.costs(self.slice()), sparse::K),
+        }?;
+        Some(native::Solution {
+            col4row: sol.col4row,
+            u: Vec::new(),
+            v: sol.v,
+        })
     }
 
     /// Run the Kuhn–Munkres backend.

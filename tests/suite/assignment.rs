@@ -8,8 +8,8 @@
 
 use approx::assert_relative_eq;
 use llfc::assignment::{
-    linear_sum_assignment, linear_sum_assignment_warm, solve_with, Assignment, LapOptions,
-    Presolve, Solver, Ties,
+    linear_sum_assignment, linear_sum_assignment_warm, solve_with, Assignment, Candidates,
+    LapOptions, Presolve, Solver, Ties,
 };
 use llfc::Error;
 use ndarray::{array, Array2};
@@ -20,6 +20,7 @@ use rand_chacha::ChaCha8Rng;
 pub(super) const KM: LapOptions = LapOptions {
     solver: Solver::KuhnMunkres,
     presolve: Presolve::Never,
+    candidates: Candidates::Never,
     ties: Ties::Any,
 };
 
@@ -27,6 +28,7 @@ pub(super) const KM: LapOptions = LapOptions {
 pub(super) const ALWAYS: LapOptions = LapOptions {
     solver: Solver::Native,
     presolve: Presolve::Always,
+    candidates: Candidates::Never,
     ties: Ties::Any,
 };
 
@@ -34,6 +36,7 @@ pub(super) const ALWAYS: LapOptions = LapOptions {
 pub(super) const NEVER: LapOptions = LapOptions {
     solver: Solver::Native,
     presolve: Presolve::Never,
+    candidates: Candidates::Never,
     ties: Ties::Any,
 };
 

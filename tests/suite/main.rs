@@ -8,6 +8,7 @@ mod align_cli;
 mod align_structured;
 mod assignment;
 mod assignment_auction;
+mod assignment_sparse;
 mod attribution;
 mod attribution_scale;
 mod cli_support;
