@@ -108,10 +108,13 @@ def test_progress_exceptions_propagate():
 def test_ctrl_c_interrupts_a_long_matching():
     """A real SIGINT while the main thread is inside the Rust loop (GIL released) raises
     KeyboardInterrupt at the next step: the signal is sent 30 % into the first sweep of a run
-    that needs several sweeps, and the run stops long before its uninterrupted duration."""
+    that needs several sweeps, and the run stops long before its uninterrupted duration.
+    Widths of 1024 make the run last ~1 s (first sweep ~0.4 s), so that the timer thread fires
+    well inside it even on a loaded machine (at 384 units the whole run took 76 ms and the
+    signal could arrive after it had returned)."""
     spec = llfc.PermutationSpec.mlp(5)
-    a = random_params(mlp_shapes([64, 384, 384, 384, 384, 10]), 11)
-    b = random_params(mlp_shapes([64, 384, 384, 384, 384, 10]), 12)
+    a = random_params(mlp_shapes([64, 1024, 1024, 1024, 1024, 10]), 11)
+    b = random_params(mlp_shapes([64, 1024, 1024, 1024, 1024, 10]), 12)
     t0 = time.perf_counter()
     llfc.weight_matching(spec, a, b, fixed_order=True, max_iter=1)
     first_sweep = time.perf_counter() - t0
