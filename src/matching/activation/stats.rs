@@ -177,13 +177,27 @@ impl ActivationStats {
             }
             start = end;
         }
-        let n = n1 + n2;
-        self.m_a = &self.m_a + &sq_a + &(da.mapv(|x| x * x) * w);
-        self.m_b = &self.m_b + &sq_b + &(db.mapv(|x| x * x) * w);
+        self.merge_vectors(nb as u64, (da, db), (&sq_a, &sq_b), w);
+        Ok(())
+    }
+
+    /// The per-unit part of Chan et al.'s merge with `n_other` samples whose means are
+    /// `μ + δ` and whose centred squares are `sq`, `w = n n_other / (n + n_other)`:
+    /// `m ← m + sq + w δ²`, `μ ← μ + δ · n_other / (n + n_other)`, `n ← n + n_other`.
+    fn merge_vectors(
+        &mut self,
+        n_other: u64,
+        (da, db): (Array1<f64>, Array1<f64>),
+        (sq_a, sq_b): (&Array1<f64>, &Array1<f64>),
+        w: f64,
+    ) {
+        #[allow(clippy::cast_precision_loss)]
+        let (n2, n) = (n_other as f64, (self.n + n_other) as f64);
+        self.m_a = &self.m_a + sq_a + &(da.mapv(|x| x * x) * w);
+        self.m_b = &self.m_b + sq_b + &(db.mapv(|x| x * x) * w);
         self.mean_a = &self.mean_a + &(da * (n2 / n));
         self.mean_b = &self.mean_b + &(db * (n2 / n));
-        self.n += nb as u64;
-        Ok(())
+        self.n += n_other;
     }
 
     /// Add features of any rank: 2-D `[batch, units]`; 3-D token features `[batch, tokens, d]`
@@ -241,15 +255,12 @@ impl ActivationStats {
                 .and(&db)
                 .for_each(|m, &o, &y| *m = *m + o + x * y * w);
         }
-        self.m_a = &self.m_a + &other.m_a + &(da.mapv(|x| x * x) * w);
-        self.m_b = &self.m_b + &other.m_b + &(db.mapv(|x| x * x) * w);
-        self.mean_a = &self.mean_a + &(da * (n2 / n));
-        self.mean_b = &self.mean_b + &(db * (n2 / n));
-        self.n += other.n;
+        self.merge_vectors(other.n, (da, db), (&other.m_a, &other.m_b), w);
         Ok(())
     }
 
-    /// The `[d_a, d_b]` similarity matrix of `statistic` (see the [module docs](crate::matching::activation)).
+    /// The `[d_a, d_b]` similarity matrix of `statistic` (see the
+    /// [module docs](crate::matching::activation)).
     ///
     /// # Errors
     /// [`Error::EmptyInput`] if no sample was seen.
