@@ -216,7 +216,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             let alignment = cca_alignment_from_features(&ha, &hb, &options)?;
             let aligned = apply_cca(&spec, &alignment, b)?;
             // The method stored in the result is unused: the row is labelled by `pair`.
-            let result = measure(Method::Naive, a, &aligned, &data, &alphas)?;
+            let result = measure(Method::Naive, a, &aligned, &data, &alphas, &alphas)?;
             rows.push(Measured {
                 pair: Pair::Cca(ridge),
                 change: Some(mlp_function_change(b, &aligned, &data.x_test)?),

@@ -416,7 +416,6 @@ pub fn commutativity_matching<F: Float>(
         .collect();
     let initial_objective: f64 = terms.iter().sum();
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-    let mut warm: Vec<Option<LapWarm>> = vec![None; hidden];
     // The last LAP of `S_ℓ` per layer, to warm-start the next (after `P_{ℓ−1}` changed).
     let mut term_warm: Vec<Option<LapWarm>> = vec![None; hidden];
     let mut bound_laps: Vec<BoundLaps> = (0..hidden).map(|_| BoundLaps::default()).collect();
@@ -439,8 +438,10 @@ pub fn commutativity_matching<F: Float>(
             let cache = &*cache;
             let coef = cache.frank_wolfe(&perms[l]);
             let mut candidates = Vec::new();
-            let (vertex, sol) = lap_max(coef.view(), options.solver, warm[l].as_ref())?;
-            warm[l] = Some(sol);
+            // Solved cold: the linearisation changes too much between visits for the last
+            // solution's duals to help (on llfc_digits' wide net, warm starts made these LAPs
+            // slower: all its matching LAPs took 0.76 s warm, 0.61 s cold).
+            let (vertex, _) = lap_max(coef.view(), options.solver, None)?;
             candidates.push((StepKind::FrankWolfe, 0.0, Some(vertex)));
             let gap = mean_gap(&coef, &perms[l]);
             for k in 0..options.max_backtracks {

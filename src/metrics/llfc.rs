@@ -1,12 +1,13 @@
 //! LLFC at one layer (`E[1 − cos_α]`, baseline, scale) and the report over a whole MLP.
 
-use ndarray::{Array2, ArrayBase, ArrayView2, Axis, Data, Ix2, RemoveAxis, Zip};
+use ndarray::{Array2, ArrayBase, ArrayView2, Axis, Data, Ix2, RemoveAxis};
 
 use super::cosine::{cosine_distances_unchecked, cosine_from_sums};
-use super::scaled::{common, exponent, ldexp, max_abs, pow2};
+use super::residuals::weak_additivity_unchecked;
+use super::scaled::{common, contiguous, exponent, lane_sums, ldexp, max_abs_lanes, pow2};
 use super::{
-    check_alpha, check_features, check_same, commutativity, par_join, par_map, weak_additivity,
-    Commutativity, CosineVariant, SampleStats, WeakAdditivity,
+    check_alpha, check_features, check_same, commutativity, par_join, par_map, Commutativity,
+    CosineVariant, SampleStats, WeakAdditivity,
 };
 use crate::error::{Error, Result};
 use crate::float::Float;
@@ -91,18 +92,18 @@ where
         .zip(f_a.axis_iter(Axis(0)))
         .zip(f_b.axis_iter(Axis(0)))
         .map(|((r, ra), rb)| {
-            let e_alpha = exponent(max_abs(&r));
+            let (r, ra, rb) = (contiguous(&r), contiguous(&ra), contiguous(&rb));
+            let n = r.len();
+            let (r, ra, rb) = (&r[..n], &ra[..n], &rb[..n]);
+            let e_alpha = exponent(max_abs_lanes(r));
             // |α x + β y| ≤ (|α| + |β|) max(|x|, |y|).
-            let bound = (alpha.abs() + beta.abs()) * max_abs(&ra).max(max_abs(&rb));
+            let bound = (alpha.abs() + beta.abs()) * max_abs_lanes(ra).max(max_abs_lanes(rb));
             let e_int = exponent(bound);
             let (s_alpha, s_int) = (pow2(-e_alpha), pow2(-e_int));
-            let (mut dot, mut n_alpha, mut n_int) = (0.0, 0.0, 0.0);
-            Zip::from(&r).and(&ra).and(&rb).for_each(|&v, &x, &y| {
-                let v = v.as_f64() * s_alpha;
-                let int = alpha * (x.as_f64() * s_int) + beta * (y.as_f64() * s_int);
-                dot += v * int;
-                n_alpha += v * v;
-                n_int += int * int;
+            let [dot, n_alpha, n_int] = lane_sums(n, |k| {
+                let v = r[k].as_f64() * s_alpha;
+                let int = alpha * (ra[k].as_f64() * s_int) + beta * (rb[k].as_f64() * s_int);
+                [v * int, v * v, int * int]
             });
             InterpolationSums {
                 dot,
@@ -343,7 +344,7 @@ type AlphaRow = (Vec<LlfcLayer>, Vec<LlfcLayer>, Vec<WeakAdditivity>);
 /// - [`llfc_layer`] on the pre-activations `z_ℓ` and on the post-activations `h_ℓ` (the last
 ///   layer's post-activation is the logits): `E[1 − cos_α]`, the baseline `E[1 − cos_{A,B}]`
 ///   and the scale `c`;
-/// - [`weak_additivity`] of A's and B's pre-activations at α (hidden layers);
+/// - [`weak_additivity`](super::weak_additivity) of A's and B's pre-activations at α (hidden layers);
 /// - once per layer, [`commutativity`] of `W_A^ℓ`, `W_B^ℓ` with the previous layer's
 ///   post-activations of A and B.
 ///
@@ -438,7 +439,8 @@ pub fn llfc_report_mlp<F: Float, S: Data<Elem = F>>(
             let pre = layer(&f.pre[l], &fa.pre[l], &fb.pre[l], base_pre)?;
             let post = layer(&f.post[l], &fa.post[l], &fb.post[l], base_post)?;
             let weak = if l + 1 < num_layers {
-                Some(weak_additivity(&fa.pre[l], &fb.pre[l], alpha)?)
+                // α and A's and B's pre-activations were checked above.
+                Some(weak_additivity_unchecked(&fa.pre[l], &fb.pre[l], alpha))
             } else {
                 None
             };

@@ -87,12 +87,21 @@ fn check_features<F: Float, S: Data<Elem = F>, D: Dimension>(
             what: format!("{what} of shape {:?}", x.shape()),
         });
     }
-    if x.iter().any(|v| !v.is_finite()) {
+    if !all_finite(x) {
         return Err(Error::NonFinite {
             what: what.to_string(),
         });
     }
     Ok(())
+}
+
+/// Whether every entry of `x` is finite (through a slice in standard layout, without early
+/// exit, so that the loop vectorises).
+fn all_finite<F: Float, S: Data<Elem = F>, D: Dimension>(x: &ArrayBase<S, D>) -> bool {
+    match x.as_slice() {
+        Some(values) => values.iter().fold(true, |ok, v| ok & v.is_finite()),
+        None => x.iter().all(|v| v.is_finite()),
+    }
 }
 
 /// Check that `found` has the shape of `reference` (named `ref_what`), then check `found` alone.

@@ -4,7 +4,7 @@
 use ndarray::{Array2, ArrayBase, ArrayView2, Axis, Data, RemoveAxis, Zip};
 
 use super::cosine::cosine_from_sums;
-use super::scaled::{common, exponent, ldexp, max_abs, pow2};
+use super::scaled::{common, contiguous, exponent, lane_sums, ldexp, max_abs, max_abs_lanes, pow2};
 use super::{
     check_alpha, check_features, check_same, distance_sums, relative_from_sums, vanilla_from_sums,
     CosineVariant, SampleStats,
@@ -67,6 +67,22 @@ pub fn weak_additivity<F: Float, S1: Data<Elem = F>, S2: Data<Elem = F>, D: Remo
     check_alpha(alpha)?;
     check_features(z_a, "pre-activations Z_A")?;
     check_same(z_a, z_b, "pre-activations Z_B", "pre-activations Z_A")?;
+    Ok(weak_additivity_unchecked(z_a, z_b, alpha))
+}
+
+/// [`weak_additivity`] of inputs already checked (finite α, `z_a` and `z_b` finite, non-empty,
+/// of one shape).
+pub(super) fn weak_additivity_unchecked<F, S1, S2, D>(
+    z_a: &ArrayBase<S1, D>,
+    z_b: &ArrayBase<S2, D>,
+    alpha: f64,
+) -> WeakAdditivity
+where
+    F: Float,
+    S1: Data<Elem = F>,
+    S2: Data<Elem = F>,
+    D: RemoveAxis,
+{
     let beta = 1.0 - alpha;
     // Per sample: both sides of the sample divided by one power of two near the largest
     // magnitude they can reach (ReLU is positively homogeneous, so left and right scale alike);
@@ -76,18 +92,22 @@ pub fn weak_additivity<F: Float, S1: Data<Elem = F>, S2: Data<Elem = F>, D: Remo
         .axis_iter(Axis(0))
         .zip(z_b.axis_iter(Axis(0)))
         .map(|(ra, rb)| {
-            let bound = (alpha.abs() + beta.abs()) * max_abs(&ra).max(max_abs(&rb));
+            let (ra, rb) = (contiguous(&ra), contiguous(&rb));
+            let n = ra.len();
+            let (ra, rb) = (&ra[..n], &rb[..n]);
+            let bound = (alpha.abs() + beta.abs()) * max_abs_lanes(ra).max(max_abs_lanes(rb));
             let e = exponent(bound);
             let s = pow2(-e);
-            let (mut diff, mut dot, mut sl, mut sr) = (0.0, 0.0, 0.0, 0.0);
-            Zip::from(&ra).and(&rb).for_each(|&x, &y| {
-                let (x, y) = (x.as_f64() * s, y.as_f64() * s);
+            let [diff, dot, sl, sr] = lane_sums(n, |k| {
+                let (x, y) = (ra[k].as_f64() * s, rb[k].as_f64() * s);
                 let left = (alpha * x + beta * y).max(0.0);
                 let right = alpha * x.max(0.0) + beta * y.max(0.0);
-                diff += (left - right) * (left - right);
-                dot += left * right;
-                sl += left * left;
-                sr += right * right;
+                [
+                    (left - right) * (left - right),
+                    left * right,
+                    left * left,
+                    right * right,
+                ]
             });
             sums.push((diff, sl, sr, e));
             cosine_from_sums(dot, sl, sr).map(|c| CosineVariant::Signed.distance(c))
@@ -96,12 +116,12 @@ pub fn weak_additivity<F: Float, S1: Data<Elem = F>, S2: Data<Elem = F>, D: Remo
     let (diff, _) = common(sums.iter().map(|t| (t.0, t.3)), 2);
     let (nl, _) = common(sums.iter().map(|t| (t.1, t.3)), 2);
     let (nr, _) = common(sums.iter().map(|t| (t.2, t.3)), 2);
-    Ok(WeakAdditivity {
+    WeakAdditivity {
         alpha,
         relative: relative_from_sums(diff, nr),
         vanilla: vanilla_from_sums(diff, nl, nr),
         cosine: SampleStats::from_values(values),
-    })
+    }
 }
 
 /// Commutativity residuals of one layer (see [`commutativity`]).

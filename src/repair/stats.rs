@@ -191,9 +191,7 @@ impl UnitStats {
         let mut sum = vec![0.0f64; units];
         if let Some(rows) = &rows {
             for sample in rows.rows() {
-                for (s, &v) in sum.iter_mut().zip(&sample) {
-                    *s += v.as_f64();
-                }
+                zip_row(&mut sum, sample, |s, v, _| *s += v);
             }
         }
         for sample in batch.outer_iter().filter(|_| rows.is_none()) {
@@ -213,11 +211,13 @@ impl UnitStats {
         let mean: Array1<f64> = sum.iter().map(|s| s / nb).collect();
         let mut m2 = Array1::<f64>::zeros(units);
         if let Some(rows) = &rows {
+            let mean = mean.as_slice().expect("a new array is contiguous");
+            let m2 = m2.as_slice_mut().expect("a new array is contiguous");
             for sample in rows.rows() {
-                for ((m, &mu), &v) in m2.iter_mut().zip(&mean).zip(&sample) {
-                    let d = v.as_f64() - mu;
+                zip_row(m2, sample, |m, v, k| {
+                    let d = v - mean[k];
                     *m += d * d;
-                }
+                });
             }
         }
         for sample in batch.outer_iter().filter(|_| rows.is_none()) {
@@ -271,6 +271,27 @@ impl UnitStats {
         }
         self.n += other.n;
         Ok(())
+    }
+}
+
+/// `f(acc[k], row[k] as f64, k)` for every unit `k` in order, through a slice when the row is
+/// contiguous (so that the loop vectorises); the same operations in the same order either way.
+fn zip_row<F: Float>(
+    acc: &mut [f64],
+    row: ArrayView1<'_, F>,
+    mut f: impl FnMut(&mut f64, f64, usize),
+) {
+    match row.as_slice() {
+        Some(xs) => acc
+            .iter_mut()
+            .zip(xs)
+            .enumerate()
+            .for_each(|(k, (a, &v))| f(a, v.as_f64(), k)),
+        None => acc
+            .iter_mut()
+            .zip(&row)
+            .enumerate()
+            .for_each(|(k, (a, &v))| f(a, v.as_f64(), k)),
     }
 }
 

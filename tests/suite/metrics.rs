@@ -547,3 +547,55 @@ proptest! {
         prop_assert!(w.cosine.values.iter().flatten().all(|&v| v == 0.0));
     }
 }
+
+/// `values` spread over every other column of a wider array: a view with the same values and
+/// a column stride of 2 (not contiguous).
+fn strided(values: &Array2<f32>) -> Array2<f32> {
+    let (n, d) = values.dim();
+    let mut wide = Array2::from_elem((n, 2 * d), f32::NAN);
+    wide.slice_mut(ndarray::s![.., ..;2]).assign(values);
+    wide
+}
+
+/// The per-sample sums read each row in logical order whatever the layout: strided and
+/// reversed views give the values of their standard-layout copies, bit for bit (the structs'
+/// `PartialEq` compares every f64 exactly), and a NaN in a strided view is still refused.
+#[test]
+fn strided_features_give_the_values_of_contiguous_ones() -> TestResult {
+    // 21 units: not a multiple of the 8 partial sums, so the tails are exercised too.
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    let mut draw = || Array2::from_shape_simple_fn((37, 21), || rng.random::<f32>() * 4.0 - 2.0);
+    let (f_alpha, f_a, f_b) = (draw(), draw(), draw());
+    let (w_alpha, w_a, w_b) = (strided(&f_alpha), strided(&f_a), strided(&f_b));
+    let cols = ndarray::s![.., ..;2];
+    let (v_alpha, v_a, v_b) = (w_alpha.slice(cols), w_a.slice(cols), w_b.slice(cols));
+    assert!(v_a.as_slice().is_none(), "the view must not be contiguous");
+    for alpha in [0.0, 0.3, 0.5, 1.0] {
+        assert_eq!(
+            llfc_layer(&v_alpha, &v_a, &v_b, alpha, CosineVariant::Signed)?,
+            llfc_layer(&f_alpha, &f_a, &f_b, alpha, CosineVariant::Signed)?
+        );
+        assert_eq!(
+            interpolation_scale(&v_alpha, &v_a, &v_b, alpha)?,
+            interpolation_scale(&f_alpha, &f_a, &f_b, alpha)?
+        );
+        assert_eq!(
+            weak_additivity(&v_a, &v_b, alpha)?,
+            weak_additivity(&f_a, &f_b, alpha)?
+        );
+        // Reversed rows: the samples in the other order, as views and as copies.
+        let rev = ndarray::s![..;-1, ..];
+        let (r_a, r_b) = (f_a.slice(rev), f_b.slice(rev));
+        assert_eq!(
+            weak_additivity(&r_a, &r_b, alpha)?,
+            weak_additivity(&r_a.to_owned(), &r_b.to_owned(), alpha)?
+        );
+    }
+    let mut bad = w_b.clone();
+    bad[[5, 6]] = f32::INFINITY; // column 3 of the strided view
+    assert!(matches!(
+        weak_additivity(&v_a, &bad.slice(cols), 0.5),
+        Err(Error::NonFinite { .. })
+    ));
+    Ok(())
+}
