@@ -40,7 +40,8 @@ pub struct RepairRow {
     pub llfc: Vec<(LayerLlfc, LayerLlfc)>,
 }
 
-/// REPAIR'd θ(α) for every α of `alphas`: A's and B's statistics once, then each α in parallel.
+/// REPAIR'd θ(α) for every α of `alphas`: A's and B's statistics once, then each α in parallel
+/// (the endpoints as they are).
 fn repaired_path(
     a: &Params<Real>,
     b: &Params<Real>,
@@ -54,6 +55,11 @@ fn repaired_path(
     alphas
         .par_iter()
         .map(|&alpha| {
+            // θ(0) = B and θ(1) = A exactly: their statistics are the targets already, so
+            // REPAIR would fold the identity (scale 1, shift 0) into them.
+            if alpha == 0.0 || alpha == 1.0 {
+                return a.interpolate(b, alpha);
+            }
             let targets = stats_a
                 .iter()
                 .zip(&stats_b)

@@ -26,6 +26,7 @@ use super::{gram_column, gram_into, transposed, GramRow, Moments};
 use rows::{RoundBuffers, RowLayout};
 
 /// `G[a, b]` with `a`, `b` matched to B's units `qa`, `qb`.
+#[inline]
 fn entry(m: &Moments, a: usize, b: usize, qa: usize, qb: usize) -> f64 {
     m.aa[[a, b]] - m.ab[[a, qb]] - m.ab[[b, qa]] + m.bb[[qa, qb]]
 }
