@@ -29,7 +29,9 @@
 
 use crate::error::{Error, Result};
 use crate::float::Float;
-use crate::metrics::par_map;
+#[cfg(doc)]
+use crate::metrics::llfc_report_mlp;
+use crate::metrics::{llfc_report_mlp_with, par_map, CosineVariant, LlfcReport};
 use crate::mlp;
 use crate::params::Params;
 use ndarray::{ArrayBase, Data, Ix2};
@@ -161,7 +163,12 @@ where
     E: Fn(f64) -> Result<(f64, f64)> + Sync + Send,
 {
     check_alphas(alphas)?;
-    let points = par_map(alphas, |&a| eval(a));
+    from_points(alphas, par_map(alphas, |&a| eval(a)))
+}
+
+/// The curve of `points[k] = (loss, error)` at `alphas[k]`: the first error in grid order, or
+/// [`Error::NonFinite`] for a NaN or infinite value.
+fn from_points(alphas: &[f64], points: Vec<Result<(f64, f64)>>) -> Result<Curve> {
     let (mut loss, mut error) = (Vec::with_capacity(alphas.len()), Vec::new());
     for (point, &alpha) in points.into_iter().zip(alphas) {
         let (l, e) = point?;
@@ -216,6 +223,51 @@ pub fn mlp_curve<F: Float, S: Data<Elem = F>>(
         let eval = mlp::evaluate(&a.interpolate(b, alpha)?, &x, labels)?;
         Ok((eval.loss, 1.0 - eval.accuracy))
     })
+}
+
+/// [`mlp_curve`] and [`llfc_report_mlp`] of the same pair on the same inputs `x` and grid, from
+/// one forward pass of `θ(α)` per α instead of two: the curve's loss and error are read from
+/// the logits of the features the report measures. Both results are exactly (bit for bit)
+/// those of the two functions called separately.
+///
+/// # Errors
+/// What [`mlp_curve`] and [`llfc_report_mlp`] report; when both would fail, the first α's
+/// error (the report's before the curve's for one α).
+///
+/// # Examples
+/// ```
+/// use llfc::metrics::{llfc_report_mlp, CosineVariant};
+/// use rand::SeedableRng;
+/// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+/// let a = llfc::mlp::init::<f64, _>(&[2, 8, 2], &mut rng)?;
+/// let b = llfc::mlp::init::<f64, _>(&[2, 8, 2], &mut rng)?;
+/// let x = ndarray::array![[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]];
+/// let (grid, labels) = (llfc::lmc::uniform_grid(5)?, [0, 1, 1]);
+/// let signed = CosineVariant::Signed;
+/// let (curve, report) = llfc::lmc::mlp_curve_and_report(&a, &b, &x, &labels, &grid, signed)?;
+/// assert_eq!(curve, llfc::lmc::mlp_curve(&a, &b, &x, &labels, &grid)?);
+/// assert_eq!(report, llfc_report_mlp(&a, &b, &x, &grid, signed)?);
+/// # Ok::<(), llfc::Error>(())
+/// ```
+pub fn mlp_curve_and_report<F: Float, S: Data<Elem = F>>(
+    a: &Params<F>,
+    b: &Params<F>,
+    x: &ArrayBase<S, Ix2>,
+    labels: &[usize],
+    alphas: &[f64],
+    variant: CosineVariant,
+) -> Result<(Curve, LlfcReport)> {
+    check_alphas(alphas)?;
+    a.check_compatible(b)?;
+    let (report, points) = llfc_report_mlp_with(a, b, x, alphas, variant, |f| {
+        let logits = f.post.last().expect("an MLP has at least one layer");
+        Ok((
+            mlp::cross_entropy(logits, labels)?,
+            1.0 - mlp::accuracy(logits, labels)?,
+        ))
+    })?;
+    let curve = from_points(alphas, points.into_iter().map(Ok).collect())?;
+    Ok((curve, report))
 }
 
 /// Index of the exact value `target` in `alphas`.

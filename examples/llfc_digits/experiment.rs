@@ -338,10 +338,12 @@ impl PairResult {
 
 /// Measure one pair on the test set: the LMC curve on `alphas` and the LLFC report on
 /// `report_alphas` (each α of the report is computed on its own, so a shorter grid gives the
-/// same values at its α and saves a forward pass and the metrics per α left out).
+/// same values at its α and saves a forward pass and the metrics per α left out). On one grid
+/// both come from one forward pass of θ(α) per α ([`lmc::mlp_curve_and_report`]).
 ///
 /// # Errors
 /// What [`lmc::mlp_curve`] and [`llfc_report_mlp`] report.
+#[allow(clippy::float_cmp)]
 pub fn measure(
     method: Method,
     a: &Params<Real>,
@@ -350,10 +352,17 @@ pub fn measure(
     alphas: &[f64],
     report_alphas: &[f64],
 ) -> Result<PairResult> {
+    let (x, y, signed) = (&data.x_test, &data.y_test, CosineVariant::Signed);
+    let (curve, report) = if report_alphas == alphas {
+        lmc::mlp_curve_and_report(a, b, x, y, alphas, signed)?
+    } else {
+        let report = llfc_report_mlp(a, b, x, report_alphas, signed)?;
+        (lmc::mlp_curve(a, b, x, y, alphas)?, report)
+    };
     Ok(PairResult {
         method,
-        curve: lmc::mlp_curve(a, b, &data.x_test, &data.y_test, alphas)?,
-        report: llfc_report_mlp(a, b, &data.x_test, report_alphas, CosineVariant::Signed)?,
+        curve,
+        report,
         second: b.clone(),
     })
 }

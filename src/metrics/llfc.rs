@@ -384,6 +384,25 @@ pub fn llfc_report_mlp<F: Float, S: Data<Elem = F>>(
     alphas: &[f64],
     variant: CosineVariant,
 ) -> Result<LlfcReport> {
+    Ok(llfc_report_mlp_with(a, b, x, alphas, variant, |_| Ok(()))?.0)
+}
+
+/// [`llfc_report_mlp`], also returning `at_alpha(features of θ(α))` for every α in grid order
+/// (e.g. the loss of θ(α)'s logits, without a second forward pass). An error of `at_alpha`
+/// counts as one of its α, after that α's metrics.
+pub(crate) fn llfc_report_mlp_with<F, S, T>(
+    a: &Params<F>,
+    b: &Params<F>,
+    x: &ArrayBase<S, Ix2>,
+    alphas: &[f64],
+    variant: CosineVariant,
+    at_alpha: impl Fn(&mlp::Features<F>) -> Result<T> + Sync + Send,
+) -> Result<(LlfcReport, Vec<T>)>
+where
+    F: Float,
+    S: Data<Elem = F>,
+    T: Send,
+{
     if alphas.is_empty() {
         return Err(Error::EmptyInput {
             what: "list of interpolation coefficients alphas".into(),
@@ -425,7 +444,7 @@ pub fn llfc_report_mlp<F: Float, S: Data<Elem = F>>(
     })
     .into_iter()
     .collect::<Result<Vec<_>>>()?;
-    let rows: Vec<Result<AlphaRow>> = par_map(alphas, |&alpha| {
+    let rows: Vec<Result<(AlphaRow, T)>> = par_map(alphas, |&alpha| {
         let theta = a.interpolate(b, alpha)?;
         let f = mlp::forward_features(&theta, &x)?;
         let per_layer = par_map(&layers, |&l| {
@@ -453,7 +472,7 @@ pub fn llfc_report_mlp<F: Float, S: Data<Elem = F>>(
             row.1.push(post);
             row.2.extend(weak);
         }
-        Ok(row)
+        Ok((row, at_alpha(&f)?))
     });
     let mut report = LlfcReport {
         alphas: alphas.to_vec(),
@@ -464,11 +483,13 @@ pub fn llfc_report_mlp<F: Float, S: Data<Elem = F>>(
         weak_additivity: Vec::with_capacity(alphas.len()),
         commutativity: Vec::with_capacity(num_layers),
     };
+    let mut extra = Vec::with_capacity(alphas.len());
     for row in rows {
-        let (pre, post, weak) = row?;
+        let ((pre, post, weak), value) = row?;
         report.pre.push(pre);
         report.post.push(post);
         report.weak_additivity.push(weak);
+        extra.push(value);
     }
     report.commutativity = par_map(&layers, |&l| {
         let (h_a, h_b) = if l == 0 {
@@ -480,5 +501,5 @@ pub fn llfc_report_mlp<F: Float, S: Data<Elem = F>>(
     })
     .into_iter()
     .collect::<Result<Vec<_>>>()?;
-    Ok(report)
+    Ok((report, extra))
 }

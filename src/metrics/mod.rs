@@ -48,6 +48,7 @@ mod scaled;
 
 pub use conv::{conv2d, conv_commutativity, ConvGeometry};
 pub use cosine::{cosine_distances, CosineVariant, SampleStats};
+pub(crate) use llfc::llfc_report_mlp_with;
 pub use llfc::{interpolation_scale, llfc_layer, llfc_report_mlp, LlfcLayer, LlfcReport, Scale};
 pub use residuals::{
     commutativity, commutativity_residual, weak_additivity, Commutativity, WeakAdditivity,

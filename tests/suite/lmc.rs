@@ -5,7 +5,10 @@
 //! with a wide margin. Values that are exact in binary floating point use `assert_eq!`.
 
 use approx::assert_abs_diff_eq;
-use llfc::lmc::{barrier, curve, mlp_curve, uniform_grid, Barrier, BarrierKind, Curve};
+use llfc::lmc::{
+    barrier, curve, mlp_curve, mlp_curve_and_report, uniform_grid, Barrier, BarrierKind, Curve,
+};
+use llfc::metrics::{llfc_report_mlp, CosineVariant};
 use llfc::{mlp, Error, Params};
 use ndarray::Array2;
 use proptest::prelude::*;
@@ -261,6 +264,63 @@ fn mlp_curve_bad_inputs() {
         mlp_curve(&a, &other, &x, &labels, &[0.5]),
         Err(Error::MissingParam { .. } | Error::UnexpectedParam { .. })
     ));
+}
+
+/// One forward pass per α for both: the curve and the report equal, bit for bit, those of
+/// `mlp_curve` and `llfc_report_mlp` called separately (in f64 and f32, on 1 and 3 threads),
+/// and bad input gets the errors the separate calls give.
+#[test]
+fn curve_and_report_equal_the_separate_calls() -> TestResult {
+    let (a, b, x, labels) = setup();
+    let grid = [0.0, 0.1, 0.5, 0.9, 1.0];
+    let variant = CosineVariant::Signed;
+    let separate = (
+        mlp_curve(&a, &b, &x, &labels, &grid)?,
+        llfc_report_mlp(&a, &b, &x, &grid, variant)?,
+    );
+    for threads in [1, 3] {
+        let together = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| mlp_curve_and_report(&a, &b, &x, &labels, &grid, variant))?;
+        assert_eq!(together, separate);
+    }
+    let (a32, b32, x32) = (a.cast::<f32>(), b.cast::<f32>(), x.mapv(|v| v as f32));
+    let absolute = CosineVariant::Absolute;
+    assert_eq!(
+        mlp_curve_and_report(&a32, &b32, &x32, &labels, &grid, absolute)?,
+        (
+            mlp_curve(&a32, &b32, &x32, &labels, &grid)?,
+            llfc_report_mlp(&a32, &b32, &x32, &grid, absolute)?
+        )
+    );
+    let both = |x: &Array2<f64>, labels: &[usize], grid: &[f64]| {
+        mlp_curve_and_report(&a, &b, x, labels, grid, variant)
+    };
+    assert!(matches!(
+        both(&x, &labels, &[0.0, f64::NAN]),
+        Err(Error::InvalidArgument { name: "alphas", .. })
+    ));
+    assert!(matches!(
+        both(&x, &labels, &[]),
+        Err(Error::EmptyInput { .. })
+    ));
+    assert!(matches!(
+        both(&x, &labels[1..], &[0.5]),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        both(&x, &[0, 7].repeat(20), &[0.5]),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let mut x_nan = x.clone();
+    x_nan[[3, 1]] = f64::NAN;
+    assert!(matches!(
+        both(&x_nan, &labels, &[0.5]),
+        Err(Error::NonFinite { .. })
+    ));
+    Ok(())
 }
 
 proptest! {
