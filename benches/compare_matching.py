@@ -11,7 +11,7 @@ For each width W the script
    S_k = W_k^A (W_k^B[:, p_{k-1}])^T + b_k^A (b_k^B)^T + (W_{k+1}^A)^T W_{k+1}^B[p_{k+1}, :],
    solve `scipy.optimize.linear_sum_assignment(S_k, maximize=True)`, keep the new permutation
    if sum_i S_k[i, new(i)] > sum_i S_k[i, old(i)] + 1e-12, stop after a sweep without progress
-   or after 100 sweeps; then runs `target/release/examples/bench_matching weight` on the same
+   or after 100 sweeps; then runs `target/release/bench_matching weight` on the same
    files with the same order;
 3. computes the post-ReLU features of both MLPs on the same N Gaussian inputs (float64), writes
    them to a features `.npz` (keys `a.P_k`, `b.P_k`, `[N, W]`), runs activation matching in
@@ -33,7 +33,7 @@ Run from the repository root (numpy and scipy needed; threadpoolctl optional, to
 BLAS kernel). Unset the OpenBLAS overrides some machines set for old OpenBLAS builds, in this
 command only, so that NumPy runs its best kernel:
 
-    cargo build --release --example bench_matching
+    cargo build --release -p llfc-bench --bin bench_matching
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 benches/compare_matching.py --memory
     python3 benches/compare_matching.py --widths 512 --samples 2000   # quick check
 """
@@ -57,7 +57,7 @@ from scipy.optimize import linear_sum_assignment
 HIDDEN = 4
 INPUT = 784
 OUTPUT = 10
-BINARY = Path("target/release/examples/bench_matching")
+BINARY = Path("target/release/bench_matching")
 
 # ------------------------------------------------------------------------------------- data
 
@@ -270,7 +270,7 @@ def main() -> None:
     opts = ap.parse_args()
     BINARY = opts.binary or BINARY
     if not BINARY.exists():
-        raise SystemExit(f"{BINARY} missing: cargo build --release --example bench_matching")
+        raise SystemExit(f"{BINARY} missing: cargo build --release -p llfc-bench --bin bench_matching")
     try:
         from threadpoolctl import threadpool_info
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Rayon scaling of llfc's matching (BENCHMARKS.md, "Rayon scaling on 16 cores").
-# Needs python3 with NumPy and a release build: cargo build --release --example bench_matching
+# Needs python3 with NumPy and a release build: cargo build --release -p llfc-bench --bin bench_matching
 # (or BENCH_MATCHING=path/to/bench_matching). Weight matching on seeded Gaussian MLPs
 # 784-2048x4-10 in f64 (fixed order P_0..P_3); activation matching on synthetic streamed
 # features, width 2048, 4 layers, N = 10 000, f64; RAYON_NUM_THREADS = 1, 2, 4, 8, 16.
 set -u
-B=${BENCH_MATCHING:-target/release/examples/bench_matching}
+B=${BENCH_MATCHING:-target/release/bench_matching}
 nproc; lscpu | grep -E "Model name|Thread|Socket|NUMA node\(s\)"
 python3 - <<'PY'
 import numpy as np

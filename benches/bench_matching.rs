@@ -2,11 +2,11 @@
 //! one JSON line (the driver of `benches/compare_matching.py`, documented in `BENCHMARKS.md`).
 //!
 //! ```text
-//! cargo run --release --example bench_matching -- weight --a A.npz --b B.npz \
+//! cargo run --release -p llfc-bench --bin bench_matching -- weight --a A.npz --b B.npz \
 //!     [--precision f64|f32] [--order natural|seeded|P_0,P_1,...] [--seed S] [--max-iter N] [--perms]
-//! cargo run --release --example bench_matching -- activation --features F.npz \
+//! cargo run --release -p llfc-bench --bin bench_matching -- activation --features F.npz \
 //!     [--precision f64|f32] [--statistic correlation|covariance|inner-product] [--batch ROWS] [--perms]
-//! cargo run --release --example bench_matching -- activation --synthetic --width D --layers L \
+//! cargo run --release -p llfc-bench --bin bench_matching -- activation --synthetic --width D --layers L \
 //!     --samples N [--batch ROWS] [--seed S] [--precision f32|f64] [--perms]
 //! ```
 //!
