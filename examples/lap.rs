@@ -54,16 +54,16 @@ fn parse_args() -> cli::Result<Option<Args>> {
                 solver = match it.next().as_deref() {
                     Some("native") => Solver::Native,
                     Some("kuhn-munkres") => Solver::KuhnMunkres,
-                    other => return usage(format!("unknown solver {other:?} ({USAGE})")),
+                    other => return usage(bad_value("--solver", other)),
                 }
             }
             "--presolve" => {
                 let modes = [Presolve::Auto, Presolve::Always, Presolve::Never];
-                presolve = mode(it.next(), modes, "presolve")?;
+                presolve = mode(it.next(), modes, "--presolve")?;
             }
             "--candidates" => {
                 let modes = [Candidates::Auto, Candidates::Always, Candidates::Never];
-                candidates = mode(it.next(), modes, "candidates")?;
+                candidates = mode(it.next(), modes, "--candidates")?;
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -86,13 +86,21 @@ fn parse_args() -> cli::Result<Option<Args>> {
     }))
 }
 
-/// One of `auto|always|never` (`modes` in that order), or a usage error naming `what`.
+/// One of `auto|always|never` (`modes` in that order), or a usage error naming option `what`.
 fn mode<T: Copy>(arg: Option<String>, modes: [T; 3], what: &str) -> cli::Result<T> {
     match arg.as_deref() {
         Some("auto") => Ok(modes[0]),
         Some("always") => Ok(modes[1]),
         Some("never") => Ok(modes[2]),
-        other => usage(format!("unknown {what} {other:?} ({USAGE})")),
+        other => usage(bad_value(what, other)),
+    }
+}
+
+/// The usage error of option `option` given `value` (`None`: no value after it).
+fn bad_value(option: &str, value: Option<&str>) -> String {
+    match value {
+        Some(v) => format!("unknown value `{v}` for {option} ({USAGE})"),
+        None => format!("{option} needs a value ({USAGE})"),
     }
 }
 

@@ -160,8 +160,19 @@ fn bad_inputs_fail_in_one_line_and_touch_nothing() {
         (strings(&[s(&zero_link)]), "not a regular file"),
         (strings(&[s(&sub)]), "not a regular file"),
         (strings(&[s(&d.join("missing.npy"))]), "missing.npy"),
-        (strings(&[s(&good), "--solver", "magic"]), "unknown solver"),
-        (strings(&[s(&good), "--presolve"]), "unknown presolve"),
+        // Bad values are quoted as given (not as a Rust `Some("…")`), a missing one is named.
+        (
+            strings(&[s(&good), "--solver", "magic"]),
+            "unknown value `magic` for --solver",
+        ),
+        (
+            strings(&[s(&good), "--presolve"]),
+            "--presolve needs a value",
+        ),
+        (
+            strings(&[s(&good), "--candidates", "bogus"]),
+            "unknown value `bogus` for --candidates",
+        ),
         (strings(&[s(&good), "--bogus"]), "unknown option"),
         (strings(&[s(&good), s(&good)]), "unexpected argument"),
         (strings(&[]), "usage"),
