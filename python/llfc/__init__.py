@@ -173,6 +173,8 @@ def solve_assignment(
     solver: str = "native",
     ties: str = "scipy",
     warm_start: Optional[Assignment] = None,
+    presolve: str = "auto",
+    candidates: str = "auto",
 ) -> Assignment:
     """Solve a linear assignment problem and return an :class:`Assignment` with its duals.
 
@@ -183,6 +185,12 @@ def solve_assignment(
     ``solver``: ``"native"`` (Jonker–Volgenant / Crouse shortest augmenting paths, default) or
     ``"kuhn-munkres"`` (an independent cross-check, no duals). ``ties``: ``"scipy"`` (default:
     among several optimal assignments, the one SciPy returns) or ``"any"`` (fastest).
+
+    ``presolve`` and ``candidates`` (each ``"auto"``, the default, ``"always"`` or ``"never"``)
+    switch the native solver's two exact presolves: an f32 solve of large float64 matrices and
+    the sparse candidate lists of large square matrices (from 2048 × 2048), each followed by the
+    duality certificate on the full matrix, so the optimum is the same either way; ``"never"``
+    is for timing the plain solver. Warm starts use neither.
     """
     a = np.asarray(cost_matrix)
     if a.ndim != 2:
@@ -192,7 +200,7 @@ def solve_assignment(
             # SciPy's message for strings and objects.
             raise TypeError(f"Cannot cast array data from {a.dtype!r} to dtype('float64') according to the rule 'safe'")
         a = a.astype(np.float64)
-    return _llfc.solve_assignment(a, bool(maximize), solver, ties, warm_start)
+    return _llfc.solve_assignment(a, bool(maximize), solver, ties, warm_start, presolve, candidates)
 
 
 def linear_sum_assignment(
@@ -201,6 +209,8 @@ def linear_sum_assignment(
     *,
     solver: str = "native",
     warm_start: Optional[Assignment] = None,
+    presolve: str = "auto",
+    candidates: str = "auto",
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Drop-in replacement for ``scipy.optimize.linear_sum_assignment``.
 
@@ -212,7 +222,8 @@ def linear_sum_assignment(
     matrices are read as they are (any memory order, no copy for C order); other real dtypes are
     converted to float64. Among several optimal assignments the one SciPy returns is returned.
 
-    Returns ``(row_ind, col_ind)``: int64 arrays, ``row_ind`` increasing.
+    Returns ``(row_ind, col_ind)``: int64 arrays, ``row_ind`` increasing. The keyword options
+    are those of :func:`solve_assignment`.
 
     Examples
     --------
@@ -220,7 +231,14 @@ def linear_sum_assignment(
     >>> llfc.linear_sum_assignment(np.array([[4, 1, 3], [2, 0, 5], [3, 2, 2]]))
     (array([0, 1, 2]), array([1, 0, 2]))
     """
-    sol = solve_assignment(cost_matrix, maximize, solver=solver, warm_start=warm_start)
+    sol = solve_assignment(
+        cost_matrix,
+        maximize,
+        solver=solver,
+        warm_start=warm_start,
+        presolve=presolve,
+        candidates=candidates,
+    )
     return sol.row_ind, sol.col_ind
 
 

@@ -232,6 +232,8 @@ def solve_assignment(
     solver: str = "native",
     ties: str = "scipy",
     warm_start: Optional[Assignment] = None,
+    presolve: str = "auto",
+    candidates: str = "auto",
 ) -> Assignment: ...
 def linear_sum_assignment(
     cost_matrix: npt.ArrayLike,
@@ -239,6 +241,8 @@ def linear_sum_assignment(
     *,
     solver: str = "native",
     warm_start: Optional[Assignment] = None,
+    presolve: str = "auto",
+    candidates: str = "auto",
 ) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
 def weight_matching(
     spec: PermutationSpec,

@@ -1,6 +1,6 @@
 //! `linear_sum_assignment` and warm-startable `solve_assignment`.
 
-use llfc::assignment::{self, Assignment, LapOptions, Solver, Ties};
+use llfc::assignment::{self, Assignment, Candidates, LapOptions, Presolve, Solver, Ties};
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -86,9 +86,28 @@ fn ties(name: &str) -> PyResult<Ties> {
     }
 }
 
+/// `auto|always|never` as one of `modes` (in that order), or a ValueError naming `what`.
+fn mode<T: Copy>(what: &str, name: &str, modes: [T; 3]) -> PyResult<T> {
+    match name {
+        "auto" => Ok(modes[0]),
+        "always" => Ok(modes[1]),
+        "never" => Ok(modes[2]),
+        _ => Err(bad_choice(what, name, &["auto", "always", "never"])),
+    }
+}
+
 /// Solve the assignment problem on a float32/float64 matrix (any memory order), GIL released.
 #[pyfunction]
-#[pyo3(signature = (cost, maximize = false, solver = "native", ties = "scipy", warm_start = None))]
+#[pyo3(signature = (
+    cost,
+    maximize = false,
+    solver = "native",
+    ties = "scipy",
+    warm_start = None,
+    presolve = "auto",
+    candidates = "auto"
+))]
+#[allow(clippy::too_many_arguments)]
 fn solve_assignment(
     py: Python<'_>,
     cost: Array2F<'_>,
@@ -96,11 +115,22 @@ fn solve_assignment(
     solver: &str,
     ties: &str,
     warm_start: Option<PyRef<'_, PyAssignment>>,
+    presolve: &str,
+    candidates: &str,
 ) -> PyResult<PyAssignment> {
     let options = LapOptions {
         solver: self::solver(solver)?,
         ties: self::ties(ties)?,
-        ..LapOptions::default()
+        presolve: mode(
+            "presolve",
+            presolve,
+            [Presolve::Auto, Presolve::Always, Presolve::Never],
+        )?,
+        candidates: mode(
+            "candidates",
+            candidates,
+            [Candidates::Auto, Candidates::Always, Candidates::Never],
+        )?,
     };
     if warm_start.is_some() && options.solver != Solver::Native {
         return Err(PyValueError::new_err(

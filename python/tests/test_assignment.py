@@ -143,6 +143,32 @@ def test_solvers_and_warm_starts():
         llfc.solve_assignment(s2[:10, :10], warm_start=first)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_presolves_never_change_the_optimum(dtype):
+    # Both exact presolves forced on ("always") and off ("never") on matrices far below their
+    # automatic sizes: the same optimum as SciPy's, the same assignment (unique optimum of
+    # continuous costs), for a uniform and an activation-statistics matrix, min and max.
+    rng = np.random.default_rng(31)
+    for cost in (rng.random((300, 300)), relu_stats(rng, 300, 300)):
+        cost = cost.astype(dtype)
+        for maximize in (False, True):
+            r0, c0 = scipy_lsa(cost.astype(np.float64), maximize=maximize)
+            want = cost.astype(np.float64)[r0, c0].sum()
+            for presolve in ("auto", "always", "never"):
+                for candidates in ("auto", "always", "never"):
+                    sol = llfc.solve_assignment(
+                        cost, maximize, presolve=presolve, candidates=candidates
+                    )
+                    assert sol.total == pytest.approx(want, rel=1e-12), (presolve, candidates)
+                    assert np.array_equal(sol.col_ind, c0), (presolve, candidates)
+            r, c = llfc.linear_sum_assignment(cost, maximize, presolve="never", candidates="always")
+            assert np.array_equal(c, c0)
+    with pytest.raises(ValueError, match="presolve"):
+        llfc.solve_assignment(np.eye(3), presolve="sometimes")
+    with pytest.raises(ValueError, match="candidates"):
+        llfc.linear_sum_assignment(np.eye(3), candidates="yes")
+
+
 def test_constant_matrices_give_scipys_identity_at_every_size():
     for shape in [(8, 8), (300, 300), (200, 260), (260, 200)]:
         r, k = llfc.linear_sum_assignment(np.ones(shape))
