@@ -3,6 +3,8 @@
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
 
+use ndarray::{ArrayBase, Data, Dimension};
+
 /// Floating-point scalars supported by `llfc`: implemented for [`f32`] and [`f64`].
 ///
 /// Tensor functions are generic over `F: Float`. Matrix products run in `F` (so f32 models stay
@@ -50,6 +52,15 @@ impl Float for f64 {
     #[inline]
     fn as_f64(self) -> f64 {
         self
+    }
+}
+
+/// Whether every entry of `x` is finite: through a slice when `x` is in standard layout, without
+/// early exit, so that the loop vectorises (element by element otherwise).
+pub(crate) fn all_finite<F: Float, S: Data<Elem = F>, D: Dimension>(x: &ArrayBase<S, D>) -> bool {
+    match x.as_slice() {
+        Some(values) => values.iter().fold(true, |ok, v| ok & v.is_finite()),
+        None => x.iter().all(|v| v.is_finite()),
     }
 }
 

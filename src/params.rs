@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 use ndarray::{ArrayD, Zip};
 
 use crate::error::{Error, Result};
-use crate::float::Float;
+use crate::float::{all_finite, Float};
 use crate::permutation::{permute_axis, Permutation};
 use crate::spec::PermutationSpec;
 
@@ -125,7 +125,7 @@ impl<F: Float> Params<F> {
     /// [`Error::NonFinite`] naming the first tensor with a NaN or infinity.
     pub fn check_finite(&self) -> Result<()> {
         for (name, t) in self.iter() {
-            if t.iter().any(|x| !x.is_finite()) {
+            if !all_finite(t) {
                 return Err(Error::NonFinite {
                     what: format!("parameter `{name}`"),
                 });

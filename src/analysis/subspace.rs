@@ -34,7 +34,7 @@
 use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewD, Axis};
 
 use crate::error::{Error, Result};
-use crate::float::Float;
+use crate::float::{all_finite, Float};
 use crate::linalg::{numerical_rank, orth, singular_values, thin_svd, to_f64};
 use crate::matching::activation::as_samples_by_units;
 use crate::params::Params;
@@ -75,7 +75,7 @@ pub fn principal_angles<F: Float>(
         });
     }
     for (who, x) in [("A", &a), ("B", &b)] {
-        if x.iter().any(|v| !v.is_finite()) {
+        if !all_finite(x) {
             return Err(Error::NonFinite {
                 what: format!("basis of subspace {who}"),
             });
@@ -227,7 +227,7 @@ pub fn weight_subspace_angles<F: Float, S: AsRef<str> + Sync>(
             &format!("weight `{name}` of shape {:?}", wa.shape()),
         )?;
         let matrix = |w: &ndarray::ArrayD<F>, who: &str| -> Result<Array2<f64>> {
-            if w.iter().any(|v| !v.is_finite()) {
+            if !all_finite(w) {
                 return Err(Error::NonFinite {
                     what: format!("weight `{name}` of model {who}"),
                 });
@@ -295,7 +295,7 @@ pub fn feature_subspace_angles<F: Float>(
                 what: format!("features of model {who}"),
             });
         }
-        if h.iter().any(|v| !v.is_finite()) {
+        if !all_finite(h) {
             return Err(Error::NonFinite {
                 what: format!("features of model {who}"),
             });

@@ -57,7 +57,7 @@ pub use residuals::{
 use ndarray::{ArrayBase, Data, Dimension, Zip};
 
 use crate::error::{Error, Result};
-use crate::float::Float;
+use crate::float::{all_finite, Float};
 
 /// Check that `alpha` is finite.
 fn check_alpha(alpha: f64) -> Result<()> {
@@ -94,15 +94,6 @@ fn check_features<F: Float, S: Data<Elem = F>, D: Dimension>(
         });
     }
     Ok(())
-}
-
-/// Whether every entry of `x` is finite (through a slice in standard layout, without early
-/// exit, so that the loop vectorises).
-fn all_finite<F: Float, S: Data<Elem = F>, D: Dimension>(x: &ArrayBase<S, D>) -> bool {
-    match x.as_slice() {
-        Some(values) => values.iter().fold(true, |ok, v| ok & v.is_finite()),
-        None => x.iter().all(|v| v.is_finite()),
-    }
 }
 
 /// Check that `found` has the shape of `reference` (named `ref_what`), then check `found` alone.

@@ -4,7 +4,7 @@ use ndarray::{Array2, ArrayBase, ArrayView1, Data, Ix2};
 
 use super::forward;
 use crate::error::{Error, Result};
-use crate::float::Float;
+use crate::float::{all_finite, Float};
 use crate::params::Params;
 
 /// Check `N` labels for `C` classes: `N, C ≥ 1`, `labels.len() = N`, every label `< C`.
@@ -34,7 +34,7 @@ pub(super) fn check_labels(n: usize, classes: usize, labels: &[usize]) -> Result
 fn check<F: Float, S: Data<Elem = F>>(logits: &ArrayBase<S, Ix2>, labels: &[usize]) -> Result<()> {
     let (n, classes) = logits.dim();
     check_labels(n, classes, labels)?;
-    if logits.iter().any(|v| !v.is_finite()) {
+    if !all_finite(logits) {
         return Err(Error::NonFinite {
             what: "logits".into(),
         });

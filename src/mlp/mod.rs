@@ -64,7 +64,7 @@ use ndarray::{Array1, Array2, ArrayBase, ArrayView1, ArrayView2, Axis, Data, Ix1
 use rand::Rng;
 
 use crate::error::{Error, Result};
-use crate::float::Float;
+use crate::float::{all_finite, Float};
 use crate::params::Params;
 
 /// A borrowed layer: weight `[out, in]` and bias `[out]`.
@@ -263,7 +263,7 @@ fn check_input<F: Float, S: Data<Elem = F>>(x: &ArrayBase<S, Ix2>, in_width: usi
             found: x.shape().to_vec(),
         });
     }
-    if x.iter().any(|v| !v.is_finite()) {
+    if !all_finite(x) {
         return Err(Error::NonFinite {
             what: "input x".into(),
         });

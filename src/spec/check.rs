@@ -16,7 +16,7 @@ use rand::Rng;
 
 use super::PermutationSpec;
 use crate::error::{Error, Result};
-use crate::float::Float;
+use crate::float::{all_finite, Float};
 use crate::params::{apply_fitted, Params};
 use crate::permutation::Permutation;
 
@@ -224,7 +224,7 @@ where
     }
     let sizes = spec.fitted_sizes(params)?;
     let reference = forward(params, inputs)?;
-    if reference.iter().any(|v| !v.is_finite()) {
+    if !all_finite(&reference) {
         return Err(Error::NonFinite {
             what: "the output of the unpermuted model".into(),
         });

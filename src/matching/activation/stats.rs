@@ -342,7 +342,7 @@ impl BatchScan {
     /// when they are not (a NaN/∞, or sums overflowing on finite values) is `x` looked at again.
     fn all_finite<F: Float>(&self, x: &ArrayView2<'_, F>) -> bool {
         (self.max_abs.is_finite() && self.sums.iter().all(|s| s.is_finite()))
-            || x.iter().all(|v| v.is_finite())
+            || crate::float::all_finite(x)
     }
 }
 

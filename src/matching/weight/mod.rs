@@ -35,7 +35,7 @@ use self::similarity::{sum_terms_into, Objective, Term};
 use super::{lap_max, max_abs, products_may_overflow, LapWarm};
 use crate::assignment::Solver;
 use crate::error::{Error, Result};
-use crate::float::Float;
+use crate::float::{all_finite, Float};
 use crate::params::Params;
 use crate::permutation::Permutation;
 use crate::spec::PermutationSpec;
@@ -468,7 +468,7 @@ fn check_inputs<F: Float>(
             });
         }
         for (who, t) in [("A", ta), ("B", tb)] {
-            if t.iter().any(|x| !x.is_finite()) {
+            if !all_finite(t) {
                 return Err(Error::NonFinite {
                     what: format!("parameter `{param}` of model {who}"),
                 });
