@@ -168,7 +168,10 @@ where
 
 /// The curve of `points[k] = (loss, error)` at `alphas[k]`: the first error in grid order, or
 /// [`Error::NonFinite`] for a NaN or infinite value.
-fn from_points(alphas: &[f64], points: Vec<Result<(f64, f64)>>) -> Result<Curve> {
+fn from_points(
+    alphas: &[f64],
+    points: impl IntoIterator<Item = Result<(f64, f64)>>,
+) -> Result<Curve> {
     let (mut loss, mut error) = (Vec::with_capacity(alphas.len()), Vec::new());
     for (point, &alpha) in points.into_iter().zip(alphas) {
         let (l, e) = point?;
@@ -258,7 +261,6 @@ pub fn mlp_curve_and_report<F: Float, S: Data<Elem = F>>(
     variant: CosineVariant,
 ) -> Result<(Curve, LlfcReport)> {
     check_alphas(alphas)?;
-    a.check_compatible(b)?;
     let (report, points) = llfc_report_mlp_with(a, b, x, alphas, variant, |f| {
         let logits = f.post.last().expect("an MLP has at least one layer");
         Ok((
@@ -266,7 +268,7 @@ pub fn mlp_curve_and_report<F: Float, S: Data<Elem = F>>(
             1.0 - mlp::accuracy(logits, labels)?,
         ))
     })?;
-    let curve = from_points(alphas, points.into_iter().map(Ok).collect())?;
+    let curve = from_points(alphas, points.into_iter().map(Ok))?;
     Ok((curve, report))
 }
 
